@@ -1,0 +1,42 @@
+"""a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax."""
+
+from a3c_jax import distributions, envs, losses, networks, returns, rollout
+from a3c_jax.config import Config, ConfigError
+from a3c_jax.evaluation import evaluate, make_act
+from a3c_jax.train import Trainer, make_train, make_trainer
+from a3c_jax.types import (
+    EnvCarry,
+    RunnerState,
+    TrainResult,
+    TrainState,
+    Transition,
+    UpdateMetrics,
+)
+
+__version__ = "0.1.0"
+
+ALGORITHMS = ("a2c", "nstep_da2c")
+
+__all__ = [
+    "ALGORITHMS",
+    "Config",
+    "ConfigError",
+    "EnvCarry",
+    "RunnerState",
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "Transition",
+    "UpdateMetrics",
+    "__version__",
+    "distributions",
+    "envs",
+    "evaluate",
+    "losses",
+    "make_act",
+    "make_train",
+    "make_trainer",
+    "networks",
+    "returns",
+    "rollout",
+]

@@ -1,0 +1,79 @@
+"""N-step advantage actor-critic: `a2c` and the first deck's `nstep_da2c`.
+
+Per update: a rollout of `n_steps` in each of `num_envs` environments with the current policy;
+returns bootstrapped from `V(s_{t+n})` (zero after termination, `V(final_observation)` after
+truncation), optionally blended by GAE(λ); one gradient step on
+`actor + vf_coef · critic - ent_coef · entropy` averaged over all `n_steps · num_envs` samples.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import jax
+import optax
+
+from a3c_jax import losses, returns
+from a3c_jax.optim import gradient_step
+from a3c_jax.rollout import rollout
+from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition
+
+if TYPE_CHECKING:
+    from a3c_jax.config import Config
+    from a3c_jax.envs import EnvSpec
+    from a3c_jax.networks import Networks
+
+
+def nstep_loss(
+    params: Params,
+    traj: Transition,
+    next_values: jax.Array,
+    *,
+    config: Config,
+    networks: Networks,
+) -> tuple[jax.Array, losses.Metrics]:
+    """The n-step actor-critic loss of one rollout.
+
+    Args:
+      params: the actor-critic's parameters (differentiated).
+      traj: `[T, B, ...]` transitions.
+      next_values: `[T, B]` critic values of `traj.next_obs` (held fixed).
+    """
+    pi, values = networks.apply(params, traj.obs)  # [T, B]
+    rewards, discounts = returns.truncate_episodes(
+        traj.reward * config.reward_scale, traj.terminated, traj.truncated, next_values,
+        config.gamma,
+    )
+    fixed_values = jax.lax.stop_gradient(values)
+    advantages = returns.gae_advantages(
+        rewards, fixed_values, discounts, next_values[-1], config.gae_lambda
+    )
+    targets = advantages + fixed_values
+    if config.normalize_advantages:
+        advantages = losses.normalize(advantages)
+    return losses.actor_critic_loss(
+        pi.log_prob(traj.action), pi.entropy(), values, advantages, targets,
+        config.vf_coef, config.ent_coef,
+    )
+
+
+def make_nstep_update(
+    config: Config, spec: EnvSpec, networks: Networks, optimizer: optax.GradientTransformation
+):
+    """Builds `update(train_state, env_carry, key)` for `a2c` / `nstep_da2c`."""
+    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+
+    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey) -> jax.Array:
+        return networks.policy(params, obs).sample(key)
+
+    def update(train_state: TrainState, env_carry: EnvCarry, key: PRNGKey):
+        env_carry, traj = rollout(spec, policy_fn, train_state.params, env_carry, key,
+                                  config.n_steps)
+        # One batched critic pass over the [T, B] observations each action led to: the
+        # bootstrap for truncated steps and for the step after the rollout.
+        next_values = networks.value(train_state.params, traj.next_obs)
+        train_state, metrics = gradient_step(loss_fn, optimizer, train_state, traj, next_values)
+        return train_state, env_carry, traj, metrics
+
+    return update

@@ -1,0 +1,159 @@
+"""The frozen, validated training configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+from a3c_jax import presets
+
+OPTIMIZERS = ("adam", "rmsprop")
+ACTIVATIONS = ("tanh", "relu")
+TORSOS = ("auto", "mlp", "cnn")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train; raised before anything is compiled."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run. Static: closed over, never traced.
+
+    Fields left as `None` are resolved in `__post_init__` from `a3c_jax.presets` (environment
+    preset, then the algorithm's defaults, then global defaults), so every field of a constructed
+    `Config` holds a concrete value. Invalid values raise `ConfigError` naming the field.
+    """
+
+    env_name: str = "CartPole-v1"
+    algo: str = "a2c"
+    # Data collection.
+    num_envs: int | None = None  # environments stepped in parallel (vmapped)
+    n_steps: int | None = None  # rollout length T per update
+    total_timesteps: int | None = None  # environment-step budget (num_envs * n_steps per update)
+    # Returns.
+    gamma: float | None = None
+    gae_lambda: float | None = None  # 1: plain n-step returns; 0: one-step TD
+    reward_scale: float | None = None  # rewards are multiplied by this for learning only
+    # Optimisation.
+    lr: float | None = None
+    optimizer: str | None = None  # "adam" or "rmsprop" (the A3C paper's choice)
+    optimizer_eps: float | None = None
+    rmsprop_decay: float | None = None
+    anneal_lr: bool | None = None  # linear decay of the learning rate to 0 over the run
+    max_grad_norm: float | None = None  # global-norm clipping; math.inf disables it
+    # Loss.
+    ent_coef: float | None = None
+    vf_coef: float | None = None
+    normalize_advantages: bool | None = None
+    # Networks.
+    torso: str | None = None  # "mlp", "cnn" or "auto" (cnn for [H, W, C] observations)
+    hidden_sizes: tuple[int, ...] | None = None  # MLP widths (for the cnn: dense after the conv)
+    activation: str | None = None
+    shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
+    cnn_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.algo not in presets.ALGORITHM_DEFAULTS:
+            raise ConfigError(
+                f"algo={self.algo!r} is not an algorithm here; choose one of "
+                f"{sorted(presets.ALGORITHM_DEFAULTS)}"
+            )
+        _check_env_name(self.env_name)
+        layers = (
+            presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
+            presets.ALGORITHM_DEFAULTS[self.algo],
+            presets.DEFAULTS,
+        )
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) is None:
+                value = next(layer[field.name] for layer in layers if field.name in layer)
+                object.__setattr__(self, field.name, value)
+        if isinstance(self.hidden_sizes, list):
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        self._validate()
+
+    @property
+    def batch_size(self) -> int:
+        """Environment steps per update: `num_envs * n_steps`."""
+        return self.num_envs * self.n_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Gradient updates in the run: `total_timesteps // batch_size`."""
+        return self.total_timesteps // self.batch_size
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def _validate(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+        def in_range(name: str, low: float, high: float, low_open: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (low < value if low_open else low <= value) and value <= high
+            if not ok:
+                bracket = "(" if low_open else "["
+                raise ConfigError(f"{name}={value!r} must lie in {bracket}{low}, {high}]")
+
+        def one_of(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
+
+        for name in ("num_envs", "n_steps", "total_timesteps", "cnn_channels"):
+            positive_int(name)
+        in_range("gamma", 0.0, 1.0)
+        in_range("gae_lambda", 0.0, 1.0)
+        for name in ("lr", "optimizer_eps", "reward_scale"):
+            in_range(name, 0.0, math.inf, low_open=True)
+        in_range("max_grad_norm", 0.0, math.inf, low_open=True)
+        in_range("rmsprop_decay", 0.0, 1.0, low_open=True)
+        for name in ("ent_coef", "vf_coef"):
+            in_range(name, 0.0, math.inf)
+        one_of("optimizer", OPTIMIZERS)
+        one_of("activation", ACTIVATIONS)
+        one_of("torso", TORSOS)
+        for name in ("anneal_lr", "normalize_advantages", "shared_torso"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        sizes = self.hidden_sizes
+        if not (
+            isinstance(sizes, tuple)
+            and sizes
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
+        ):
+            raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
+        if self.total_timesteps < self.batch_size:
+            raise ConfigError(
+                f"total_timesteps={self.total_timesteps} is smaller than one rollout "
+                f"(num_envs * n_steps = {self.num_envs} * {self.n_steps} = {self.batch_size})"
+            )
+        # Environment-dependent checks (cheap: gymnax environments are plain Python objects).
+        from a3c_jax import envs
+
+        spec = envs.make_env(self.env_name)
+        if self.torso == "cnn" and len(spec.obs_shape) != 3:
+            raise ConfigError(
+                f"torso='cnn' needs image observations [H, W, C]; {self.env_name} observes "
+                f"shape {spec.obs_shape}: use torso='mlp' or 'auto'"
+            )
+
+
+def _check_env_name(env_name: str) -> None:
+    import gymnax
+
+    known = list(gymnax.registered_envs)
+    if env_name not in known:
+        close = difflib.get_close_matches(env_name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(
+            f"env_name={env_name!r} is not a registered gymnax environment{hint} "
+            f"(known: {', '.join(known)})"
+        )

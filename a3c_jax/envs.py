@@ -1,0 +1,119 @@
+"""The environment layer over gymnax: creation, vectorisation, episode statistics.
+
+gymnax auto-resets: `env.step` returns the first observation of the next episode when one ends,
+and keeps the observation the action led to in `info["final_observation"]`. `step` below returns
+that one as `Transition.next_obs`, and keeps termination and truncation apart, so that a truncated
+episode can bootstrap from the critic's value of the state it was cut off in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+from a3c_jax.types import EnvCarry, PRNGKey, Transition
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EnvSpec:
+    """A gymnax environment with what the networks and losses need to know about it."""
+
+    name: str
+    env: Any
+    env_params: Any
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    num_actions: int  # discrete: number of actions; continuous: action dimension
+    action_low: Any = None  # continuous only: [d] bounds, actions are clipped to them
+    action_high: Any = None
+    max_episode_steps: int = 0
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return () if self.discrete else (self.num_actions,)
+
+
+@functools.cache
+def make_env(env_name: str) -> EnvSpec:
+    """Creates (once per name) the gymnax environment `env_name` and describes its spaces."""
+    env, env_params = gymnax.make(env_name)
+    action_space = env.action_space(env_params)
+    obs_shape = tuple(env.observation_space(env_params).shape)
+    max_steps = int(getattr(env_params, "max_steps_in_episode", 0))
+    if isinstance(action_space, spaces.Discrete):
+        return EnvSpec(env_name, env, env_params, obs_shape, True, int(action_space.n),
+                       max_episode_steps=max_steps)
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), action_space.shape)
+        high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), action_space.shape)
+        return EnvSpec(env_name, env, env_params, obs_shape, False, int(action_space.shape[0]),
+                       action_low=low, action_high=high, max_episode_steps=max_steps)
+    raise ValueError(
+        f"{env_name}: action space {action_space!r} is neither Discrete nor a 1-D Box; "
+        "a3c_jax supports categorical and diagonal-Gaussian policies only"
+    )
+
+
+def _obs(x: jax.Array) -> jax.Array:
+    return jnp.asarray(x, jnp.float32)
+
+
+def clip_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
+    """Clips continuous actions `[..., d]` to the action space's bounds (discrete: unchanged)."""
+    if spec.discrete:
+        return action
+    low = jnp.broadcast_to(spec.action_low, action.shape)
+    high = jnp.broadcast_to(spec.action_high, action.shape)
+    return jnp.clip(action, low, high)
+
+
+def reset(spec: EnvSpec, key: PRNGKey, num_envs: int) -> EnvCarry:
+    """Resets `num_envs` environments, each with its own key."""
+    obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
+        jax.random.split(key, num_envs), spec.env_params
+    )
+    zeros = jnp.zeros((num_envs,), jnp.float32)
+    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros((num_envs,), jnp.int32))
+
+
+def step(spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
+         ) -> tuple[EnvCarry, Transition]:
+    """Steps `B` environments with `action` `[B, A...]`; auto-resets finished episodes.
+
+    Returns the new carry and the `Transition` of this step, whose `episode_return` and
+    `episode_length` hold the finished episode's totals where `done`.
+    """
+    num_envs = carry.obs.shape[0]
+    env_action = clip_action(spec, action)
+    obs, env_state, reward, terminated, truncated, info = jax.vmap(
+        spec.env.step, in_axes=(0, 0, 0, None)
+    )(jax.random.split(key, num_envs), carry.env_state, env_action, spec.env_params)
+    reward = jnp.asarray(reward, jnp.float32)
+    terminated = jnp.asarray(terminated, bool)
+    truncated = jnp.asarray(truncated, bool) & ~terminated
+    done = terminated | truncated
+    episode_return = carry.episode_return + reward
+    episode_length = carry.episode_length + 1
+    transition = Transition(
+        obs=carry.obs,
+        action=action,
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        next_obs=_obs(info["final_observation"]),
+        episode_return=episode_return,
+        episode_length=episode_length,
+    )
+    new_carry = EnvCarry(
+        env_state=env_state,
+        obs=_obs(obs),
+        episode_return=jnp.where(done, 0.0, episode_return),
+        episode_length=jnp.where(done, 0, episode_length),
+    )
+    return new_carry, transition

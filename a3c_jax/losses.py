@@ -1,0 +1,80 @@
+"""Actor, critic and entropy losses. Pure; each returns `(loss, metrics)`.
+
+Inputs share one batch shape (`[T, B]` for a rollout, anything else works). An optional `mask`
+of that shape weights each sample (1: counts, 0: padding that must change nothing); the losses are
+means over the unmasked samples.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Metrics = dict[str, jax.Array]
+
+
+def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean of `x` over the samples where `mask` is non-zero (all samples if `mask` is None)."""
+    if mask is None:
+        return jnp.mean(x)
+    chex.assert_equal_shape([x, mask])
+    mask = mask.astype(x.dtype)
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def policy_gradient_loss(
+    log_probs: jax.Array, advantages: jax.Array, mask: jax.Array | None = None
+) -> tuple[jax.Array, Metrics]:
+    """The actor's loss `-mean(log π(a_t|s_t) · stop_gradient(A_t))`.
+
+    Its gradient is the policy-gradient estimate: descending it raises the log-probability of
+    actions with positive advantage and lowers it for negative advantage.
+    """
+    chex.assert_equal_shape([log_probs, advantages])
+    loss = -masked_mean(log_probs * jax.lax.stop_gradient(advantages), mask)
+    return loss, {"actor_loss": loss}
+
+
+def value_loss(
+    values: jax.Array, targets: jax.Array, mask: jax.Array | None = None
+) -> tuple[jax.Array, Metrics]:
+    """The critic's loss `0.5 · mean((G_t - V(s_t))²)`, targets held fixed.
+
+    The factor 0.5 makes its gradient `(V - G) ∇V`; with `vf_coef = 0.5` (the default) the total
+    loss weighs it as Stable-Baselines3's `vf_coef · MSE` does with `vf_coef = 0.25`.
+    """
+    chex.assert_equal_shape([values, targets])
+    loss = 0.5 * masked_mean(jnp.square(jax.lax.stop_gradient(targets) - values), mask)
+    return loss, {"critic_loss": loss}
+
+
+def entropy_loss(entropy: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+    """`-mean(H[π(·|s_t)])`: minimised with a positive weight, it keeps the policy exploring."""
+    mean_entropy = masked_mean(entropy, mask)
+    return -mean_entropy, {"entropy": mean_entropy}
+
+
+def actor_critic_loss(
+    log_probs: jax.Array,
+    entropy: jax.Array,
+    values: jax.Array,
+    advantages: jax.Array,
+    targets: jax.Array,
+    vf_coef: float,
+    ent_coef: float,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, Metrics]:
+    """`actor + vf_coef · critic - ent_coef · entropy`, with every part's value in the metrics."""
+    actor, actor_metrics = policy_gradient_loss(log_probs, advantages, mask)
+    critic, critic_metrics = value_loss(values, targets, mask)
+    neg_entropy, entropy_metrics = entropy_loss(entropy, mask)
+    total = actor + vf_coef * critic + ent_coef * neg_entropy
+    return total, {"total_loss": total, **actor_metrics, **critic_metrics, **entropy_metrics}
+
+
+def normalize(x: jax.Array, mask: jax.Array | None = None, eps: float = 1e-8) -> jax.Array:
+    """`(x - mean) / (std + eps)` over the (unmasked) samples."""
+    mean = masked_mean(x, mask)
+    std = jnp.sqrt(masked_mean(jnp.square(x - mean), mask))
+    return (x - mean) / (std + eps)

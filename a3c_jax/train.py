@@ -1,0 +1,103 @@
+"""`make_train(config) -> train(key)`: the whole run as one jittable, vmappable function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from a3c_jax import envs
+from a3c_jax.algorithms import UPDATE_BUILDERS
+from a3c_jax.config import Config
+from a3c_jax.networks import make_networks
+from a3c_jax.optim import make_optimizer
+from a3c_jax.types import PRNGKey, RunnerState, TrainResult, TrainState, Transition, UpdateMetrics
+
+
+class Trainer(NamedTuple):
+    """The training loop in pieces, for callers that run it in chunks (progress, checkpoints).
+
+    `init(key) -> RunnerState`; `run(runner_state, num_updates) -> (runner_state, metrics)` with
+    metrics `[num_updates]` (num_updates static); `train(key) -> TrainResult` is the whole run.
+    """
+
+    init: Callable[[PRNGKey], RunnerState]
+    run: Callable[[RunnerState, int], tuple[RunnerState, UpdateMetrics]]
+    train: Callable[[PRNGKey], TrainResult]
+
+
+def _episode_stats(traj: Transition, runner: RunnerState) -> tuple[jax.Array, ...]:
+    """Mean return and length of the episodes that ended in `traj` `[T, B]`, and their count;
+    the previous update's figures where none ended."""
+    done = traj.done.astype(jnp.float32)
+    count = jnp.sum(done)
+    denominator = jnp.maximum(count, 1.0)
+    mean_return = jnp.sum(traj.episode_return * done) / denominator
+    mean_length = jnp.sum(traj.episode_length.astype(jnp.float32) * done) / denominator
+    any_done = count > 0
+    return (
+        jnp.where(any_done, mean_return, runner.last_episode_return),
+        jnp.where(any_done, mean_length, runner.last_episode_length),
+        count,
+    )
+
+
+def make_trainer(config: Config) -> Trainer:
+    """Builds the pieces of the training loop for `config` (validated before anything traces)."""
+    spec = envs.make_env(config.env_name)
+    networks = make_networks(config, spec)
+    optimizer, schedule = make_optimizer(config)
+    update = UPDATE_BUILDERS[config.algo](config, spec, networks, optimizer)
+
+    def init(key: PRNGKey) -> RunnerState:
+        key, params_key, env_key = jax.random.split(key, 3)
+        params = networks.init(params_key)
+        train_state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        env = envs.reset(spec, env_key, config.num_envs)
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        return RunnerState(train_state, env, key, nan, nan)
+
+    def update_step(runner: RunnerState, _: None) -> tuple[RunnerState, UpdateMetrics]:
+        key, update_key = jax.random.split(runner.key)
+        learning_rate = schedule(runner.train_state.update_step)
+        train_state, env, traj, loss_metrics = update(runner.train_state, runner.env, update_key)
+        mean_return, mean_length, count = _episode_stats(traj, runner)
+        metrics = UpdateMetrics(
+            env_steps=train_state.update_step * config.batch_size,
+            episode_return=mean_return,
+            episode_length=mean_length,
+            episodes=count,
+            total_loss=loss_metrics["total_loss"],
+            actor_loss=loss_metrics["actor_loss"],
+            critic_loss=loss_metrics["critic_loss"],
+            entropy=loss_metrics["entropy"],
+            grad_norm=loss_metrics["grad_norm"],
+            learning_rate=jnp.asarray(learning_rate, jnp.float32),
+        )
+        runner = RunnerState(train_state, env, key, mean_return, mean_length)
+        return runner, metrics
+
+    def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
+        return jax.lax.scan(update_step, runner, None, length=num_updates)
+
+    def train(key: PRNGKey) -> TrainResult:
+        runner, metrics = run(init(key), config.num_updates)
+        return TrainResult(
+            params=runner.train_state.params,
+            opt_state=runner.train_state.opt_state,
+            metrics=metrics,
+            runner_state=runner,
+        )
+
+    return Trainer(init, run, train)
+
+
+def make_train(config: Config) -> Callable[[PRNGKey], TrainResult]:
+    """The pure training function `train(key) -> TrainResult` for `config`.
+
+    The whole run (`config.num_updates` updates) is one `lax.scan`: jit it, and `vmap` it over keys
+    to train many seeds at once.
+    """
+    return make_trainer(config).train

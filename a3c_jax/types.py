@@ -1,0 +1,90 @@
+"""Typed pytrees shared by every part of the library.
+
+Shapes use `T` for time (rollout length), `B` for the batch of environments, `O...` for the
+observation's own shape and `A...` for the action's (`()` for discrete actions, `(d,)` for
+continuous ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+Params = Any  # a flax variable dict: {"params": {...}}
+PRNGKey = jax.Array
+
+
+class EnvCarry(NamedTuple):
+    """The state of `B` vectorised environments between steps."""
+
+    env_state: Any  # gymnax state, every leaf with a leading [B]
+    obs: jax.Array  # [B, O...] float32, the observation the next action is chosen on
+    episode_return: jax.Array  # [B] undiscounted return of the running episode so far
+    episode_length: jax.Array  # [B] int32 steps of the running episode so far
+
+
+class Transition(NamedTuple):
+    """One environment step of `B` environments (a rollout stacks them into `[T, B, ...]`).
+
+    `next_obs` is the observation the action led to *before* any auto-reset (gymnax's
+    `info["final_observation"]`): the state a truncated episode bootstraps from. Where neither
+    `terminated` nor `truncated` is set it equals the next step's `obs`.
+    """
+
+    obs: jax.Array  # [B, O...]
+    action: jax.Array  # [B, A...]
+    reward: jax.Array  # [B] float32
+    terminated: jax.Array  # [B] bool: the episode reached a terminal state (no bootstrap)
+    truncated: jax.Array  # [B] bool: time limit hit in a non-terminal state (bootstrap)
+    next_obs: jax.Array  # [B, O...]
+    episode_return: jax.Array  # [B] return of the episode that ended here (valid where done)
+    episode_length: jax.Array  # [B] length of the episode that ended here (valid where done)
+
+    @property
+    def done(self) -> jax.Array:
+        """[B] bool: an episode ended at this step, by termination or truncation."""
+        return self.terminated | self.truncated
+
+
+class TrainState(NamedTuple):
+    """What the optimiser owns."""
+
+    params: Params
+    opt_state: optax.OptState
+    update_step: jax.Array  # [] int32, number of gradient updates applied
+
+
+class RunnerState(NamedTuple):
+    """Everything the training loop carries from one update to the next."""
+
+    train_state: TrainState
+    env: EnvCarry
+    key: PRNGKey
+    last_episode_return: jax.Array  # [] mean return of the latest finished episodes (nan: none yet)
+    last_episode_length: jax.Array  # [] their mean length
+
+
+class UpdateMetrics(NamedTuple):
+    """Per-update scalars; `TrainResult.metrics` stacks them into `[num_updates]`."""
+
+    env_steps: jax.Array  # environment steps taken so far, this update included
+    episode_return: jax.Array  # mean return of episodes finished in this update (else the last)
+    episode_length: jax.Array  # mean length of those episodes (else the last)
+    episodes: jax.Array  # number of episodes finished in this update
+    total_loss: jax.Array
+    actor_loss: jax.Array
+    critic_loss: jax.Array
+    entropy: jax.Array  # mean policy entropy over the batch
+    grad_norm: jax.Array  # global gradient norm before clipping
+    learning_rate: jax.Array
+
+
+class TrainResult(NamedTuple):
+    """What `train(key)` returns."""
+
+    params: Params  # final actor and critic parameters
+    opt_state: optax.OptState
+    metrics: UpdateMetrics  # every field [num_updates] (with leading axes of any vmap)
+    runner_state: RunnerState  # the final carry: environments, keys and counters

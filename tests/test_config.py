@@ -1,0 +1,68 @@
+"""Config: defaults resolved from presets, and clear errors for bad input."""
+
+import dataclasses
+import math
+
+import pytest
+
+from a3c_jax import Config, ConfigError, presets
+
+
+def test_every_field_resolved():
+    config = Config()
+    for field in dataclasses.fields(config):
+        assert getattr(config, field.name) is not None, field.name
+    assert config.batch_size == config.num_envs * config.n_steps
+    assert config.num_updates == config.total_timesteps // config.batch_size
+
+
+def test_frozen_and_hashable():
+    config = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0  # type: ignore[misc]
+    assert hash(config) == hash(Config())
+
+
+def test_explicit_beats_preset_beats_algorithm_default():
+    da2c_defaults = presets.ALGORITHM_DEFAULTS["nstep_da2c"]
+    assert Config(algo="nstep_da2c").ent_coef == da2c_defaults["ent_coef"]
+    assert Config(algo="nstep_da2c", ent_coef=0.1).ent_coef == 0.1
+    pendulum = presets.ENV_PRESETS[("Pendulum-v1", "a2c")]
+    assert Config(env_name="Pendulum-v1").lr == pendulum["lr"]
+    assert Config(env_name="Pendulum-v1", lr=0.5).lr == 0.5
+
+
+def test_replace_revalidates():
+    with pytest.raises(ConfigError, match="gamma"):
+        Config().replace(gamma=2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"env_name": "CartPole-v2"}, "did you mean 'CartPole-v1'"),
+        ({"env_name": "nope"}, "not a registered gymnax environment"),
+        ({"algo": "ppo"}, "algo='ppo'"),
+        ({"num_envs": 0}, "num_envs=0 must be a positive integer"),
+        ({"num_envs": 2.5}, "num_envs"),
+        ({"n_steps": -1}, "n_steps"),
+        ({"gamma": 1.5}, r"gamma=1.5 must lie in \[0.0, 1.0\]"),
+        ({"gae_lambda": -0.1}, "gae_lambda"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"optimizer": "sgd"}, "optimizer='sgd' must be one of"),
+        ({"activation": "gelu"}, "activation"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"ent_coef": -1.0}, "ent_coef"),
+        ({"hidden_sizes": ()}, "hidden_sizes"),
+        ({"total_timesteps": 10, "num_envs": 4, "n_steps": 5}, "smaller than one rollout"),
+        ({"torso": "cnn"}, "torso='cnn' needs image observations"),
+        ({"anneal_lr": "yes"}, "anneal_lr"),
+    ],
+)
+def test_bad_values_raise_clear_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Config(**kwargs)
+
+
+def test_gradient_clipping_can_be_disabled():
+    assert math.isinf(Config(max_grad_norm=math.inf).max_grad_norm)

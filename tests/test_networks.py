@@ -1,0 +1,63 @@
+"""Networks: shapes for every torso and head, initialisation and parameter layout."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from a3c_jax import Config, envs
+from a3c_jax.distributions import Categorical, DiagGaussian
+from a3c_jax.networks import make_networks
+
+
+@pytest.mark.parametrize(
+    "env_name,shared,expected_dist",
+    [
+        ("CartPole-v1", False, Categorical),
+        ("CartPole-v1", True, Categorical),
+        ("Pendulum-v1", False, DiagGaussian),
+        ("Breakout-MinAtar", False, Categorical),
+        ("Breakout-MinAtar", True, Categorical),
+    ],
+)
+def test_shapes(env_name, shared, expected_dist, key):
+    config = Config(env_name=env_name, shared_torso=shared)
+    spec = envs.make_env(env_name)
+    nets = make_networks(config, spec)
+    params = nets.init(key)
+    obs = jnp.zeros((3, 5, *spec.obs_shape))
+    pi, v = nets.apply(params, obs)
+    assert isinstance(pi, expected_dist)
+    chex.assert_shape(v, (3, 5))
+    chex.assert_shape(nets.value(params, obs), (3, 5))
+    chex.assert_shape(pi.log_prob(pi.sample(key)), (3, 5))
+    chex.assert_shape(pi.sample(key), (3, 5, *spec.action_shape))
+    # Unbatched observations work too (for make_act in a plain loop).
+    chex.assert_shape(nets.value(params, jnp.zeros(spec.obs_shape)), ())
+
+
+def test_separate_actor_and_critic_by_default(key):
+    nets = make_networks(Config(), envs.make_env("CartPole-v1"))
+    names = set(nets.init(key)["params"])
+    assert {"actor_torso", "critic_torso", "actor_head", "critic_head"} <= names
+    shared = make_networks(Config(shared_torso=True), envs.make_env("CartPole-v1"))
+    assert "torso" in shared.init(key)["params"]
+
+
+def test_cnn_used_for_images(key):
+    params = make_networks(Config(env_name="Breakout-MinAtar"),
+                           envs.make_env("Breakout-MinAtar")).init(key)
+    assert "Conv_0" in params["params"]["actor_torso"]
+
+
+def test_orthogonal_init_and_small_policy_head(key):
+    params = make_networks(Config(), envs.make_env("CartPole-v1")).init(key)["params"]
+    w = np.asarray(params["actor_torso"]["Dense_1"]["kernel"])  # 64 x 64 hidden layer
+    np.testing.assert_allclose(w.T @ w, 2.0 * np.eye(64), atol=1e-4)
+    head = np.asarray(params["actor_head"]["kernel"])
+    assert np.abs(head).max() < 0.05
+    # Initial policy is close to uniform.
+    pi = make_networks(Config(), envs.make_env("CartPole-v1")).policy(
+        {"params": params}, jax.random.normal(key, (10, 4)))
+    np.testing.assert_allclose(pi.entropy(), np.log(2), atol=1e-3)

@@ -3,7 +3,13 @@
 from a3c_jax import distributions, envs, losses, networks, returns, rollout
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
-from a3c_jax.train import Trainer, make_train, make_trainer
+from a3c_jax.train import (
+    Trainer,
+    enable_compilation_cache,
+    jit_train,
+    make_train,
+    make_trainer,
+)
 from a3c_jax.types import (
     EnvCarry,
     RunnerState,
@@ -30,9 +36,11 @@ __all__ = [
     "UpdateMetrics",
     "__version__",
     "distributions",
+    "enable_compilation_cache",
     "envs",
     "evaluate",
     "losses",
+    "jit_train",
     "make_act",
     "make_train",
     "make_trainer",

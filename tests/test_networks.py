@@ -48,7 +48,22 @@ def test_separate_actor_and_critic_by_default(key):
 def test_cnn_used_for_images(key):
     params = make_networks(Config(env_name="Breakout-MinAtar"),
                            envs.make_env("Breakout-MinAtar")).init(key)
-    assert "Conv_0" in params["params"]["actor_torso"]
+    torso = params["params"]["actor_torso"]
+    assert torso["Dense_0"]["kernel"].shape == (9 * 4, 16)  # the 3x3 convolution's kernel
+
+
+def test_patch_convolution_equals_flax_conv(key):
+    import flax.linen as nn
+
+    from a3c_jax.networks import patches_3x3
+
+    x = jax.random.normal(key, (2, 10, 10, 4))
+    conv = nn.Conv(16, (3, 3), padding="VALID")
+    conv_params = conv.init(key, x)
+    kernel = conv_params["params"]["kernel"]  # [3, 3, 4, 16]
+    expected = conv.apply(conv_params, x)
+    got = patches_3x3(x) @ kernel.reshape(9 * 4, 16) + conv_params["params"]["bias"][None, None, None]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_orthogonal_init_and_small_policy_head(key):

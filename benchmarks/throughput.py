@@ -32,7 +32,8 @@ def measure_throughput(num_envs: int, min_steps: int, repeats: int) -> dict:
     import a3c_jax
 
     base = a3c_jax.Config()
-    updates = max(20, min_steps // (num_envs * base.n_steps))
+    # Enough updates for a stable timing, at most 2000 (small batches run slowly).
+    updates = min(2000, max(20, min_steps // (num_envs * base.n_steps)))
     config = base.replace(num_envs=num_envs, total_timesteps=updates * num_envs * base.n_steps)
     train = a3c_jax.jit_train(config)
     key = jax.random.PRNGKey(0)
@@ -139,7 +140,8 @@ def main() -> None:
           "greedy mean (min) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for i, s in enumerate(solves):
-        solved_at = f"{s['solve_env_steps']:,}" if s["solve_env_steps"] is not None else "not reached"
+        at = s["solve_env_steps"]
+        solved_at = f"{at:,}" if at is not None else "not reached"
         tts = f"{s['time_to_solve_s']:.2f}" if s["time_to_solve_s"] is not None else "-"
         print(f"| {i} | {s['compile_s']:.2f} | {s['run_s']:.2f} | {solved_at} | {tts} | "
               f"{s['total_s']:.2f} | {s['greedy_mean']:.1f} ({s['greedy_min']:.0f}) |")

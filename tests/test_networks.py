@@ -62,7 +62,8 @@ def test_patch_convolution_equals_flax_conv(key):
     conv_params = conv.init(key, x)
     kernel = conv_params["params"]["kernel"]  # [3, 3, 4, 16]
     expected = conv.apply(conv_params, x)
-    got = patches_3x3(x) @ kernel.reshape(9 * 4, 16) + conv_params["params"]["bias"][None, None, None]
+    bias = conv_params["params"]["bias"][None, None, None]
+    got = patches_3x3(x) @ kernel.reshape(9 * 4, 16) + bias
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

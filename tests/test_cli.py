@@ -1,0 +1,37 @@
+"""The command line: overrides parsed by field type, bad input rejected with exit code 2."""
+
+import pytest
+
+from a3c_jax import ConfigError
+from a3c_jax.cli import main, parse_overrides
+
+
+def test_parse_overrides_typed():
+    got = parse_overrides(["lr=7e-4", "num_envs=32", "anneal_lr=false", "hidden_sizes=32,32",
+                           "optimizer=rmsprop"])
+    assert got == {"lr": 7e-4, "num_envs": 32, "anneal_lr": False, "hidden_sizes": (32, 32),
+                   "optimizer": "rmsprop"}
+
+
+@pytest.mark.parametrize("item,match", [("nope=1", "no such Config field"),
+                                        ("num_envs=abc", "num_envs='abc'"),
+                                        ("anneal_lr=maybe", "anneal_lr"),
+                                        ("lr", "FIELD=VALUE")])
+def test_parse_overrides_errors(item, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_overrides([item])
+
+
+def test_bad_input_exits_2_before_training(capsys):
+    assert main(["train", "--env", "CartPol-v1"]) == 2
+    assert "did you mean 'CartPole-v1'" in capsys.readouterr().err
+    assert main(["train", "--set", "gamma=3"]) == 2
+    assert "gamma=3.0 must lie in" in capsys.readouterr().err
+
+
+def test_train_end_to_end(capsys):
+    code = main(["train", "--no-cache", "--episodes", "3", "--set", "num_envs=4", "n_steps=4",
+                 "total_timesteps=64"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "env steps/s" in out and "greedy evaluation over 3 episodes" in out

@@ -35,8 +35,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
         if name not in types_by_name:
-            raise ConfigError(f"--set {name}: no such Config field; fields: "
-                              f"{', '.join(sorted(types_by_name))}")
+            raise ConfigError(
+                f"--set {name}: no such Config field; fields: {', '.join(sorted(types_by_name))}"
+            )
         kind = types_by_name[name]
         try:
             if kind is bool:
@@ -76,14 +77,20 @@ def train_command(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
     steps = config.num_updates * config.batch_size * num_seeds
     print(f"compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {steps / (t2 - t1):,.0f} env steps/s")
-    params = [result.params] if num_seeds == 1 else [
-        jax.tree.map(lambda x, i=i: x[i], result.params) for i in range(num_seeds)]
+    params = (
+        [result.params]
+        if num_seeds == 1
+        else [jax.tree.map(lambda x, i=i: x[i], result.params) for i in range(num_seeds)]
+    )
     final = np.asarray(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
     for i, p in enumerate(params):
-        returns = np.asarray(a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i),
-                                              args.episodes))
-        print(f"seed {i}: last training return {final[i]:.1f}; greedy evaluation over "
-              f"{args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}")
+        returns = np.asarray(
+            a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)
+        )
+        print(
+            f"seed {i}: last training return {final[i]:.1f}; greedy evaluation over "
+            f"{args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}"
+        )
     return 0
 
 
@@ -96,10 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--num-seeds", type=int, default=1, help="seeds trained at once (vmap)")
     train.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes")
-    train.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                       help="any Config field, e.g. --set lr=7e-4 num_envs=64")
-    train.add_argument("--no-cache", action="store_true",
-                       help="do not use the persistent compilation cache")
+    train.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any Config field, e.g. --set lr=7e-4 num_envs=64",
+    )
+    train.add_argument(
+        "--no-cache", action="store_true", help="do not use the persistent compilation cache"
+    )
     args = parser.parse_args(argv)
     try:
         if args.num_seeds < 1 or args.episodes < 1:

@@ -47,13 +47,29 @@ def make_env(env_name: str) -> EnvSpec:
     obs_shape = tuple(env.observation_space(env_params).shape)
     max_steps = int(getattr(env_params, "max_steps_in_episode", 0))
     if isinstance(action_space, spaces.Discrete):
-        return EnvSpec(env_name, env, env_params, obs_shape, True, int(action_space.n),
-                       max_episode_steps=max_steps)
+        return EnvSpec(
+            env_name,
+            env,
+            env_params,
+            obs_shape,
+            True,
+            int(action_space.n),
+            max_episode_steps=max_steps,
+        )
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
         low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), action_space.shape)
         high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), action_space.shape)
-        return EnvSpec(env_name, env, env_params, obs_shape, False, int(action_space.shape[0]),
-                       action_low=low, action_high=high, max_episode_steps=max_steps)
+        return EnvSpec(
+            env_name,
+            env,
+            env_params,
+            obs_shape,
+            False,
+            int(action_space.shape[0]),
+            action_low=low,
+            action_high=high,
+            max_episode_steps=max_steps,
+        )
     raise ValueError(
         f"{env_name}: action space {action_space!r} is neither Discrete nor a 1-D Box; "
         "a3c_jax supports categorical and diagonal-Gaussian policies only"
@@ -82,8 +98,9 @@ def reset(spec: EnvSpec, key: PRNGKey, num_envs: int) -> EnvCarry:
     return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros((num_envs,), jnp.int32))
 
 
-def step(spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
-         ) -> tuple[EnvCarry, Transition]:
+def step(
+    spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
+) -> tuple[EnvCarry, Transition]:
     """Steps `B` environments with `action` `[B, A...]`; auto-resets finished episodes.
 
     Returns the new carry and the `Transition` of this step, whose `episode_return` and

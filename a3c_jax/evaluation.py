@@ -14,8 +14,14 @@ from a3c_jax.networks import Networks, make_networks
 from a3c_jax.types import EnvCarry, Params, PRNGKey
 
 
-def _select_action(networks: Networks, spec: envs.EnvSpec, greedy: bool, params: Params,
-                   obs: jax.Array, key: PRNGKey | None) -> jax.Array:
+def _select_action(
+    networks: Networks,
+    spec: envs.EnvSpec,
+    greedy: bool,
+    params: Params,
+    obs: jax.Array,
+    key: PRNGKey | None,
+) -> jax.Array:
     pi = networks.policy(params, jnp.asarray(obs, jnp.float32))
     return envs.clip_action(spec, pi.mode() if greedy else pi.sample(key))
 
@@ -26,8 +32,7 @@ def _jitted_act(config: Config, greedy: bool) -> Callable:
     return jax.jit(functools.partial(_select_action, make_networks(config, spec), spec, greedy))
 
 
-def make_act(config: Config, params: Params, greedy: bool = True
-             ) -> Callable[..., jax.Array]:
+def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..., jax.Array]:
     """A jitted policy `act(obs, key=None) -> action` for observations `[O...]` or `[B, O...]`.
 
     Greedy (the distribution's mode: argmax, or the Gaussian mean clipped to the action bounds)
@@ -44,8 +49,9 @@ def make_act(config: Config, params: Params, greedy: bool = True
 
 
 @functools.lru_cache(maxsize=64)
-def _make_evaluator(config: Config, num_episodes: int, greedy: bool
-                    ) -> Callable[[Params, PRNGKey], jax.Array]:
+def _make_evaluator(
+    config: Config, num_episodes: int, greedy: bool
+) -> Callable[[Params, PRNGKey], jax.Array]:
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
     max_steps = spec.max_episode_steps or 100_000
@@ -69,14 +75,20 @@ def _make_evaluator(config: Config, num_episodes: int, greedy: bool
             return carry, key, active & ~transition.done, totals, t + 1
 
         state: tuple[EnvCarry, PRNGKey, jax.Array, jax.Array, int] = (
-            carry0, key, active0, totals0, jnp.zeros((), jnp.int32))
+            carry0,
+            key,
+            active0,
+            totals0,
+            jnp.zeros((), jnp.int32),
+        )
         return jax.lax.while_loop(cond, body, state)[3]
 
     return jax.jit(run)
 
 
-def evaluate(config: Config, params: Params, key: PRNGKey, num_episodes: int = 100,
-             greedy: bool = True) -> jax.Array:
+def evaluate(
+    config: Config, params: Params, key: PRNGKey, num_episodes: int = 100, greedy: bool = True
+) -> jax.Array:
     """Undiscounted returns `[num_episodes]` of whole episodes played with `params`.
 
     Episodes run in parallel, each from its own reset, until they end (termination or the

@@ -163,11 +163,14 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
     """Builds the actor-critic described by `config` for the environment `spec`."""
     use_cnn = config.torso == "cnn" or (config.torso == "auto" and len(spec.obs_shape) == 3)
     if use_cnn:
+
         def torso_fn() -> nn.Module:
             return CNNTorso(config.cnn_channels, config.hidden_sizes, config.activation)
     else:
+
         def torso_fn() -> nn.Module:
             return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
+
     module = ActorCritic(torso_fn, spec.discrete, spec.num_actions, config.shared_torso)
     dummy_obs = jnp.zeros(spec.obs_shape, jnp.float32)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 
 from a3c_jax import envs
+from a3c_jax.networks import Networks
 from a3c_jax.types import EnvCarry, Params, PRNGKey, Transition
 
 # (params, obs [B, O...], key) -> action [B, A...]
@@ -34,7 +35,10 @@ def rollout(
     return jax.lax.scan(body, carry, jax.random.split(key, num_steps))
 
 
-def sample_action(networks_policy: Callable, params: Params, obs: jax.Array, key: PRNGKey
-                  ) -> jax.Array:
-    """Samples `a ~ π(·|obs)`: the behaviour policy of every on-policy algorithm here."""
-    return networks_policy(params, obs).sample(key)
+def sampling_policy(networks: Networks) -> PolicyFn:
+    """The behaviour policy of every on-policy algorithm here: `a ~ π(·|obs)`."""
+
+    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey) -> jax.Array:
+        return networks.policy(params, obs).sample(key)
+
+    return policy_fn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -121,10 +122,11 @@ def jit_train(config: Config, num_seeds: int | None = None) -> Callable[[PRNGKey
 def enable_compilation_cache(path: str | None = None) -> str:
     """Turns on JAX's persistent compilation cache (default `~/.cache/a3c_jax/xla`, or
     `$A3C_JAX_CACHE_DIR`): a repeated start then loads the compiled loop instead of compiling it."""
-    import os
-
-    path = path or os.environ.get("A3C_JAX_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "a3c_jax", "xla")
+    path = (
+        path
+        or os.environ.get("A3C_JAX_CACHE_DIR")
+        or os.path.join(os.path.expanduser("~"), ".cache", "a3c_jax", "xla")
+    )
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

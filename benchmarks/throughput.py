@@ -89,7 +89,8 @@ def solve_once() -> dict:
         "solve_update": first,
         "solve_env_steps": int(steps[first]) if first is not None else None,
         # Run time is linear in updates: the solving update is reached this far into the run.
-        "time_to_solve_s": (t1 - t0) + run_s * (first + 1) / len(steps) if first is not None
+        "time_to_solve_s": (t1 - t0) + run_s * (first + 1) / len(steps)
+        if first is not None
         else None,
         "greedy_mean": float(greedy.mean()),
         "greedy_min": float(greedy.min()),
@@ -102,7 +103,10 @@ def measure_solve(repeats: int) -> list[dict]:
     results = []
     for _ in range(repeats):
         out = subprocess.run(
-            [sys.executable, __file__, "--solve-once"], capture_output=True, text=True, env=env,
+            [sys.executable, __file__, "--solve-once"],
+            capture_output=True,
+            text=True,
+            env=env,
             check=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -125,31 +129,43 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     min_steps = 200_000 if args.quick else 2_000_000
     rows = [measure_throughput(n, min_steps, repeats) for n in args.num_envs]
-    print(f"\nTraining throughput, a2c on CartPole-v1 ({jax.devices()[0].device_kind}, "
-          f"{os.cpu_count()} cores; median of {repeats} runs)\n")
+    print(
+        f"\nTraining throughput, a2c on CartPole-v1 ({jax.devices()[0].device_kind}, "
+        f"{os.cpu_count()} cores; median of {repeats} runs)\n"
+    )
     print("| num_envs | n_steps | env steps | lower s | compile s | run s | steps/s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['num_envs']} | {r['n_steps']} | {r['env_steps']:,} | {r['lower_s']:.2f} | "
-              f"{r['compile_s']:.2f} | {r['run_s']:.3f} | {r['steps_per_s']:,.0f} |")
+        print(
+            f"| {r['num_envs']} | {r['n_steps']} | {r['env_steps']:,} | {r['lower_s']:.2f} | "
+            f"{r['compile_s']:.2f} | {r['run_s']:.3f} | {r['steps_per_s']:,.0f} |"
+        )
 
     solves = measure_solve(repeats)
-    print(f"\nTime to solve CartPole-v1 with the default Config() (cold process each, "
-          f"{repeats} runs)\n")
-    print("| run | compile s | run s | solved at env step | time to solve s | total s | "
-          "greedy mean (min) |")
+    print(
+        f"\nTime to solve CartPole-v1 with the default Config() (cold process each, "
+        f"{repeats} runs)\n"
+    )
+    print(
+        "| run | compile s | run s | solved at env step | time to solve s | total s | "
+        "greedy mean (min) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for i, s in enumerate(solves):
         at = s["solve_env_steps"]
         solved_at = f"{at:,}" if at is not None else "not reached"
         tts = f"{s['time_to_solve_s']:.2f}" if s["time_to_solve_s"] is not None else "-"
-        print(f"| {i} | {s['compile_s']:.2f} | {s['run_s']:.2f} | {solved_at} | {tts} | "
-              f"{s['total_s']:.2f} | {s['greedy_mean']:.1f} ({s['greedy_min']:.0f}) |")
+        print(
+            f"| {i} | {s['compile_s']:.2f} | {s['run_s']:.2f} | {solved_at} | {tts} | "
+            f"{s['total_s']:.2f} | {s['greedy_mean']:.1f} ({s['greedy_min']:.0f}) |"
+        )
     times = [s["time_to_solve_s"] for s in solves if s["time_to_solve_s"] is not None]
     if times:
-        print(f"\nmedian time to solve: {statistics.median(times):.2f} s "
-              f"({len(times)}/{len(solves)} runs solved); median total run "
-              f"{statistics.median(s['total_s'] for s in solves):.2f} s")
+        print(
+            f"\nmedian time to solve: {statistics.median(times):.2f} s "
+            f"({len(times)}/{len(solves)} runs solved); median total run "
+            f"{statistics.median(s['total_s'] for s in solves):.2f} s"
+        )
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"throughput": rows, "solve": solves}, f, indent=1)

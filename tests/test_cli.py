@@ -7,16 +7,27 @@ from a3c_jax.cli import main, parse_overrides
 
 
 def test_parse_overrides_typed():
-    got = parse_overrides(["lr=7e-4", "num_envs=32", "anneal_lr=false", "hidden_sizes=32,32",
-                           "optimizer=rmsprop"])
-    assert got == {"lr": 7e-4, "num_envs": 32, "anneal_lr": False, "hidden_sizes": (32, 32),
-                   "optimizer": "rmsprop"}
+    got = parse_overrides(
+        ["lr=7e-4", "num_envs=32", "anneal_lr=false", "hidden_sizes=32,32", "optimizer=rmsprop"]
+    )
+    assert got == {
+        "lr": 7e-4,
+        "num_envs": 32,
+        "anneal_lr": False,
+        "hidden_sizes": (32, 32),
+        "optimizer": "rmsprop",
+    }
 
 
-@pytest.mark.parametrize("item,match", [("nope=1", "no such Config field"),
-                                        ("num_envs=abc", "num_envs='abc'"),
-                                        ("anneal_lr=maybe", "anneal_lr"),
-                                        ("lr", "FIELD=VALUE")])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("nope=1", "no such Config field"),
+        ("num_envs=abc", "num_envs='abc'"),
+        ("anneal_lr=maybe", "anneal_lr"),
+        ("lr", "FIELD=VALUE"),
+    ],
+)
 def test_parse_overrides_errors(item, match):
     with pytest.raises(ConfigError, match=match):
         parse_overrides([item])
@@ -30,8 +41,18 @@ def test_bad_input_exits_2_before_training(capsys):
 
 
 def test_train_end_to_end(capsys):
-    code = main(["train", "--no-cache", "--episodes", "3", "--set", "num_envs=4", "n_steps=4",
-                 "total_timesteps=64"])
+    code = main(
+        [
+            "train",
+            "--no-cache",
+            "--episodes",
+            "3",
+            "--set",
+            "num_envs=4",
+            "n_steps=4",
+            "total_timesteps=64",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "env steps/s" in out and "greedy evaluation over 3 episodes" in out

@@ -66,3 +66,10 @@ def test_bad_values_raise_clear_errors(kwargs, match):
 
 def test_gradient_clipping_can_be_disabled():
     assert math.isinf(Config(max_grad_norm=math.inf).max_grad_norm)
+
+
+def test_every_algorithm_has_defaults_and_an_update():
+    import a3c_jax
+    from a3c_jax.algorithms import UPDATE_BUILDERS
+
+    assert set(presets.ALGORITHM_DEFAULTS) == set(UPDATE_BUILDERS) == set(a3c_jax.ALGORITHMS)

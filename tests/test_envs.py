@@ -38,8 +38,11 @@ def _run(spec, key, num_envs, steps, action):
     carry = envs.reset(spec, key, num_envs)
 
     def policy(params, obs, key):
-        return jnp.full((obs.shape[0], *spec.action_shape), action, jnp.float32 if not
-                        spec.discrete else jnp.int32)
+        return jnp.full(
+            (obs.shape[0], *spec.action_shape),
+            action,
+            jnp.float32 if not spec.discrete else jnp.int32,
+        )
 
     return jax.jit(lambda c, k: rollout.rollout(spec, policy, None, c, k, steps))(carry, key)
 

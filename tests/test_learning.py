@@ -29,8 +29,9 @@ def _random_returns(env_name: str, episodes: int = 50) -> np.ndarray:
     def random_action(key, n):
         if spec.discrete:
             return jax.random.randint(key, (n,), 0, spec.num_actions)
-        return jax.random.uniform(key, (n, spec.num_actions), minval=spec.action_low,
-                                  maxval=spec.action_high)
+        return jax.random.uniform(
+            key, (n, spec.num_actions), minval=spec.action_low, maxval=spec.action_high
+        )
 
     @jax.jit
     def run(key):

@@ -46,8 +46,9 @@ def test_separate_actor_and_critic_by_default(key):
 
 
 def test_cnn_used_for_images(key):
-    params = make_networks(Config(env_name="Breakout-MinAtar"),
-                           envs.make_env("Breakout-MinAtar")).init(key)
+    params = make_networks(
+        Config(env_name="Breakout-MinAtar"), envs.make_env("Breakout-MinAtar")
+    ).init(key)
     torso = params["params"]["actor_torso"]
     assert torso["Dense_0"]["kernel"].shape == (9 * 4, 16)  # the 3x3 convolution's kernel
 
@@ -75,5 +76,6 @@ def test_orthogonal_init_and_small_policy_head(key):
     assert np.abs(head).max() < 0.05
     # Initial policy is close to uniform.
     pi = make_networks(Config(), envs.make_env("CartPole-v1")).policy(
-        {"params": params}, jax.random.normal(key, (10, 4)))
+        {"params": params}, jax.random.normal(key, (10, 4))
+    )
     np.testing.assert_allclose(pi.entropy(), np.log(2), atol=1e-3)

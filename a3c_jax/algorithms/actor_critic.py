@@ -16,7 +16,7 @@ import optax
 
 from a3c_jax import losses, returns
 from a3c_jax.optim import gradient_step
-from a3c_jax.rollout import rollout
+from a3c_jax.rollout import rollout, sampling_policy
 from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition
 
 if TYPE_CHECKING:
@@ -42,7 +42,10 @@ def nstep_loss(
     """
     pi, values = networks.apply(params, traj.obs)  # [T, B]
     rewards, discounts = returns.truncate_episodes(
-        traj.reward * config.reward_scale, traj.terminated, traj.truncated, next_values,
+        traj.reward * config.reward_scale,
+        traj.terminated,
+        traj.truncated,
+        next_values,
         config.gamma,
     )
     fixed_values = jax.lax.stop_gradient(values)
@@ -53,8 +56,13 @@ def nstep_loss(
     if config.normalize_advantages:
         advantages = losses.normalize(advantages)
     return losses.actor_critic_loss(
-        pi.log_prob(traj.action), pi.entropy(), values, advantages, targets,
-        config.vf_coef, config.ent_coef,
+        pi.log_prob(traj.action),
+        pi.entropy(),
+        values,
+        advantages,
+        targets,
+        config.vf_coef,
+        config.ent_coef,
     )
 
 
@@ -63,13 +71,12 @@ def make_nstep_update(
 ):
     """Builds `update(train_state, env_carry, key)` for `a2c` / `nstep_da2c`."""
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
-
-    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey) -> jax.Array:
-        return networks.policy(params, obs).sample(key)
+    policy_fn = sampling_policy(networks)
 
     def update(train_state: TrainState, env_carry: EnvCarry, key: PRNGKey):
-        env_carry, traj = rollout(spec, policy_fn, train_state.params, env_carry, key,
-                                  config.n_steps)
+        env_carry, traj = rollout(
+            spec, policy_fn, train_state.params, env_carry, key, config.n_steps
+        )
         # One batched critic pass over the [T, B] observations each action led to: the
         # bootstrap for truncated steps and for the step after the rollout.
         next_values = networks.value(train_state.params, traj.next_obs)

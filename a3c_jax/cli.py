@@ -76,7 +76,8 @@ def train_command(args: argparse.Namespace) -> int:
     result = jax.block_until_ready(compiled(keys))
     t2 = time.perf_counter()
     steps = config.num_updates * config.batch_size * num_seeds
-    print(f"compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {steps / (t2 - t1):,.0f} env steps/s")
+    rate = steps / (t2 - t1)
+    print(f"trace+compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {rate:,.0f} env steps/s")
     params = (
         [result.params]
         if num_seeds == 1

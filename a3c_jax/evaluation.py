@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from a3c_jax import envs
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
+from a3c_jax.rollout import PolicyFn
 from a3c_jax.types import EnvCarry, Params, PRNGKey
 
 
@@ -48,42 +49,43 @@ def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..
     return act
 
 
+def play_episodes(
+    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, key: PRNGKey, num_episodes: int
+) -> jax.Array:
+    """Undiscounted returns `[num_episodes]` of whole episodes, one per environment, played in
+    parallel with `policy_fn(params, obs [N, O...], key) -> action [N, A...]` until each ends
+    (termination or time limit; at most 100,000 steps for environments without a limit)."""
+    max_steps = spec.max_episode_steps or 100_000
+    key, reset_key = jax.random.split(key)
+
+    def cond(state: tuple) -> jax.Array:
+        _, _, active, _, t = state
+        return jnp.any(active) & (t < max_steps)
+
+    def body(state: tuple) -> tuple:
+        carry, key, active, totals, t = state
+        key, act_key, step_key = jax.random.split(key, 3)
+        carry, transition = envs.step(spec, step_key, carry, policy_fn(params, carry.obs, act_key))
+        totals = totals + jnp.where(active, transition.reward, 0.0)
+        return carry, key, active & ~transition.done, totals, t + 1
+
+    state: tuple[EnvCarry, PRNGKey, jax.Array, jax.Array, jax.Array] = (
+        envs.reset(spec, reset_key, num_episodes),
+        key,
+        jnp.ones((num_episodes,), bool),
+        jnp.zeros((num_episodes,), jnp.float32),
+        jnp.zeros((), jnp.int32),
+    )
+    return jax.lax.while_loop(cond, body, state)[3]
+
+
 @functools.lru_cache(maxsize=64)
 def _make_evaluator(
     config: Config, num_episodes: int, greedy: bool
 ) -> Callable[[Params, PRNGKey], jax.Array]:
     spec = envs.make_env(config.env_name)
-    networks = make_networks(config, spec)
-    max_steps = spec.max_episode_steps or 100_000
-
-    def run(params: Params, key: PRNGKey) -> jax.Array:
-        key, reset_key = jax.random.split(key)
-        carry0 = envs.reset(spec, reset_key, num_episodes)
-        active0 = jnp.ones((num_episodes,), bool)
-        totals0 = jnp.zeros((num_episodes,), jnp.float32)
-
-        def cond(state: tuple) -> jax.Array:
-            _, _, active, _, t = state
-            return jnp.any(active) & (t < max_steps)
-
-        def body(state: tuple) -> tuple:
-            carry, key, active, totals, t = state
-            key, act_key, step_key = jax.random.split(key, 3)
-            action = _select_action(networks, spec, greedy, params, carry.obs, act_key)
-            carry, transition = envs.step(spec, step_key, carry, action)
-            totals = totals + jnp.where(active, transition.reward, 0.0)
-            return carry, key, active & ~transition.done, totals, t + 1
-
-        state: tuple[EnvCarry, PRNGKey, jax.Array, jax.Array, int] = (
-            carry0,
-            key,
-            active0,
-            totals0,
-            jnp.zeros((), jnp.int32),
-        )
-        return jax.lax.while_loop(cond, body, state)[3]
-
-    return jax.jit(run)
+    policy_fn = functools.partial(_select_action, make_networks(config, spec), spec, greedy)
+    return jax.jit(lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes))
 
 
 def evaluate(

@@ -96,8 +96,8 @@ class CNNTorso(nn.Module):
     `[..., H, W, C] -> [..., hidden_sizes[-1]]`.
 
     The convolution is written as patches times a `[9C, channels]` kernel: the same function as
-    `nn.Conv`, but its gradient is two matmuls, where XLA's CPU convolution backward pass is about
-    fifty times slower on MinAtar-sized inputs.
+    `nn.Conv`, but its gradient is matmuls. On this project's 2-core CPU that made the whole
+    MinAtar gradient step 10x faster (279 ms to 26 ms for 1,024 samples).
     """
 
     channels: int

@@ -6,12 +6,11 @@ Breakout-MinAtar about 0.5.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import envs
+from a3c_jax import envs, evaluation
 
 pytestmark = pytest.mark.slow
 
@@ -26,29 +25,16 @@ def _random_returns(env_name: str, episodes: int = 50) -> np.ndarray:
     """Returns of the uniform random policy (the baseline the thresholds are set against)."""
     spec = envs.make_env(env_name)
 
-    def random_action(key, n):
+    def policy(params, obs, key):
+        n = obs.shape[0]
         if spec.discrete:
             return jax.random.randint(key, (n,), 0, spec.num_actions)
         return jax.random.uniform(
             key, (n, spec.num_actions), minval=spec.action_low, maxval=spec.action_high
         )
 
-    @jax.jit
-    def run(key):
-        carry = envs.reset(spec, key, episodes)
-
-        def body(state, k):
-            carry, active, total = state
-            a_key, s_key = jax.random.split(k)
-            carry, tr = envs.step(spec, s_key, carry, random_action(a_key, episodes))
-            total = total + jnp.where(active, tr.reward, 0.0)
-            return (carry, active & ~tr.done, total), None
-
-        init = (carry, jnp.ones(episodes, bool), jnp.zeros(episodes))
-        steps = spec.max_episode_steps
-        return jax.lax.scan(body, init, jax.random.split(key, steps))[0][2]
-
-    return np.asarray(run(jax.random.PRNGKey(0)))
+    play = jax.jit(lambda key: evaluation.play_episodes(spec, policy, None, key, episodes))
+    return np.asarray(play(jax.random.PRNGKey(0)))
 
 
 def test_thresholds_are_far_above_random():

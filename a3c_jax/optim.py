@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import optax
 
-from a3c_jax.types import TrainState
+from a3c_jax.types import Params, TrainState
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -35,18 +35,38 @@ def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base), schedule
 
 
+def compute_gradients(
+    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    params: Params,
+    *batch: Any,
+) -> tuple[Params, dict[str, jax.Array]]:
+    """Gradients of `loss_fn(params, *batch) -> (loss, metrics)` with respect to `params`.
+
+    Returns the gradients and the loss's metrics with `grad_norm` (before clipping) added. This is
+    the one place every algorithm differentiates its loss.
+    """
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, *batch)
+    return grads, {**metrics, "grad_norm": optax.tree.norm(grads)}
+
+
+def apply_gradients(
+    optimizer: optax.GradientTransformation, train_state: TrainState, grads: Params
+) -> TrainState:
+    """One optimiser step with `grads`: the one place parameters change."""
+    updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
+    params = optax.apply_updates(train_state.params, updates)
+    return TrainState(params, opt_state, train_state.update_step + 1)
+
+
 def gradient_step(
     loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
     optimizer: optax.GradientTransformation,
     train_state: TrainState,
     *batch: Any,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimiser step on `loss_fn(params, *batch) -> (loss, metrics)`.
+    """`compute_gradients` then `apply_gradients`: one optimiser step on `loss_fn`.
 
-    Returns the new state and the loss's metrics with `grad_norm` (before clipping) added.
+    Returns the new state and the loss's metrics with `grad_norm` added.
     """
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(train_state.params, *batch)
-    updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-    params = optax.apply_updates(train_state.params, updates)
-    new_state = TrainState(params, opt_state, train_state.update_step + 1)
-    return new_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
+    grads, metrics = compute_gradients(loss_fn, train_state.params, *batch)
+    return apply_gradients(optimizer, train_state, grads), metrics

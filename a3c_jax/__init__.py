@@ -1,7 +1,7 @@
 """a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax."""
 
 from a3c_jax import distributions, envs, losses, networks, returns, rollout
-from a3c_jax.algorithms import UPDATE_BUILDERS
+from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
 from a3c_jax.train import (
@@ -22,7 +22,7 @@ from a3c_jax.types import (
 
 __version__ = "0.1.0"
 
-ALGORITHMS = tuple(UPDATE_BUILDERS)
+ALGORITHMS = tuple(ALGORITHM_BUILDERS)
 
 __all__ = [
     "ALGORITHMS",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from a3c_jax.types import Params, TrainState
@@ -15,24 +16,40 @@ if TYPE_CHECKING:
     from a3c_jax.config import Config
 
 
-def make_optimizer(config: Config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+class Optimizer(NamedTuple):
+    """`tx` gives the update direction at unit learning rate (clipping, then Adam or RMSprop);
+    `learning_rate(env_steps)` scales it. Both optimisers are linear in the learning rate, so
+    this equals `optax.adam(schedule)`, with the schedule read off environment steps rather than
+    update counts: the same for fixed-size rollouts, and right for episodic ones too."""
+
+    tx: optax.GradientTransformation
+    learning_rate: Callable[[jax.Array], jax.Array]  # env steps taken so far [] -> lr []
+
+    def init(self, params: Params) -> optax.OptState:
+        return self.tx.init(params)
+
+
+def make_optimizer(config: Config) -> Optimizer:
     """`clip_by_global_norm(max_grad_norm)` then Adam or RMSprop, at a constant or linearly
-    decaying (`anneal_lr`) learning rate. Returns the optimiser and its learning-rate schedule.
+    decaying (`anneal_lr`: to 0 at `total_timesteps`) learning rate.
 
     RMSprop follows the A3C paper and Stable-Baselines3 (`decay=rmsprop_decay`, `eps` inside the
     square root).
     """
-    if config.anneal_lr:
-        schedule = optax.linear_schedule(config.lr, 0.0, transition_steps=config.num_updates)
-    else:
-        schedule = optax.constant_schedule(config.lr)
     if config.optimizer == "adam":
-        base = optax.adam(schedule, eps=config.optimizer_eps)
+        base = optax.adam(1.0, eps=config.optimizer_eps)
     else:
-        base = optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.optimizer_eps)
-    if math.isinf(config.max_grad_norm):
-        return base, schedule
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base), schedule
+        base = optax.rmsprop(1.0, decay=config.rmsprop_decay, eps=config.optimizer_eps)
+    if not math.isinf(config.max_grad_norm):
+        base = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base)
+
+    def learning_rate(env_steps: jax.Array) -> jax.Array:
+        if not config.anneal_lr:
+            return jnp.asarray(config.lr, jnp.float32)
+        progress = jnp.asarray(env_steps, jnp.float32) / config.total_timesteps
+        return config.lr * jnp.clip(1.0 - progress, 0.0, 1.0)
+
+    return Optimizer(base, learning_rate)
 
 
 def compute_gradients(
@@ -50,23 +67,39 @@ def compute_gradients(
 
 
 def apply_gradients(
-    optimizer: optax.GradientTransformation, train_state: TrainState, grads: Params
+    optimizer: Optimizer, train_state: TrainState, grads: Params, env_steps: jax.Array | int
 ) -> TrainState:
-    """One optimiser step with `grads`: the one place parameters change."""
-    updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-    params = optax.apply_updates(train_state.params, updates)
-    return TrainState(params, opt_state, train_state.update_step + 1)
+    """One optimiser step with `grads`, at the learning rate of the environment steps taken
+    before it; then counts the update and its `env_steps`. The one place parameters change."""
+    updates, opt_state = optimizer.tx.update(grads, train_state.opt_state, train_state.params)
+    lr = optimizer.learning_rate(train_state.env_steps)
+    updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
+    return TrainState(
+        optax.apply_updates(train_state.params, updates),
+        opt_state,
+        train_state.update_step + 1,
+        train_state.env_steps + jnp.asarray(env_steps, jnp.int32),
+    )
 
 
 def gradient_step(
     loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
-    optimizer: optax.GradientTransformation,
+    optimizer: Optimizer,
     train_state: TrainState,
+    env_steps: jax.Array | int,
     *batch: Any,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """`compute_gradients` then `apply_gradients`: one optimiser step on `loss_fn`.
+    """`compute_gradients` then `apply_gradients`: one optimiser step on `loss_fn(params, *batch)`
+    that consumed `env_steps` environment steps.
 
-    Returns the new state and the loss's metrics with `grad_norm` added.
+    Returns the new state and the loss's metrics with `grad_norm` and `learning_rate` added.
     """
     grads, metrics = compute_gradients(loss_fn, train_state.params, *batch)
-    return apply_gradients(optimizer, train_state, grads), metrics
+    metrics["learning_rate"] = optimizer.learning_rate(train_state.env_steps)
+    return apply_gradients(optimizer, train_state, grads, env_steps), metrics
+
+
+def init_train_state(optimizer: Optimizer, params: Params) -> TrainState:
+    """Fresh counters and optimiser state for `params`."""
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(params, optimizer.init(params), zero, zero)

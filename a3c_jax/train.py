@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from a3c_jax import envs
-from a3c_jax.algorithms import UPDATE_BUILDERS
+from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config
 from a3c_jax.networks import make_networks
-from a3c_jax.optim import make_optimizer
-from a3c_jax.types import PRNGKey, RunnerState, TrainResult, TrainState, Transition, UpdateMetrics
+from a3c_jax.optim import init_train_state, make_optimizer
+from a3c_jax.types import PRNGKey, RunnerState, TrainResult, Transition, UpdateMetrics
 
 
 class Trainer(NamedTuple):
@@ -29,10 +29,12 @@ class Trainer(NamedTuple):
     train: Callable[[PRNGKey], TrainResult]
 
 
-def _episode_stats(traj: Transition, runner: RunnerState) -> tuple[jax.Array, ...]:
-    """Mean return and length of the episodes that ended in `traj` `[T, B]`, and their count;
-    the previous update's figures where none ended."""
-    done = traj.done.astype(jnp.float32)
+def _episode_stats(
+    traj: Transition, valid: jax.Array, runner: RunnerState
+) -> tuple[jax.Array, ...]:
+    """Mean return and length of the episodes that ended in `traj` `[T, B]` (real steps only),
+    and their count; the previous update's figures where none ended."""
+    done = (traj.done & valid).astype(jnp.float32)
     count = jnp.sum(done)
     denominator = jnp.maximum(count, 1.0)
     mean_return = jnp.sum(traj.episode_return * done) / denominator
@@ -49,24 +51,27 @@ def make_trainer(config: Config) -> Trainer:
     """Builds the pieces of the training loop for `config` (validated before anything traces)."""
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
-    optimizer, schedule = make_optimizer(config)
-    update = UPDATE_BUILDERS[config.algo](config, spec, networks, optimizer)
+    optimizer = make_optimizer(config)
+    algorithm = ALGORITHM_BUILDERS[config.algo](config, spec, networks, optimizer)
 
     def init(key: PRNGKey) -> RunnerState:
-        key, params_key, env_key = jax.random.split(key, 3)
+        key, params_key, env_key, algo_key = jax.random.split(key, 4)
         params = networks.init(params_key)
-        train_state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        train_state = init_train_state(optimizer, params)
         env = envs.reset(spec, env_key, config.num_envs)
+        algo_state = algorithm.init(params, algo_key)
         nan = jnp.full((), jnp.nan, jnp.float32)
-        return RunnerState(train_state, env, key, nan, nan)
+        return RunnerState(train_state, env, algo_state, key, nan, nan)
 
     def update_step(runner: RunnerState, _: None) -> tuple[RunnerState, UpdateMetrics]:
         key, update_key = jax.random.split(runner.key)
-        learning_rate = schedule(runner.train_state.update_step)
-        train_state, env, traj, loss_metrics = update(runner.train_state, runner.env, update_key)
-        mean_return, mean_length, count = _episode_stats(traj, runner)
+        train_state, env, algo_state, out = algorithm.update(
+            runner.train_state, runner.env, runner.algo_state, update_key
+        )
+        loss_metrics = out.loss_metrics
+        mean_return, mean_length, count = _episode_stats(out.transitions, out.valid, runner)
         metrics = UpdateMetrics(
-            env_steps=train_state.update_step * config.batch_size,
+            env_steps=train_state.env_steps,
             episode_return=mean_return,
             episode_length=mean_length,
             episodes=count,
@@ -75,9 +80,9 @@ def make_trainer(config: Config) -> Trainer:
             critic_loss=loss_metrics["critic_loss"],
             entropy=loss_metrics["entropy"],
             grad_norm=loss_metrics["grad_norm"],
-            learning_rate=jnp.asarray(learning_rate, jnp.float32),
+            learning_rate=loss_metrics["learning_rate"],
         )
-        runner = RunnerState(train_state, env, key, mean_return, mean_length)
+        runner = RunnerState(train_state, env, algo_state, key, mean_return, mean_length)
         return runner, metrics
 
     def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:

@@ -54,6 +54,7 @@ class TrainState(NamedTuple):
     params: Params
     opt_state: optax.OptState
     update_step: jax.Array  # [] int32, number of gradient updates applied
+    env_steps: jax.Array  # [] int32, environment steps those updates consumed
 
 
 class RunnerState(NamedTuple):
@@ -61,9 +62,18 @@ class RunnerState(NamedTuple):
 
     train_state: TrainState
     env: EnvCarry
+    algo_state: Any  # what an algorithm keeps besides parameters (a replay buffer); () if nothing
     key: PRNGKey
     last_episode_return: jax.Array  # [] mean return of the latest finished episodes (nan: none yet)
     last_episode_length: jax.Array  # [] their mean length
+
+
+class UpdateOutput(NamedTuple):
+    """What one update reports besides its new state."""
+
+    transitions: Transition  # [T, B, ...] the environment steps the update played
+    valid: jax.Array  # [T, B] bool: real steps (False: padding after an episode's end)
+    loss_metrics: dict[str, jax.Array]  # scalars: losses, entropy, grad_norm, learning_rate
 
 
 class UpdateMetrics(NamedTuple):

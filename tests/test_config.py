@@ -70,6 +70,6 @@ def test_gradient_clipping_can_be_disabled():
 
 def test_every_algorithm_has_defaults_and_an_update():
     import a3c_jax
-    from a3c_jax.algorithms import UPDATE_BUILDERS
+    from a3c_jax.algorithms import ALGORITHM_BUILDERS
 
-    assert set(presets.ALGORITHM_DEFAULTS) == set(UPDATE_BUILDERS) == set(a3c_jax.ALGORITHMS)
+    assert set(presets.ALGORITHM_DEFAULTS) == set(ALGORITHM_BUILDERS) == set(a3c_jax.ALGORITHMS)

@@ -8,26 +8,27 @@ import pytest
 
 import a3c_jax
 from a3c_jax import Config, envs
-from a3c_jax.algorithms import UPDATE_BUILDERS
+from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.networks import make_networks
-from a3c_jax.optim import make_optimizer
-from a3c_jax.types import TrainState
+from a3c_jax.optim import init_train_state, make_optimizer
 
 TINY = {"num_envs": 4, "n_steps": 5, "total_timesteps": 4 * 5 * 3}
 
 
-@pytest.mark.parametrize("algo", sorted(UPDATE_BUILDERS))
+@pytest.mark.parametrize("algo", sorted(ALGORITHM_BUILDERS))
 @pytest.mark.parametrize("env_name", ["CartPole-v1", "Pendulum-v1"])
 def test_one_update_shapes(algo, env_name, key):
     config = Config(env_name=env_name, algo=algo, **TINY)
     spec = envs.make_env(env_name)
     nets = make_networks(config, spec)
-    optimizer, _ = make_optimizer(config)
+    optimizer = make_optimizer(config)
     params = nets.init(key)
-    state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    state = init_train_state(optimizer, params)
     carry = envs.reset(spec, key, config.num_envs)
-    update = jax.jit(UPDATE_BUILDERS[algo](config, spec, nets, optimizer))
-    new_state, new_carry, traj, metrics = update(state, carry, key)
+    algorithm = ALGORITHM_BUILDERS[algo](config, spec, nets, optimizer)
+    update = jax.jit(algorithm.update)
+    new_state, new_carry, _, out = update(state, carry, algorithm.init(params, key), key)
+    traj, metrics = out.transitions, out.loss_metrics
     T, B = config.n_steps, config.num_envs
     chex.assert_shape(traj.obs, (T, B, *spec.obs_shape))
     chex.assert_shape(traj.action, (T, B, *spec.action_shape))
@@ -35,6 +36,7 @@ def test_one_update_shapes(algo, env_name, key):
     chex.assert_trees_all_equal_shapes(new_state.params, params)
     chex.assert_trees_all_equal_shapes(new_carry, carry)
     assert int(new_state.update_step) == 1
+    assert int(new_state.env_steps) == config.batch_size
     for name in ("total_loss", "actor_loss", "critic_loss", "entropy", "grad_norm"):
         chex.assert_shape(metrics[name], ())
         assert np.isfinite(metrics[name])

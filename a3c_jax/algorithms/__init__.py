@@ -1,17 +1,19 @@
 """Each algorithm of the decks as a configuration over the shared parts.
 
 An algorithm is its defaults (in `a3c_jax.presets.ALGORITHM_DEFAULTS`) and the builder of its
-update step here: `make_update(config, spec, networks, optimizer) -> update`, where
-`update(train_state, env_carry, key) -> (train_state, env_carry, transitions [T, B], metrics)`.
+`Algorithm` here: `make(config, spec, networks, optimizer) -> Algorithm`.
 """
 
 from __future__ import annotations
 
-from a3c_jax.algorithms import actor_critic
+from collections.abc import Callable
 
-UPDATE_BUILDERS = {
-    "a2c": actor_critic.make_nstep_update,
-    "nstep_da2c": actor_critic.make_nstep_update,
+from a3c_jax.algorithms import actor_critic
+from a3c_jax.algorithms.base import Algorithm, UpdateFn, no_state
+
+ALGORITHM_BUILDERS: dict[str, Callable[..., Algorithm]] = {
+    "a2c": actor_critic.make_nstep,
+    "nstep_da2c": actor_critic.make_nstep,
 }
 
-__all__ = ["UPDATE_BUILDERS", "actor_critic"]
+__all__ = ["ALGORITHM_BUILDERS", "Algorithm", "UpdateFn", "actor_critic", "no_state"]

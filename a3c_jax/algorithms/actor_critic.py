@@ -9,15 +9,16 @@ truncation), optionally blended by GAE(λ); one gradient step on
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
-import optax
+import jax.numpy as jnp
 
 from a3c_jax import losses, returns
-from a3c_jax.optim import gradient_step
+from a3c_jax.algorithms.base import Algorithm, no_state
+from a3c_jax.optim import Optimizer, gradient_step
 from a3c_jax.rollout import rollout, sampling_policy
-from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition
+from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -66,21 +67,40 @@ def nstep_loss(
     )
 
 
-def make_nstep_update(
-    config: Config, spec: EnvSpec, networks: Networks, optimizer: optax.GradientTransformation
-):
-    """Builds `update(train_state, env_carry, key)` for `a2c` / `nstep_da2c`."""
+def nstep_collect(
+    spec: EnvSpec,
+    networks: Networks,
+    config: Config,
+    params: Params,
+    env_carry: EnvCarry,
+    key: PRNGKey,
+) -> tuple[EnvCarry, Transition, jax.Array]:
+    """Plays `n_steps` in each environment with `params`' sampling policy.
+
+    Returns the new carry, the transitions `[T, B, ...]` and the critic's values `[T, B]` of
+    `traj.next_obs`, from one batched pass: the bootstrap of truncated steps and of the step after
+    the rollout. `nstep_loss(params, traj, next_values)` is then the loss to differentiate.
+    """
+    env_carry, traj = rollout(
+        spec, sampling_policy(networks), params, env_carry, key, config.n_steps
+    )
+    return env_carry, traj, networks.value(params, traj.next_obs)
+
+
+def make_nstep(
+    config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
+) -> Algorithm:
+    """`a2c`, `nstep_da2c` and `online_ac` (`n_steps=1`): one rollout, one gradient step."""
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
-    policy_fn = sampling_policy(networks)
 
-    def update(train_state: TrainState, env_carry: EnvCarry, key: PRNGKey):
-        env_carry, traj = rollout(
-            spec, policy_fn, train_state.params, env_carry, key, config.n_steps
+    def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
+        env_carry, traj, next_values = nstep_collect(
+            spec, networks, config, train_state.params, env_carry, key
         )
-        # One batched critic pass over the [T, B] observations each action led to: the
-        # bootstrap for truncated steps and for the step after the rollout.
-        next_values = networks.value(train_state.params, traj.next_obs)
-        train_state, metrics = gradient_step(loss_fn, optimizer, train_state, traj, next_values)
-        return train_state, env_carry, traj, metrics
+        train_state, metrics = gradient_step(
+            loss_fn, optimizer, train_state, config.batch_size, traj, next_values
+        )
+        valid = jnp.ones(traj.reward.shape, bool)
+        return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
 
-    return update
+    return Algorithm(no_state, update)

@@ -31,7 +31,7 @@ class Config:
     algo: str = "a2c"
     # Data collection.
     num_envs: int | None = None  # environments stepped in parallel (vmapped)
-    n_steps: int | None = None  # rollout length T per update
+    n_steps: int | None = None  # rollout length T per update (episodic algorithms: unused)
     total_timesteps: int | None = None  # environment-step budget (num_envs * n_steps per update)
     # Returns.
     gamma: float | None = None
@@ -48,6 +48,9 @@ class Config:
     ent_coef: float | None = None
     vf_coef: float | None = None
     normalize_advantages: bool | None = None
+    # Replay (ac_replay only).
+    replay_capacity: int | None = None  # transitions kept in the circular buffer
+    replay_batch_size: int | None = None  # transitions per critic minibatch
     # Networks.
     torso: str | None = None  # "mlp", "cnn" or "auto" (cnn for [H, W, C] observations)
     hidden_sizes: tuple[int, ...] | None = None  # MLP widths (for the cnn: dense after the conv)
@@ -81,8 +84,18 @@ class Config:
         return self.num_envs * self.n_steps
 
     @property
+    def episodic(self) -> bool:
+        """True for algorithms whose updates play whole episodes (`da2c`, `ac_replay`), so that
+        the environment steps of an update vary; `n_steps` is then unused."""
+        return self.algo in presets.EPISODIC_ALGORITHMS
+
+    @property
     def num_updates(self) -> int:
-        """Gradient updates in the run: `total_timesteps // batch_size`."""
+        """Gradient updates in the run: `total_timesteps // batch_size`. For episodic
+        algorithms, an upper bound (every environment plays at least one step per update): their
+        run stops once `total_timesteps` environment steps are spent."""
+        if self.episodic:
+            return -(-self.total_timesteps // self.num_envs)
         return self.total_timesteps // self.batch_size
 
     def replace(self, **changes: Any) -> Config:
@@ -107,7 +120,14 @@ class Config:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
 
-        for name in ("num_envs", "n_steps", "total_timesteps", "cnn_channels"):
+        for name in (
+            "num_envs",
+            "n_steps",
+            "total_timesteps",
+            "cnn_channels",
+            "replay_capacity",
+            "replay_batch_size",
+        ):
             positive_int(name)
         in_range("gamma", 0.0, 1.0)
         in_range("gae_lambda", 0.0, 1.0)
@@ -130,7 +150,12 @@ class Config:
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
-        if self.total_timesteps < self.batch_size:
+        if self.episodic and self.total_timesteps < self.num_envs:
+            raise ConfigError(
+                f"total_timesteps={self.total_timesteps} is smaller than one step in each of "
+                f"num_envs={self.num_envs} environments"
+            )
+        if not self.episodic and self.total_timesteps < self.batch_size:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs * n_steps = {self.num_envs} * {self.n_steps} = {self.batch_size})"

@@ -31,9 +31,31 @@ DEFAULTS: dict[str, Any] = {
     "activation": "tanh",
     "shared_torso": False,
     "cnn_channels": 16,
+    "replay_capacity": 10_000,
+    "replay_batch_size": 256,
 }
 
+# Algorithms whose updates play one whole episode per environment.
+EPISODIC_ALGORITHMS = ("da2c", "ac_replay")
+
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The first deck's naive online actor-critic: an update after every environment step, with
+    # the one-step TD target r + γ V(s') and advantage r + γ V(s') - V(s).
+    "online_ac": {
+        "n_steps": 1,
+        "gae_lambda": 0.0,
+    },
+    # The first deck's episodic actor-critic with experience replay: actor on each episode's
+    # one-step TD errors, critic on replayed minibatches.
+    "ac_replay": {
+        "gae_lambda": 0.0,
+    },
+    # The first deck's distributed actor-critic: whole episodes, Monte-Carlo returns
+    # R <- r + γ R from R = 0 at termination, no entropy bonus.
+    "da2c": {
+        "gae_lambda": 1.0,
+        "ent_coef": 0.0,
+    },
     # Synchronous advantage actor-critic (Mnih et al. 2016, synchronous variant): n-step
     # bootstrapped returns over many vectorised environments, entropy bonus, one update per rollout.
     "a2c": {},

@@ -21,7 +21,8 @@ class Trainer(NamedTuple):
     """The training loop in pieces, for callers that run it in chunks (progress, checkpoints).
 
     `init(key) -> RunnerState`; `run(runner_state, num_updates) -> (runner_state, metrics)` with
-    metrics `[num_updates]` (num_updates static); `train(key) -> TrainResult` is the whole run.
+    metrics `[num_updates]` (num_updates static; episodic algorithms stop early once the budget is
+    spent, see `_run_within_budget`); `train(key) -> TrainResult` is the whole run.
     """
 
     init: Callable[[PRNGKey], RunnerState]
@@ -45,6 +46,36 @@ def _episode_stats(
         jnp.where(any_done, mean_length, runner.last_episode_length),
         count,
     )
+
+
+def _run_within_budget(
+    update_step: Callable[[RunnerState, None], tuple[RunnerState, UpdateMetrics]],
+    runner: RunnerState,
+    max_updates: int,
+    total_timesteps: int,
+) -> tuple[RunnerState, UpdateMetrics]:
+    """Up to `max_updates` updates while fewer than `total_timesteps` environment steps are
+    spent: a `lax.while_loop` (under `vmap`, it runs until every seed's budget is spent) writing
+    each update's metrics into `[max_updates]` rows. Rows after the last update repeat it, with
+    `episodes = 0`, so curves against `env_steps` stay flat there."""
+    _, template = jax.eval_shape(update_step, runner, None)
+    rows = jax.tree.map(lambda x: jnp.zeros((max_updates, *x.shape), x.dtype), template)
+
+    def cond(state: tuple[jax.Array, RunnerState, UpdateMetrics]) -> jax.Array:
+        i, runner, _ = state
+        return (i < max_updates) & (runner.train_state.env_steps < total_timesteps)
+
+    def body(state: tuple[jax.Array, RunnerState, UpdateMetrics]):
+        i, runner, rows = state
+        runner, metrics = update_step(runner, None)
+        rows = jax.tree.map(lambda r, m: r.at[i].set(m), rows, metrics)
+        return i + 1, runner, rows
+
+    count, runner, rows = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), runner, rows))
+    index = jnp.arange(max_updates)
+    rows = jax.tree.map(lambda r: r[jnp.clip(jnp.minimum(index, count - 1), 0)], rows)
+    rows = rows._replace(episodes=jnp.where(index < count, rows.episodes, 0.0))
+    return runner, rows
 
 
 def make_trainer(config: Config) -> Trainer:
@@ -86,7 +117,9 @@ def make_trainer(config: Config) -> Trainer:
         return runner, metrics
 
     def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
-        return jax.lax.scan(update_step, runner, None, length=num_updates)
+        if algorithm.fixed_batch:
+            return jax.lax.scan(update_step, runner, None, length=num_updates)
+        return _run_within_budget(update_step, runner, num_updates, config.total_timesteps)
 
     def train(key: PRNGKey) -> TrainResult:
         runner, metrics = run(init(key), config.num_updates)

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from a3c_jax.algorithms import actor_critic
+from a3c_jax.algorithms import ac_replay, actor_critic
 from a3c_jax.algorithms.base import Algorithm, UpdateFn, no_state
 
 ALGORITHM_BUILDERS: dict[str, Callable[..., Algorithm]] = {
-    "a2c": actor_critic.make_nstep,
+    "online_ac": actor_critic.make_nstep,
+    "ac_replay": ac_replay.make_ac_replay,
+    "da2c": actor_critic.make_episodic,
     "nstep_da2c": actor_critic.make_nstep,
+    "a2c": actor_critic.make_nstep,
 }
 
-__all__ = ["ALGORITHM_BUILDERS", "Algorithm", "UpdateFn", "actor_critic", "no_state"]
+__all__ = [
+    "ALGORITHM_BUILDERS",
+    "Algorithm",
+    "UpdateFn",
+    "ac_replay",
+    "actor_critic",
+    "no_state",
+]

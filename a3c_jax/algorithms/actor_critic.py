@@ -1,9 +1,15 @@
-"""N-step advantage actor-critic: `a2c` and the first deck's `nstep_da2c`.
+"""Advantage actor-critic over rollouts: `online_ac`, `a2c`, `nstep_da2c` and `da2c`.
 
-Per update: a rollout of `n_steps` in each of `num_envs` environments with the current policy;
-returns bootstrapped from `V(s_{t+n})` (zero after termination, `V(final_observation)` after
-truncation), optionally blended by GAE(λ); one gradient step on
-`actor + vf_coef · critic - ent_coef · entropy` averaged over all `n_steps · num_envs` samples.
+All four take one gradient step per rollout on `actor + vf_coef · critic - ent_coef · entropy`,
+with GAE(λ) advantages and value targets from `returns` (zero bootstrap after termination,
+`V(final_observation)` after truncation). They differ only in the rollout and the defaults:
+
+- `a2c`, `nstep_da2c`: `n_steps` in each of `num_envs` environments, bootstrapped from
+  `V(s_{t+n})`; `nstep_da2c` is the first deck's plain n-step return (λ = 1, no entropy bonus).
+- `online_ac`: `n_steps = 1`, so every environment step is followed by an update with the
+  one-step TD target `r + γ V(s')` and advantage `r + γ V(s') - V(s)`.
+- `da2c`: every environment plays one whole episode from a reset (`rollout_episodes`); Monte-Carlo
+  returns (λ = 1) run backward from its end; steps after an episode's end are masked out.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import losses, returns
+from a3c_jax import envs, losses, returns
 from a3c_jax.algorithms.base import Algorithm, no_state
 from a3c_jax.optim import Optimizer, gradient_step
-from a3c_jax.rollout import rollout, sampling_policy
+from a3c_jax.rollout import rollout, rollout_episodes, sampling_policy
 from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
 
 if TYPE_CHECKING:
@@ -26,36 +32,59 @@ if TYPE_CHECKING:
     from a3c_jax.networks import Networks
 
 
+def advantages_and_targets(
+    traj: Transition,
+    values: jax.Array,
+    next_values: jax.Array,
+    config: Config,
+    valid: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """GAE(λ) advantages and the critic's targets `advantages + values`, both `[T, B]`.
+
+    Args:
+      traj: `[T, B, ...]` transitions.
+      values: `[T, B]` `V(s_t)`, held fixed.
+      next_values: `[T, B]` `V(s'_t)` of `traj.next_obs`, held fixed; `next_values[-1]` bootstraps
+        whatever runs past the rollout's end.
+      config: `gamma`, `gae_lambda`, `reward_scale`.
+      valid: `[T, B]` bool or None. Invalid steps come after an episode's end (which has
+        discount 0), so they cannot reach a valid step's return; their rewards are zeroed.
+    """
+    reward = traj.reward * config.reward_scale
+    if valid is not None:
+        reward = jnp.where(valid, reward, 0.0)
+    rewards, discounts = returns.truncate_episodes(
+        reward, traj.terminated, traj.truncated, next_values, config.gamma
+    )
+    advantages = returns.gae_advantages(
+        rewards, values, discounts, next_values[-1], config.gae_lambda
+    )
+    return advantages, advantages + values
+
+
 def nstep_loss(
     params: Params,
     traj: Transition,
     next_values: jax.Array,
+    valid: jax.Array | None = None,
     *,
     config: Config,
     networks: Networks,
 ) -> tuple[jax.Array, losses.Metrics]:
-    """The n-step actor-critic loss of one rollout.
+    """The actor-critic loss of one rollout, averaged over its (valid) steps.
 
     Args:
       params: the actor-critic's parameters (differentiated).
       traj: `[T, B, ...]` transitions.
       next_values: `[T, B]` critic values of `traj.next_obs` (held fixed).
+      valid: `[T, B]` bool mask of real steps, or None (all real).
     """
     pi, values = networks.apply(params, traj.obs)  # [T, B]
-    rewards, discounts = returns.truncate_episodes(
-        traj.reward * config.reward_scale,
-        traj.terminated,
-        traj.truncated,
-        next_values,
-        config.gamma,
+    advantages, targets = advantages_and_targets(
+        traj, jax.lax.stop_gradient(values), next_values, config, valid
     )
-    fixed_values = jax.lax.stop_gradient(values)
-    advantages = returns.gae_advantages(
-        rewards, fixed_values, discounts, next_values[-1], config.gae_lambda
-    )
-    targets = advantages + fixed_values
     if config.normalize_advantages:
-        advantages = losses.normalize(advantages)
+        advantages = losses.normalize(advantages, valid)
     return losses.actor_critic_loss(
         pi.log_prob(traj.action),
         pi.entropy(),
@@ -64,6 +93,7 @@ def nstep_loss(
         targets,
         config.vf_coef,
         config.ent_coef,
+        mask=valid,
     )
 
 
@@ -81,16 +111,36 @@ def nstep_collect(
     `traj.next_obs`, from one batched pass: the bootstrap of truncated steps and of the step after
     the rollout. `nstep_loss(params, traj, next_values)` is then the loss to differentiate.
     """
-    env_carry, traj = rollout(
-        spec, sampling_policy(networks), params, env_carry, key, config.n_steps
-    )
+    policy = sampling_policy(networks)
+    env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps)
     return env_carry, traj, networks.value(params, traj.next_obs)
+
+
+def episode_collect(
+    spec: EnvSpec,
+    networks: Networks,
+    config: Config,
+    params: Params,
+    key: PRNGKey,
+) -> tuple[EnvCarry, Transition, jax.Array, jax.Array]:
+    """Resets `num_envs` environments and plays one whole episode in each (`rollout_episodes`,
+    at most the environment's time limit).
+
+    Returns the carry, transitions `[T_max, B, ...]`, `valid` `[T_max, B]` and the critic's values
+    `[T_max, B]` of `traj.next_obs`.
+    """
+    reset_key, play_key = jax.random.split(key)
+    env_carry = envs.reset(spec, reset_key, config.num_envs)
+    env_carry, traj, valid = rollout_episodes(
+        spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
+    )
+    return env_carry, traj, valid, networks.value(params, traj.next_obs)
 
 
 def make_nstep(
     config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
 ) -> Algorithm:
-    """`a2c`, `nstep_da2c` and `online_ac` (`n_steps=1`): one rollout, one gradient step."""
+    """`a2c`, `nstep_da2c` and `online_ac`: one `n_steps` rollout, one gradient step."""
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
@@ -104,3 +154,22 @@ def make_nstep(
         return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
 
     return Algorithm(no_state, update)
+
+
+def make_episodic(
+    config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
+) -> Algorithm:
+    """`da2c`: one whole episode per environment, one masked gradient step over all of them."""
+    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+
+    def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
+        del env_carry  # every update starts fresh episodes
+        env_carry, traj, valid, next_values = episode_collect(
+            spec, networks, config, train_state.params, key
+        )
+        train_state, metrics = gradient_step(
+            loss_fn, optimizer, train_state, jnp.sum(valid), traj, next_values, valid
+        )
+        return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
+
+    return Algorithm(no_state, update, fixed_batch=False)

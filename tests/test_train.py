@@ -27,17 +27,31 @@ def test_one_update_shapes(algo, env_name, key):
     carry = envs.reset(spec, key, config.num_envs)
     algorithm = ALGORITHM_BUILDERS[algo](config, spec, nets, optimizer)
     update = jax.jit(algorithm.update)
-    new_state, new_carry, _, out = update(state, carry, algorithm.init(params, key), key)
+    algo_state = algorithm.init(params, key)
+    new_state, new_carry, new_algo_state, out = update(state, carry, algo_state, key)
     traj, metrics = out.transitions, out.loss_metrics
-    T, B = config.n_steps, config.num_envs
+    T = spec.max_episode_steps if config.episodic else config.n_steps
+    B = config.num_envs
+    assert algorithm.fixed_batch != config.episodic
+    chex.assert_shape(out.valid, (T, B))
     chex.assert_shape(traj.obs, (T, B, *spec.obs_shape))
     chex.assert_shape(traj.action, (T, B, *spec.action_shape))
     chex.assert_shape([traj.reward, traj.terminated, traj.truncated], (T, B))
     chex.assert_trees_all_equal_shapes(new_state.params, params)
     chex.assert_trees_all_equal_shapes(new_carry, carry)
+    chex.assert_trees_all_equal_shapes_and_dtypes(new_algo_state, algo_state)
     assert int(new_state.update_step) == 1
-    assert int(new_state.env_steps) == config.batch_size
-    for name in ("total_loss", "actor_loss", "critic_loss", "entropy", "grad_norm"):
+    assert int(new_state.env_steps) == int(out.valid.sum())
+    if not config.episodic:
+        assert int(new_state.env_steps) == config.batch_size
+    for name in (
+        "total_loss",
+        "actor_loss",
+        "critic_loss",
+        "entropy",
+        "grad_norm",
+        "learning_rate",
+    ):
         chex.assert_shape(metrics[name], ())
         assert np.isfinite(metrics[name])
     # A gradient step was taken.

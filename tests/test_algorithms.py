@@ -13,7 +13,6 @@ import a3c_jax
 from a3c_jax import envs, replay
 from a3c_jax.algorithms.actor_critic import advantages_and_targets, episode_collect, nstep_loss
 from a3c_jax.networks import make_networks
-from a3c_jax.rollout import rollout_episodes, sampling_policy
 from a3c_jax.types import Transition
 
 

@@ -1,12 +1,11 @@
 """Rollouts: the policy acting in vectorised environments, `[T, B]` time-major.
 
-`rollout` plays a fixed number of steps (`lax.scan`); `rollout_episodes` plays whole episodes
-(`lax.while_loop` with padding). Both take each step with `policy_step`.
+`rollout` plays a fixed number of steps; `rollout_episodes` plays whole episodes, padded to a
+fixed length and masked. Both are a `lax.scan` taking each step with `policy_step`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
@@ -64,38 +63,28 @@ def rollout_episodes(
     key: PRNGKey,
     max_steps: int,
 ) -> tuple[EnvCarry, Transition, jax.Array]:
-    """Plays until each of `B` environments has finished the episode it is in (at most
-    `max_steps` steps), for the episodic algorithms (`da2c`, `ac_replay`).
+    """Plays `max_steps` steps in `B` environments and marks each one's first episode, for the
+    episodic algorithms (`da2c`, `ac_replay`); with `max_steps` at least the time limit, every
+    environment finishes the episode it is in.
 
-    A `lax.while_loop` that stops as soon as the longest episode ends, writing into fixed
-    `[max_steps, B]` buffers: environments whose episode ended keep stepping (their auto-reset
-    next episode) but those steps are marked invalid and must count for nothing.
+    Environments whose episode ended keep stepping (into their auto-reset next episode), but
+    those steps are marked invalid and must count for nothing. A fixed-length `lax.scan`, not a
+    `while_loop` that stops with the longest episode: under `vmap` over seeds a `while_loop`
+    copies its whole carry (the `[T, B]` buffers) at every step, and the loss costs the same
+    `[T, B]` either way.
 
-    Returns the carry after the last step, the transitions `[max_steps, B, ...]` (rows past the
-    last step are zeros) and `valid` `[max_steps, B]` bool: True up to and including each
-    environment's first `done`.
+    Returns the carry after the last step, the transitions `[max_steps, B, ...]` and `valid`
+    `[max_steps, B]` bool: True up to and including each environment's first `done`.
     """
-    num_envs = carry.obs.shape[0]
 
-    _, template = jax.eval_shape(
-        functools.partial(policy_step, spec, policy_fn), params, carry, key
-    )
-    buffer = jax.tree.map(lambda x: jnp.zeros((max_steps, *x.shape), x.dtype), template)
-    valid = jnp.zeros((max_steps, num_envs), bool)
-
-    def cond(state) -> jax.Array:
-        t, _, alive, *_ = state
-        return (t < max_steps) & jnp.any(alive)
-
-    def body(state):
-        t, carry, alive, buffer, valid, key = state
-        key, step_key = jax.random.split(key)
+    def body(
+        state: tuple[EnvCarry, jax.Array], step_key: PRNGKey
+    ) -> tuple[tuple[EnvCarry, jax.Array], tuple[Transition, jax.Array]]:
+        carry, alive = state
         carry, transition = policy_step(spec, policy_fn, params, carry, step_key)
-        buffer = jax.tree.map(lambda b, x: b.at[t].set(x), buffer, transition)
-        valid = valid.at[t].set(alive)
-        return t + 1, carry, alive & ~transition.done, buffer, valid, key
+        return (carry, alive & ~transition.done), (transition, alive)
 
-    alive = jnp.ones((num_envs,), bool)
-    state = (jnp.zeros((), jnp.int32), carry, alive, buffer, valid, key)
-    _, carry, _, buffer, valid, _ = jax.lax.while_loop(cond, body, state)
-    return carry, buffer, valid
+    alive = jnp.ones(carry.obs.shape[:1], bool)
+    keys = jax.random.split(key, max_steps)
+    (carry, _), (traj, valid) = jax.lax.scan(body, (carry, alive), keys)
+    return carry, traj, valid

@@ -80,5 +80,17 @@ def test_da2c_learns_cartpole():
 
 @pytest.mark.parametrize("algo", ["online_ac", "ac_replay"])
 def test_online_and_replay_variants_beat_random_on_cartpole(algo):
-    returns = _train_and_evaluate(a3c_jax.Config(env_name="CartPole-v1", algo=algo))
-    assert returns.mean() >= 150.0, (returns.mean(), _random_returns("CartPole-v1").mean())
+    # Over 8 seeds these reach greedy returns of 373 ± 182 (online_ac) and 252 ± 154
+    # (ac_replay): single seeds vary too much to test one, so train 4 at once (vmap) and assert
+    # their mean is over four times the random policy's.
+    config = a3c_jax.Config(env_name="CartPole-v1", algo=algo)
+    results = a3c_jax.jit_train(config, num_seeds=4)(jax.random.split(jax.random.PRNGKey(0), 4))
+    means = [
+        float(
+            a3c_jax.evaluate(
+                config, jax.tree.map(lambda x, s=s: x[s], results.params), jax.random.PRNGKey(s), 20
+            ).mean()
+        )
+        for s in range(4)
+    ]
+    assert np.mean(means) >= 100.0, (means, _random_returns("CartPole-v1").mean())

@@ -1,6 +1,6 @@
 """Runs every benchmark and gathers their tables into one summary.
 
-    python benchmarks/run_all.py --quick    # small budgets: about 7 minutes on the 2-core CPU, quiet
+    python benchmarks/run_all.py --quick    # small budgets: about 7 min on the 2-core CPU, quiet
     python benchmarks/run_all.py            # the README's figures (about 30 minutes there)
 
 In order: `throughput.py`, `time_to_solve.py`, `vs_pytorch.py` (skipped, with a note, when the
@@ -49,7 +49,10 @@ def main() -> None:
     sections, timings = [], {}
     for name in names:
         if name == "vs_pytorch" and (missing := missing_bench_extra()):
-            note = f"vs_pytorch skipped: {', '.join(missing)} not installed (pip install -e '.[bench]')"
+            note = (
+                f"vs_pytorch skipped: {', '.join(missing)} not installed "
+                "(pip install -e '.[bench]')"
+            )
             print(note, flush=True)
             sections.append(f"## vs_pytorch\n\n{note}\n")
             continue

@@ -357,6 +357,7 @@ def plot(solves: list[dict[str, Any]], vmaps: list[dict[str, Any]], path: str) -
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5))
     env_names = list(dict.fromkeys(r["env"] for r in solves))
     width = 0.38
+    colours = {"cold": ("#9ecae1", "#2171b5"), "warm": ("#a1d99b", "#238b45")}
     for j, cache in enumerate(("cold", "warm")):
         compile_med, train_med, low, high = [], [], [], []
         for env_name in env_names:
@@ -373,12 +374,14 @@ def plot(solves: list[dict[str, Any]], vmaps: list[dict[str, Any]], path: str) -
             low.append((total["median"] or 0.0) - (total["min"] or 0.0))
             high.append((total["max"] or 0.0) - (total["median"] or 0.0))
         x = [i + (j - 0.5) * width for i in range(len(env_names))]
-        ax.bar(x, compile_med, width, label=f"{cache}: trace + compile", alpha=0.55)
+        light, dark = colours[cache]
+        ax.bar(x, compile_med, width, color=light, label=f"{cache}: trace + compile")
         ax.bar(
             x,
             train_med,
             width,
             bottom=compile_med,
+            color=dark,
             yerr=[low, high],
             capsize=3,
             label=f"{cache}: training to the threshold",
@@ -400,8 +403,15 @@ def plot(solves: list[dict[str, Any]], vmaps: list[dict[str, Any]], path: str) -
         base = group[0]["total_s"] if group[0]["num_seeds"] == 1 else None
         if base:
             bx.axhline(VMAP_TARGET_RATIO * base, color="grey", ls=":", label="target: 4x one seed")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     bx.set_xscale("log", base=2)
     bx.set_yscale("log")
+    counts = sorted({r["num_seeds"] for r in vmaps if "error" not in r})
+    bx.set_xticks(counts, [str(n) for n in counts])
+    bx.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    bx.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    bx.yaxis.set_minor_formatter(NullFormatter())
     bx.set_xlabel("seeds trained at once (vmap)")
     bx.set_ylabel("seconds (compile included)")
     bx.set_title("whole budget, N seeds in one compiled loop")

@@ -1,7 +1,11 @@
 """Runs every benchmark and gathers their tables into one summary.
 
-    python benchmarks/run_all.py --quick    # small budgets: about 7 min on the 2-core CPU, quiet
-    python benchmarks/run_all.py            # the README's figures (about 30 minutes there)
+    python benchmarks/run_all.py --quick    # small budgets, for a check (under 15 minutes, quiet)
+    python benchmarks/run_all.py            # the README's figures
+
+Measured on the 2-core CPU while other processes loaded it (load average 8): the quick run took
+16 minutes, its XLA compiles taking 2-5x their quiet time; the full run plays
+5 seeds instead of 2-3, 7 sizes instead of 4 and adds `progression.py`.
 
 In order: `throughput.py`, `time_to_solve.py`, `vs_pytorch.py` (skipped, with a note, when the
 `bench` extra is not installed: `pip install -e ".[bench]"`) and, in the full run,

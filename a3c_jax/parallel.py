@@ -1,0 +1,303 @@
+"""Gradient parallelism: one training loop on each of `D` devices, one gradient step on all.
+
+With `Config(num_devices=D)` every device holds a copy of the parameters and optimiser state and
+runs `num_envs / D` of the environments (environment `i` draws from `envs.env_keys(key, i)`
+wherever it runs); each device computes the gradient of its own share of the batch, and the
+gradients (and loss metrics) are averaged over the device axis (`optim.compute_gradients`) before
+every device applies the same optimiser step. One update on `D` devices is therefore the update
+of one device with all `num_envs` environments, to float32 rounding (`tests/multidevice`).
+
+Two backends map the per-device loop (`train.make_trainer`'s) over the devices:
+
+- `"shard_map"` (the default): `jax.shard_map` over a one-axis `Mesh`; parameters, optimiser
+  state, keys and metrics are replicated arrays (`P()`), environments and algorithm state are
+  split over the devices.
+- `"pmap"`: `jax.pmap`, as the design card asks; every leaf of the `RunnerState` carries a leading
+  device axis `[D, ...]` (replicated values as `D` copies).
+
+In both, the per-device parts of the `RunnerState` (`env`, `algo_state`) have a leading device
+axis `[D, ...]`; `TrainResult.params`, `opt_state` and `metrics` have the shapes of a one-device
+run. Seeds (`vmap`) go inside the devices: each device trains every seed on its environments.
+
+Several processes (hosts) form one run after `initialize_distributed` (see `a3c_jax.launch`):
+`num_devices` then counts the devices of all processes, each process runs the environments of
+its own devices, gradients are averaged over all of them, and only `is_output_process()` (process
+0) should write outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh
+from jax.sharding import PartitionSpec as P
+
+from a3c_jax.config import Config, ConfigError
+from a3c_jax.types import PRNGKey, RunnerState, TrainResult, UpdateMetrics
+
+if TYPE_CHECKING:
+    from a3c_jax.train import Trainer
+
+AXIS = "devices"  # the name of the device axis in collectives (lax.pmean(x, AXIS))
+
+# Config fields that give a size of the whole batch: each device gets its `1/D` share.
+PER_DEVICE_FIELDS = ("num_envs",)
+
+# Environment variables that make a process one of several (`initialize_from_env`).
+ENV_COORDINATOR = "A3C_JAX_COORDINATOR"  # host:port of process 0's coordinator
+ENV_NUM_PROCESSES = "A3C_JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "A3C_JAX_PROCESS_ID"
+ENV_TIMEOUT = "A3C_JAX_INIT_TIMEOUT"  # seconds to wait for all processes (default 60)
+DEFAULT_INIT_TIMEOUT = 60.0
+EXIT_UNREACHABLE = 3  # exit status of a process that could not reach its coordinator
+
+
+def num_devices(config: Config) -> int:
+    """The number of devices `config` trains on, checked against the devices that exist.
+
+    Called when a trainer is built (a `Config` may be made before JAX knows its devices, and
+    before `jax.distributed.initialize`), and before anything compiles. Raises `ConfigError`
+    when more devices are asked for than exist, when `num_envs` does not split evenly over them,
+    or when a run over several processes does not use the same number of devices on each.
+    """
+    requested = config.num_devices
+    processes = jax.process_count()
+    if requested == 1 and processes == 1:
+        return 1  # the default path: no device query
+    available = jax.device_count()
+    count = available if requested == "all" else int(requested)
+    if count > available:
+        where = f" over {processes} processes" if processes > 1 else ""
+        raise ConfigError(
+            f"num_devices={requested!r} asks for more devices than exist: JAX sees {available} "
+            f"{jax.default_backend()} device(s){where} ({jax.devices()}). Use num_devices <= "
+            f"{available} or 'all'. On CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N "
+            "before JAX is imported to split the CPU into N devices."
+        )
+    if count % processes:
+        raise ConfigError(
+            f"num_devices={requested!r}: a run over {processes} processes needs a multiple of "
+            f"{processes} devices, the same number on each process (use num_devices='all')"
+        )
+    if count > processes * jax.local_device_count():
+        raise ConfigError(
+            f"num_devices={count} needs {count // processes} devices on each of {processes} "
+            f"processes; this process has {jax.local_device_count()}"
+        )
+    _check_divisible(config, count)
+    return count
+
+
+def _check_divisible(config: Config, count: int) -> None:
+    for name in PER_DEVICE_FIELDS:
+        value = getattr(config, name)
+        if value % count:
+            raise ConfigError(
+                f"{name}={value} is not divisible by num_devices={count}: each device runs "
+                f"{name} / num_devices of them; use a multiple of {count}"
+            )
+
+
+def device_config(config: Config, count: int) -> Config:
+    """The configuration one of `count` devices runs: its share of `PER_DEVICE_FIELDS`."""
+    _check_divisible(config, count)
+    share = {name: getattr(config, name) // count for name in PER_DEVICE_FIELDS}
+    return config.replace(num_devices=1, **share)
+
+
+def select_devices(count: int) -> list[jax.Device]:
+    """`count` devices, the same number from each process, ordered by process (so that the
+    environments of one process are contiguous)."""
+    processes = jax.process_count()
+    per_process = count // processes
+    by_process: dict[int, list[jax.Device]] = {}
+    for device in jax.devices():
+        by_process.setdefault(device.process_index, []).append(device)
+    return [d for p in sorted(by_process) for d in by_process[p][:per_process]]
+
+
+def device_index(axis_name: str | None) -> jax.Array | int:
+    """This device's index on `axis_name` (0 when there is no device axis)."""
+    return 0 if axis_name is None else jax.lax.axis_index(axis_name)
+
+
+def spread(trainer: Trainer, config: Config, count: int) -> Trainer:
+    """The per-device `trainer` (built with `optim`'s `axis_name=AXIS` and its device's share of
+    the environments) mapped over `count` devices with `config.parallel_backend`."""
+    devices = select_devices(count)
+    if config.parallel_backend == "pmap":
+        return _spread_pmap(trainer, devices)
+    return _spread_shard_map(trainer, devices)
+
+
+def _add_device_axis(runner: RunnerState) -> RunnerState:
+    """Inside a device: gives the per-device parts (`env`, `algo_state`) a leading axis of 1,
+    which the mapping concatenates into `[D, ...]`."""
+    return runner._replace(
+        env=jax.tree.map(lambda x: x[None], runner.env),
+        algo_state=jax.tree.map(lambda x: x[None], runner.algo_state),
+    )
+
+
+def _drop_device_axis(runner: RunnerState) -> RunnerState:
+    return runner._replace(
+        env=jax.tree.map(lambda x: x[0], runner.env),
+        algo_state=jax.tree.map(lambda x: x[0], runner.algo_state),
+    )
+
+
+# Replicated parts: P(); per-device parts: split on their leading device axis.
+_RUNNER_SPECS = RunnerState(P(), P(AXIS), P(AXIS), P(), P(), P())
+_RESULT_SPECS = TrainResult(P(), P(), P(), _RUNNER_SPECS)
+
+
+def make_mesh(devices: Sequence[jax.Device]) -> Mesh:
+    """A one-axis mesh (`AXIS`) over `devices`, in the automatic (pre-0.8) sharding mode."""
+    return Mesh(np.asarray(devices), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def _spread_shard_map(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
+    mesh = make_mesh(devices)
+
+    def shard(fn: Callable, in_specs: Any, out_specs: Any) -> Callable:
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+    def init(key: PRNGKey) -> RunnerState:
+        return shard(lambda k: _add_device_axis(trainer.init(k)), P(), _RUNNER_SPECS)(key)
+
+    def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
+        def local(r: RunnerState) -> tuple[RunnerState, UpdateMetrics]:
+            r, metrics = trainer.run(_drop_device_axis(r), num_updates)
+            return _add_device_axis(r), metrics
+
+        return shard(local, (_RUNNER_SPECS,), (_RUNNER_SPECS, P()))(runner)
+
+    def train(key: PRNGKey) -> TrainResult:
+        def local(k: PRNGKey) -> TrainResult:
+            result = trainer.train(k)
+            return result._replace(runner_state=_add_device_axis(result.runner_state))
+
+        return shard(local, P(), _RESULT_SPECS)(key)
+
+    return trainer._replace(init=init, run=run, train=train)
+
+
+def _first(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
+    local_count = sum(d.process_index == jax.process_index() for d in devices)
+
+    def pmap(fn: Callable) -> Callable:
+        return jax.pmap(fn, axis_name=AXIS, devices=devices)
+
+    def copies(key: PRNGKey) -> jax.Array:
+        return jnp.broadcast_to(key, (local_count, *jnp.shape(key)))
+
+    def init(key: PRNGKey) -> RunnerState:
+        return pmap(trainer.init)(copies(key))
+
+    def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
+        runner, metrics = pmap(lambda r: trainer.run(r, num_updates))(runner)
+        return runner, _first(metrics)
+
+    def train(key: PRNGKey) -> TrainResult:
+        result = pmap(trainer.train)(copies(key))
+        return TrainResult(
+            _first(result.params),
+            _first(result.opt_state),
+            _first(result.metrics),
+            result.runner_state,
+        )
+
+    return trainer._replace(init=init, run=run, train=train)
+
+
+# --- Several processes ----------------------------------------------------------------------
+
+
+def initialize_distributed(
+    coordinator: str, num_processes: int, process_id: int, timeout: float = DEFAULT_INIT_TIMEOUT
+) -> None:
+    """`jax.distributed.initialize` for process `process_id` of `num_processes`, process 0
+    serving the coordinator at `coordinator` (`host:port`). Call it before any other JAX call.
+
+    If the processes have not all met within `timeout` seconds (a coordinator that is not
+    there, a process that never started), prints why to stderr and exits this process with
+    status `EXIT_UNREACHABLE` rather than hanging (JAX's own time-out aborts the process with a
+    C++ stack trace, which a watchdog thread pre-empts).
+    """
+    if not 0 <= process_id < num_processes:
+        raise ConfigError(f"process_id={process_id} must lie in [0, {num_processes})")
+
+    def give_up() -> None:
+        role = "serving as the coordinator" if process_id == 0 else "connecting to the coordinator"
+        print(
+            f"a3c_jax: error: process {process_id} of {num_processes} ({role} at {coordinator}) "
+            f"did not meet all {num_processes} processes within {timeout:g} s; check that every "
+            f"process was started with the same coordinator address and that process 0 is "
+            f"running and reachable (timeout: --timeout or ${ENV_TIMEOUT})",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_UNREACHABLE)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=int(timeout) + 30,
+        )
+    finally:
+        watchdog.cancel()
+
+
+def initialize_from_env() -> bool:
+    """Joins a multi-process run described by `A3C_JAX_COORDINATOR`, `A3C_JAX_NUM_PROCESSES`,
+    `A3C_JAX_PROCESS_ID` (and `A3C_JAX_INIT_TIMEOUT`), as `a3c_jax.launch` sets them. Returns
+    False, doing nothing, when they are not set."""
+    coordinator = os.environ.get(ENV_COORDINATOR)
+    if not coordinator:
+        return False
+    try:
+        num_processes = int(os.environ[ENV_NUM_PROCESSES])
+        process_id = int(os.environ[ENV_PROCESS_ID])
+        timeout = float(os.environ.get(ENV_TIMEOUT, DEFAULT_INIT_TIMEOUT))
+    except (KeyError, ValueError) as error:
+        raise ConfigError(
+            f"{ENV_COORDINATOR} is set, so {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be "
+            f"integers ({error})"
+        ) from error
+    initialize_distributed(coordinator, num_processes, process_id, timeout)
+    return True
+
+
+def is_output_process() -> bool:
+    """True in the one process that writes outputs (process 0; the only one when alone)."""
+    return jax.process_index() == 0
+
+
+def fetch(tree: Any) -> Any:
+    """`tree`'s arrays as host numpy arrays, readable in every process: a replicated array
+    spread over several processes is read from this process's own copy."""
+
+    def one(x: Any) -> Any:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                raise ValueError(f"cannot fetch an array split over processes: {x.sharding}")
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)

@@ -90,7 +90,7 @@ def clip_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
 
 
 def env_keys(key: PRNGKey, env_id: jax.Array) -> jax.Array:
-    """One key per environment, `fold_in(key, env_id)`: `[B]` keys (raw `[B, 2]`) for `env_id` `[B]`.
+    """One key per environment: `fold_in(key, env_id)`, `[B]` keys (raw: `[B, 2]`) for `[B]` ids.
 
     An environment's random draws depend on the shared `key` and on its own global index alone,
     not on how many environments share its batch: a batch split over devices (each with its slice

@@ -19,17 +19,14 @@ In both, the per-device parts of the `RunnerState` (`env`, `algo_state`) have a 
 axis `[D, ...]`; `TrainResult.params`, `opt_state` and `metrics` have the shapes of a one-device
 run. Seeds (`vmap`) go inside the devices: each device trains every seed on its environments.
 
-Several processes (hosts) form one run after `initialize_distributed` (see `a3c_jax.launch`):
+Several processes (hosts) form one run after `a3c_jax.distributed.initialize` (`a3c_jax.launch`):
 `num_devices` then counts the devices of all processes, each process runs the environments of
-its own devices, gradients are averaged over all of them, and only `is_output_process()` (process
-0) should write outputs.
+its own devices, gradients are averaged over all of them, and only process 0 should write outputs
+(`a3c_jax.distributed.is_output_process`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +46,6 @@ AXIS = "devices"  # the name of the device axis in collectives (lax.pmean(x, AXI
 
 # Config fields that give a size of the whole batch: each device gets its `1/D` share.
 PER_DEVICE_FIELDS = ("num_envs",)
-
-# Environment variables that make a process one of several (`initialize_from_env`).
-ENV_COORDINATOR = "A3C_JAX_COORDINATOR"  # host:port of process 0's coordinator
-ENV_NUM_PROCESSES = "A3C_JAX_NUM_PROCESSES"
-ENV_PROCESS_ID = "A3C_JAX_PROCESS_ID"
-ENV_TIMEOUT = "A3C_JAX_INIT_TIMEOUT"  # seconds to wait for all processes (default 60)
-DEFAULT_INIT_TIMEOUT = 60.0
-EXIT_UNREACHABLE = 3  # exit status of a process that could not reach its coordinator
 
 
 def num_devices(config: Config) -> int:
@@ -80,6 +69,12 @@ def num_devices(config: Config) -> int:
             f"{jax.default_backend()} device(s){where} ({jax.devices()}). Use num_devices <= "
             f"{available} or 'all'. On CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N "
             "before JAX is imported to split the CPU into N devices."
+        )
+    if processes > 1 and config.parallel_backend == "pmap":
+        raise ConfigError(
+            f"parallel_backend='pmap' runs within one process; this run has {processes}. "
+            "Use parallel_backend='shard_map' (the default) across processes: in JAX 0.10, "
+            "pmap under jit reduces over the devices of its own process only."
         )
     if count % processes:
         raise ConfigError(
@@ -219,85 +214,3 @@ def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
         )
 
     return trainer._replace(init=init, run=run, train=train)
-
-
-# --- Several processes ----------------------------------------------------------------------
-
-
-def initialize_distributed(
-    coordinator: str, num_processes: int, process_id: int, timeout: float = DEFAULT_INIT_TIMEOUT
-) -> None:
-    """`jax.distributed.initialize` for process `process_id` of `num_processes`, process 0
-    serving the coordinator at `coordinator` (`host:port`). Call it before any other JAX call.
-
-    If the processes have not all met within `timeout` seconds (a coordinator that is not
-    there, a process that never started), prints why to stderr and exits this process with
-    status `EXIT_UNREACHABLE` rather than hanging (JAX's own time-out aborts the process with a
-    C++ stack trace, which a watchdog thread pre-empts).
-    """
-    if not 0 <= process_id < num_processes:
-        raise ConfigError(f"process_id={process_id} must lie in [0, {num_processes})")
-
-    def give_up() -> None:
-        role = "serving as the coordinator" if process_id == 0 else "connecting to the coordinator"
-        print(
-            f"a3c_jax: error: process {process_id} of {num_processes} ({role} at {coordinator}) "
-            f"did not meet all {num_processes} processes within {timeout:g} s; check that every "
-            f"process was started with the same coordinator address and that process 0 is "
-            f"running and reachable (timeout: --timeout or ${ENV_TIMEOUT})",
-            file=sys.stderr,
-            flush=True,
-        )
-        os._exit(EXIT_UNREACHABLE)
-
-    watchdog = threading.Timer(timeout, give_up)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator,
-            num_processes=num_processes,
-            process_id=process_id,
-            initialization_timeout=int(timeout) + 30,
-        )
-    finally:
-        watchdog.cancel()
-
-
-def initialize_from_env() -> bool:
-    """Joins a multi-process run described by `A3C_JAX_COORDINATOR`, `A3C_JAX_NUM_PROCESSES`,
-    `A3C_JAX_PROCESS_ID` (and `A3C_JAX_INIT_TIMEOUT`), as `a3c_jax.launch` sets them. Returns
-    False, doing nothing, when they are not set."""
-    coordinator = os.environ.get(ENV_COORDINATOR)
-    if not coordinator:
-        return False
-    try:
-        num_processes = int(os.environ[ENV_NUM_PROCESSES])
-        process_id = int(os.environ[ENV_PROCESS_ID])
-        timeout = float(os.environ.get(ENV_TIMEOUT, DEFAULT_INIT_TIMEOUT))
-    except (KeyError, ValueError) as error:
-        raise ConfigError(
-            f"{ENV_COORDINATOR} is set, so {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be "
-            f"integers ({error})"
-        ) from error
-    initialize_distributed(coordinator, num_processes, process_id, timeout)
-    return True
-
-
-def is_output_process() -> bool:
-    """True in the one process that writes outputs (process 0; the only one when alone)."""
-    return jax.process_index() == 0
-
-
-def fetch(tree: Any) -> Any:
-    """`tree`'s arrays as host numpy arrays, readable in every process: a replicated array
-    spread over several processes is read from this process's own copy."""
-
-    def one(x: Any) -> Any:
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            if not x.is_fully_replicated:
-                raise ValueError(f"cannot fetch an array split over processes: {x.sharding}")
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(x)
-
-    return jax.tree.map(one, tree)

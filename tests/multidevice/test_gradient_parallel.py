@@ -1,0 +1,270 @@
+"""Gradient parallelism on 4 forced CPU devices: D devices with num_envs/D environments each
+give the update of one device with all num_envs, and replicas stay bitwise equal."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import multihost_worker
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import a3c_jax
+from a3c_jax import Config, ConfigError, envs, parallel
+from a3c_jax.algorithms.actor_critic import nstep_collect, nstep_loss
+from a3c_jax.networks import make_networks
+from a3c_jax.optim import compute_gradients
+
+BACKENDS = ("shard_map", "pmap")
+# Clipping off, so that the gradient's scale reaches the parameters.
+SMALL = Config(num_envs=8, n_steps=5, total_timesteps=8 * 5 * 100, max_grad_norm=float("inf"))
+
+
+def _max_abs_diff(a, b) -> float:
+    diffs = jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree.leaves(diffs))
+
+
+def _on_devices(fn, count, backend, batch_specs, check_vma=False):
+    """`fn(params, *batch)` on `count` devices over `parallel.AXIS`: params replicated, each
+    batch leaf split on the axis `batch_specs` names (its per-device part keeps that axis)."""
+    devices = jax.devices()[:count]
+    if backend == "shard_map":
+        mesh = parallel.make_mesh(devices)
+        mapped = jax.shard_map(
+            fn,
+            mesh=mesh,
+            in_specs=(P(), *batch_specs),
+            out_specs=P(),
+            check_vma=check_vma,
+        )
+        return jax.jit(mapped)
+
+    def split(tree, spec):  # leaves [..., B, ...] -> [D, ..., B/D, ...]
+        axis = spec.index(parallel.AXIS)
+        return jax.tree.map(lambda x: jnp.stack(jnp.split(x, count, axis=axis)), tree)
+
+    def run(params, *batch):
+        batch = [split(b, spec) for b, spec in zip(batch, batch_specs, strict=True)]
+        out = jax.pmap(fn, parallel.AXIS, in_axes=(None, *[0] * len(batch)), devices=devices)(
+            params, *batch
+        )
+        return jax.tree.map(lambda x: x[0], out)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def rollout_batch():
+    """A real a2c rollout of 8 environments: params, transitions [T, B] and next values."""
+    spec = envs.make_env(SMALL.env_name)
+    networks = make_networks(SMALL, spec)
+    key = jax.random.PRNGKey(3)
+    params = networks.init(key)
+    carry = envs.reset(spec, key, SMALL.num_envs)
+    collect = jax.jit(functools.partial(nstep_collect, spec, networks, SMALL))
+    _, traj, next_values = collect(params, carry, key)
+    loss_fn = functools.partial(nstep_loss, config=SMALL, networks=networks)
+    return loss_fn, params, traj, next_values
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count", [2, 4])
+def test_gradient_mean_equals_whole_batch(rollout_batch, backend, count):
+    loss_fn, params, traj, next_values = rollout_batch
+    whole, whole_metrics = jax.jit(functools.partial(compute_gradients, loss_fn))(
+        params, traj, next_values
+    )
+
+    def local(params, traj, next_values):
+        return compute_gradients(loss_fn, params, traj, next_values, axis_name=parallel.AXIS)
+
+    # Time-major [T, B]: the environments (axis 1) are split.
+    split = P(None, parallel.AXIS)
+    grads, metrics = _on_devices(local, count, backend, (split, split))(params, traj, next_values)
+    assert _max_abs_diff(grads, whole) < 1e-6
+    for name in ("total_loss", "actor_loss", "critic_loss", "entropy", "grad_norm"):
+        np.testing.assert_allclose(metrics[name], whole_metrics[name], rtol=1e-5)
+
+
+def test_gradient_mean_under_checked_shard_map(rollout_batch):
+    """With shard_map's default check_vma=True the gradient of replicated parameters would
+    arrive summed over devices; compute_gradients must still give the mean."""
+    loss_fn, params, traj, next_values = rollout_batch
+    whole, _ = jax.jit(functools.partial(compute_gradients, loss_fn))(params, traj, next_values)
+
+    def local(params, traj, next_values):
+        return compute_gradients(loss_fn, params, traj, next_values, axis_name=parallel.AXIS)[0]
+
+    split = P(None, parallel.AXIS)
+    grads = _on_devices(local, 4, "shard_map", (split, split), check_vma=True)(
+        params, traj, next_values
+    )
+    assert _max_abs_diff(grads, whole) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unequal_device_batches_weigh_by_samples(backend):
+    """Masked means over devices with different numbers of valid samples average, weighted by
+    those numbers, to the masked mean of the whole batch (episodic algorithms)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    valid = jnp.arange(16) % 8 < jnp.array([1, 7]).repeat(8)  # 1 valid sample here, 7 there
+
+    def loss_fn(w, x, valid):
+        per_sample = jnp.sum(jnp.tanh(x * w[None]) ** 2, axis=-1)
+        loss = jnp.sum(per_sample * valid) / jnp.sum(valid)
+        return loss, {"total_loss": loss}
+
+    w = jnp.array([0.5, -1.0, 2.0])
+    whole, _ = compute_gradients(loss_fn, w, x, valid)
+
+    def local(w, x, valid):
+        return compute_gradients(
+            loss_fn, w, x, valid, axis_name=parallel.AXIS, weight=jnp.sum(valid)
+        )[0]
+
+    split = P(parallel.AXIS)
+    grads = _on_devices(local, 2, backend, (split, split))(w, x, valid)
+    np.testing.assert_allclose(grads, whole, rtol=1e-5)
+    plain = _on_devices(
+        lambda w, x, valid: compute_gradients(loss_fn, w, x, valid, axis_name=parallel.AXIS)[0],
+        2,
+        backend,
+        (split, split),
+    )(w, x, valid)
+    assert not np.allclose(plain, whole, rtol=1e-3)  # an unweighted mean would be wrong here
+
+
+def _one_update(config, key):
+    trainer = a3c_jax.make_trainer(config)
+    runner, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), 1))(key)
+    return runner, metrics
+
+
+@pytest.fixture(scope="module")
+def reference_update():
+    return _one_update(SMALL, jax.random.PRNGKey(7))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count", [2, 4])
+def test_one_update_equals_one_device(reference_update, backend, count):
+    ref_runner, ref_metrics = reference_update
+    config = SMALL.replace(num_devices=count, parallel_backend=backend)
+    runner, metrics = _one_update(config, jax.random.PRNGKey(7))
+    params = runner.train_state.params
+    if backend == "pmap":
+        params = jax.tree.map(lambda x: x[0], params)
+    # The same new parameters, to float32 rounding ...
+    assert _max_abs_diff(params, ref_runner.train_state.params) < 1e-6
+    # ... from the same gradient (its norm before any clipping), losses and episode figures.
+    for field in ("grad_norm", "total_loss", "actor_loss", "critic_loss", "entropy"):
+        np.testing.assert_allclose(
+            getattr(metrics, field), getattr(ref_metrics, field), rtol=1e-5, err_msg=field
+        )
+    for field in ("env_steps", "episodes", "episode_return", "learning_rate"):
+        np.testing.assert_array_equal(getattr(metrics, field), getattr(ref_metrics, field))
+    # The environments played the same steps: the per-device carries [D, B/D, ...] are the
+    # whole batch's [B, ...], split.
+    obs = np.asarray(runner.env.obs).reshape(SMALL.num_envs, -1)
+    np.testing.assert_array_equal(obs, np.asarray(ref_runner.env.obs))
+    np.testing.assert_array_equal(
+        np.asarray(runner.env.env_id).reshape(-1), np.arange(SMALL.num_envs)
+    )
+
+
+def _replicas(tree, backend):
+    """Each device's own copy of every leaf of a replicated tree: leaves `[D, ...]`."""
+    if backend == "pmap":
+        return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(
+        lambda x: np.stack([np.asarray(s.data) for s in x.addressable_shards]), tree
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_replicas_stay_bitwise_equal(backend):
+    config = SMALL.replace(num_devices=4, parallel_backend=backend, max_grad_norm=0.5)
+    trainer = a3c_jax.make_trainer(config)
+    runner, _ = jax.jit(lambda k: trainer.run(trainer.init(k), 6))(jax.random.PRNGKey(1))
+    state = _replicas(runner.train_state, backend)
+    for leaf in jax.tree.leaves(state):
+        assert leaf.shape[0] == 4
+        for copy in leaf[1:]:
+            np.testing.assert_array_equal(copy, leaf[0])
+    assert int(jax.tree.leaves(state.update_step)[0][0]) == 6
+    # The parameters did move, and as one device's would have.
+    one = a3c_jax.make_trainer(config.replace(num_devices=1))
+    ref, _ = jax.jit(lambda k: one.run(one.init(k), 6))(jax.random.PRNGKey(1))
+    params = jax.tree.map(lambda x: x[0], state.params)
+    assert _max_abs_diff(params, ref.train_state.params) < 1e-5
+    assert _max_abs_diff(params, one.init(jax.random.PRNGKey(1)).train_state.params) > 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeds_vmapped_inside_devices(backend):
+    config = SMALL.replace(total_timesteps=8 * 5 * 3)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    one = a3c_jax.jit_train(config, num_seeds=3)(keys)
+    many = a3c_jax.jit_train(config.replace(num_devices=2, parallel_backend=backend), 3)(keys)
+    chex.assert_trees_all_equal_shapes(many.params, one.params)
+    assert _max_abs_diff(many.params, one.params) < 1e-6
+    np.testing.assert_allclose(many.metrics.total_loss, one.metrics.total_loss, rtol=1e-5)
+    # The seeds differ from one another.
+    kernels = np.asarray(many.params["params"]["actor_head"]["kernel"])
+    assert not np.allclose(kernels[0], kernels[1])
+
+
+def test_device_count_errors_before_compiling():
+    with pytest.raises(ConfigError, match=r"num_devices=8 asks for more devices than exist"):
+        a3c_jax.make_trainer(SMALL.replace(num_devices=8))
+    with pytest.raises(ConfigError, match=r"num_envs=6 is not divisible by num_devices=4"):
+        a3c_jax.make_trainer(SMALL.replace(num_envs=6, num_devices="all"))
+    assert parallel.num_devices(SMALL.replace(num_devices="all")) == 4
+
+
+# --- Several processes ------------------------------------------------------------------------
+
+WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
+
+
+def test_two_processes_train_as_one(tmp_path):
+    """2 local processes (loopback, 1 CPU device each) with 2 environments each end with
+    identical parameters, equal to one process with all 4 environments (shard_map; pmap refuses
+    to run over processes)."""
+    out = tmp_path / "multihost"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "A3C_JAX_MULTIDEVICE")}
+    command = [sys.executable, "-m", "a3c_jax.launch", "--num-processes", "2", "--timeout", "120"]
+    done = subprocess.run(
+        [*command, "--script", WORKER, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one_process = multihost_worker.CONFIG.replace(num_devices=1)
+    ref = jax.jit(a3c_jax.make_train(one_process))(jax.random.PRNGKey(multihost_worker.KEY))
+    per_process = [dict(np.load(out / f"params_process{i}.npz")) for i in range(2)]
+    assert per_process[0].keys() == per_process[1].keys()
+    for name, value in per_process[0].items():
+        np.testing.assert_array_equal(value, per_process[1][name], err_msg=name)
+    ref_leaves = {
+        jax.tree_util.keystr(path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(ref.params)
+    }
+    assert ref_leaves.keys() == per_process[0].keys()
+    for name, value in ref_leaves.items():
+        np.testing.assert_allclose(per_process[0][name], value, atol=1e-5, err_msg=name)
+    # Only process 0 wrote the report; it saw both processes' devices and the same losses.
+    assert sorted(p.name for p in out.glob("report*")) == ["report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["devices"]) == 2
+    np.testing.assert_allclose(report["total_loss"], ref.metrics.total_loss, rtol=1e-5)
+    assert "parallel_backend='pmap' runs within one process" in report["pmap_error"]

@@ -9,15 +9,23 @@ of one device with all `num_envs` environments, to float32 rounding (`tests/mult
 
 Two backends map the per-device loop (`train.make_trainer`'s) over the devices:
 
-- `"shard_map"` (the default): `jax.shard_map` over a one-axis `Mesh`; parameters, optimiser
-  state, keys and metrics are replicated arrays (`P()`), environments and algorithm state are
-  split over the devices.
-- `"pmap"`: `jax.pmap`, as the design card asks; every leaf of the `RunnerState` carries a leading
-  device axis `[D, ...]` (replicated values as `D` copies).
+- `"shard_map"` (the default): `jax.shard_map` over a one-axis `Mesh`. Parameters, optimiser
+  state, keys and metrics are replicated global arrays (`P()`: one logical value, a copy on each
+  device). It runs over several processes too.
+- `"pmap"`: `jax.pmap`, as the design card asks; every leaf of its `RunnerState` carries a
+  leading device axis `[D, ...]` (replicated values as `D` copies). One process only: in JAX
+  0.10, a pmap under `jit` reduces over the devices of its own process alone.
+
+The per-device code is written as for `pmap`: `shard_map` runs with `check_vma=False`, because
+an environment reset inside the loop makes constant leaves (an episode's step counter) that JAX
+would type as device-invariant and the loop carry as varying. `compute_gradients` is right under
+either typing (it casts the parameters to device-varying before differentiating).
 
 In both, the per-device parts of the `RunnerState` (`env`, `algo_state`) have a leading device
 axis `[D, ...]`; `TrainResult.params`, `opt_state` and `metrics` have the shapes of a one-device
-run. Seeds (`vmap`) go inside the devices: each device trains every seed on its environments.
+run. Seeds (`vmap` of the trainer, or `jit_train(config, num_seeds)`) go inside the devices:
+each device trains every seed on its share of the environments; arrays put the seed axis first
+(`[S, D, ...]` for per-device state).
 
 Several processes (hosts) form one run after `a3c_jax.distributed.initialize` (`a3c_jax.launch`):
 `num_devices` then counts the devices of all processes, each process runs the environments of

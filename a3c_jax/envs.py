@@ -104,11 +104,20 @@ def reset(spec: EnvSpec, key: PRNGKey, num_envs: int, first_env: int | jax.Array
     from its own key `env_keys(key, env_id)` (a device holding a slice of a larger batch passes the
     index of its first environment)."""
     env_id = jnp.arange(num_envs, dtype=jnp.int32) + jnp.asarray(first_env, jnp.int32)
+    return _reset_ids(spec, key, env_id)
+
+
+def restart(spec: EnvSpec, key: PRNGKey, carry: EnvCarry) -> EnvCarry:
+    """Fresh episodes in the environments of `carry` (the same `env_id`s), from `key`."""
+    return _reset_ids(spec, key, carry.env_id)
+
+
+def _reset_ids(spec: EnvSpec, key: PRNGKey, env_id: jax.Array) -> EnvCarry:
     obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
         env_keys(key, env_id), spec.env_params
     )
-    zeros = jnp.zeros((num_envs,), jnp.float32)
-    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros((num_envs,), jnp.int32), env_id)
+    zeros = jnp.zeros(env_id.shape, jnp.float32)
+    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros(env_id.shape, jnp.int32), env_id)
 
 
 def step(

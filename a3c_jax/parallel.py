@@ -52,8 +52,11 @@ if TYPE_CHECKING:
 
 AXIS = "devices"  # the name of the device axis in collectives (lax.pmean(x, AXIS))
 
-# Config fields that give a size of the whole batch: each device gets its `1/D` share.
+# Config fields that size the whole batch: each device gets its `1/D` share, exactly for the
+# environments (num_envs must divide), rounded up for replay (each device keeps and samples its
+# own environments' experience: ac_replay).
 PER_DEVICE_FIELDS = ("num_envs",)
+PER_DEVICE_ROUNDED_UP = ("replay_capacity", "replay_batch_size")
 
 
 def num_devices(config: Config) -> int:
@@ -109,9 +112,11 @@ def _check_divisible(config: Config, count: int) -> None:
 
 
 def device_config(config: Config, count: int) -> Config:
-    """The configuration one of `count` devices runs: its share of `PER_DEVICE_FIELDS`."""
+    """The configuration one of `count` devices runs: its share of `PER_DEVICE_FIELDS` (and of
+    `PER_DEVICE_ROUNDED_UP`, rounded up)."""
     _check_divisible(config, count)
     share = {name: getattr(config, name) // count for name in PER_DEVICE_FIELDS}
+    share |= {name: -(-getattr(config, name) // count) for name in PER_DEVICE_ROUNDED_UP}
     return config.replace(num_devices=1, **share)
 
 

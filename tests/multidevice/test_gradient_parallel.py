@@ -179,6 +179,47 @@ def test_one_update_equals_one_device(reference_update, backend, count):
     )
 
 
+@pytest.mark.parametrize("algo", ["online_ac", "nstep_da2c", "da2c"])
+def test_every_algorithm_updates_as_one_device(algo):
+    """One update of each other algorithm on 2 devices equals one device's. For `da2c` the
+    devices' episodes have different lengths: its gradient is the mean over the valid steps of
+    all devices (each device's mean weighted by its step count), as on one device."""
+    config = Config(algo=algo, num_envs=4, n_steps=5, total_timesteps=4 * 500 * 3)
+    key = jax.random.PRNGKey(2)
+    ref_runner, ref_metrics = _one_update(config, key)
+    runner, metrics = _one_update(config.replace(num_devices=2), key)
+    assert _max_abs_diff(runner.train_state.params, ref_runner.train_state.params) < 1e-6
+    for field in ("grad_norm", "total_loss", "entropy"):
+        np.testing.assert_allclose(
+            getattr(metrics, field), getattr(ref_metrics, field), rtol=1e-5, err_msg=field
+        )
+    for field in ("env_steps", "episodes", "episode_return"):
+        np.testing.assert_array_equal(getattr(metrics, field), getattr(ref_metrics, field))
+
+
+def test_replay_algorithm_on_two_devices():
+    """ac_replay keeps one buffer per device (its own environments' steps, half the capacity)
+    and samples from it; the step counts, losses and replicas stay global."""
+    config = Config(
+        algo="ac_replay",
+        num_envs=4,
+        total_timesteps=4 * 500 * 3,
+        replay_capacity=1000,
+        replay_batch_size=64,
+        num_devices=2,
+    )
+    trainer = a3c_jax.make_trainer(config)
+    runner, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), 3))(jax.random.PRNGKey(0))
+    buffer = runner.algo_state
+    chex.assert_shape(buffer.data.reward, (2, 500))  # [devices, capacity / devices]
+    # Each device's buffer holds its own environments' valid steps: together, all of them.
+    np.testing.assert_array_equal(np.sum(buffer.size), metrics.env_steps[-1])
+    assert np.all(np.isfinite(metrics.total_loss))
+    for leaf in jax.tree.leaves(_replicas(runner.train_state, "shard_map")):
+        for copy in leaf[1:]:
+            np.testing.assert_array_equal(copy, leaf[0])
+
+
 def _replicas(tree, backend):
     """Each device's own copy of every leaf of a replicated tree: leaves `[D, ...]`."""
     if backend == "pmap":

@@ -141,60 +141,91 @@ def test_unequal_device_batches_weigh_by_samples(backend):
     assert not np.allclose(plain, whole, rtol=1e-3)  # an unweighted mean would be wrong here
 
 
-def _one_update(config, key):
-    trainer = a3c_jax.make_trainer(config)
-    runner, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), 1))(key)
-    return runner, metrics
+class Stepper:
+    """A trainer's `init` and a one-update `run`, each compiled once, for stepping a run."""
+
+    def __init__(self, config):
+        trainer = a3c_jax.make_trainer(config)
+        self.init = jax.jit(trainer.init)
+        self.step = jax.jit(lambda runner: trainer.run(runner, 1))
+
+    def updates(self, key, count):
+        """The runner and metrics `[1]` after each of `count` updates from `init(key)`."""
+        runner, out = self.init(key), []
+        for _ in range(count):
+            runner, metrics = self.step(runner)
+            out.append((runner, metrics))
+        return out
+
+
+UPDATES = 4
 
 
 @pytest.fixture(scope="module")
-def reference_update():
-    return _one_update(SMALL, jax.random.PRNGKey(7))
+def one_device_updates():
+    return Stepper(SMALL.replace(max_grad_norm=0.5)).updates(jax.random.PRNGKey(7), UPDATES)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("count", [2, 4])
-def test_one_update_equals_one_device(reference_update, backend, count):
-    ref_runner, ref_metrics = reference_update
-    config = SMALL.replace(num_devices=count, parallel_backend=backend)
-    runner, metrics = _one_update(config, jax.random.PRNGKey(7))
-    params = runner.train_state.params
+def _replicas(tree, backend):
+    """Each device's own copy of every leaf of a replicated tree: leaves `[D, ...]`."""
     if backend == "pmap":
-        params = jax.tree.map(lambda x: x[0], params)
-    # The same new parameters, to float32 rounding ...
-    assert _max_abs_diff(params, ref_runner.train_state.params) < 1e-6
-    # ... from the same gradient (its norm before any clipping), losses and episode figures.
-    for field in ("grad_norm", "total_loss", "actor_loss", "critic_loss", "entropy"):
+        return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(
+        lambda x: np.stack([np.asarray(s.data) for s in x.addressable_shards]), tree
+    )
+
+
+def _assert_same_update(metrics, ref_metrics, fields=("total_loss", "actor_loss", "critic_loss")):
+    for field in ("grad_norm", "entropy", *fields):
         np.testing.assert_allclose(
             getattr(metrics, field), getattr(ref_metrics, field), rtol=1e-5, err_msg=field
         )
     for field in ("env_steps", "episodes", "episode_return", "learning_rate"):
         np.testing.assert_array_equal(getattr(metrics, field), getattr(ref_metrics, field))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count", [2, 4])
+def test_updates_equal_one_device_and_replicas_stay_equal(one_device_updates, backend, count):
+    config = SMALL.replace(max_grad_norm=0.5, num_devices=count, parallel_backend=backend)
+    updates = Stepper(config).updates(jax.random.PRNGKey(7), UPDATES)
+    (runner, metrics), (ref_runner, ref_metrics) = updates[0], one_device_updates[0]
+    replicas = _replicas(runner.train_state, backend)
+    params = jax.tree.map(lambda x: x[0], replicas.params)
+    # One update: the same new parameters, to float32 rounding ...
+    assert _max_abs_diff(params, ref_runner.train_state.params) < 1e-6
+    # ... from the same gradient (its norm before clipping), losses and episode figures.
+    _assert_same_update(metrics, ref_metrics)
     # The environments played the same steps: the per-device carries [D, B/D, ...] are the
     # whole batch's [B, ...], split.
     obs = np.asarray(runner.env.obs).reshape(SMALL.num_envs, -1)
     np.testing.assert_array_equal(obs, np.asarray(ref_runner.env.obs))
-    np.testing.assert_array_equal(
-        np.asarray(runner.env.env_id).reshape(-1), np.arange(SMALL.num_envs)
-    )
+    np.testing.assert_array_equal(np.ravel(runner.env.env_id), np.arange(SMALL.num_envs))
+    # Several updates: every device's copy of the parameters and optimiser state is bitwise
+    # the same, and still the one device's (to rounding).
+    (runner, metrics), (ref_runner, ref_metrics) = updates[-1], one_device_updates[-1]
+    replicas = _replicas(runner.train_state, backend)
+    for leaf in jax.tree.leaves(replicas):
+        assert leaf.shape[0] == count
+        for copy in leaf[1:]:
+            np.testing.assert_array_equal(copy, leaf[0])
+    assert int(replicas.update_step[0]) == UPDATES
+    params = jax.tree.map(lambda x: x[0], replicas.params)
+    assert _max_abs_diff(params, ref_runner.train_state.params) < 1e-5
+    assert _max_abs_diff(params, updates[0][0].train_state.params) > 1e-3  # they did move
+    np.testing.assert_allclose(metrics.grad_norm, ref_metrics.grad_norm, rtol=1e-4)
 
 
-@pytest.mark.parametrize("algo", ["online_ac", "nstep_da2c", "da2c"])
-def test_every_algorithm_updates_as_one_device(algo):
-    """One update of each other algorithm on 2 devices equals one device's. For `da2c` the
-    devices' episodes have different lengths: its gradient is the mean over the valid steps of
-    all devices (each device's mean weighted by its step count), as on one device."""
-    config = Config(algo=algo, num_envs=4, n_steps=5, total_timesteps=4 * 500 * 3)
+def test_episodic_algorithm_updates_as_one_device():
+    """`da2c` on 2 devices: the devices' episodes have different lengths, and its gradient is
+    still the mean over the valid steps of all of them (each device's mean weighted by its
+    step count), as on one device. (`online_ac` and `nstep_da2c` are `a2c`'s code.)"""
+    config = Config(algo="da2c", num_envs=4, total_timesteps=4 * 500 * 3)
     key = jax.random.PRNGKey(2)
-    ref_runner, ref_metrics = _one_update(config, key)
-    runner, metrics = _one_update(config.replace(num_devices=2), key)
+    ((ref_runner, ref_metrics),) = Stepper(config).updates(key, 1)
+    ((runner, metrics),) = Stepper(config.replace(num_devices=2)).updates(key, 1)
     assert _max_abs_diff(runner.train_state.params, ref_runner.train_state.params) < 1e-6
-    for field in ("grad_norm", "total_loss", "entropy"):
-        np.testing.assert_allclose(
-            getattr(metrics, field), getattr(ref_metrics, field), rtol=1e-5, err_msg=field
-        )
-    for field in ("env_steps", "episodes", "episode_return"):
-        np.testing.assert_array_equal(getattr(metrics, field), getattr(ref_metrics, field))
+    _assert_same_update(metrics, ref_metrics, fields=("total_loss",))
 
 
 def test_replay_algorithm_on_two_devices():
@@ -220,46 +251,26 @@ def test_replay_algorithm_on_two_devices():
             np.testing.assert_array_equal(copy, leaf[0])
 
 
-def _replicas(tree, backend):
-    """Each device's own copy of every leaf of a replicated tree: leaves `[D, ...]`."""
-    if backend == "pmap":
-        return jax.tree.map(np.asarray, tree)
-    return jax.tree.map(
-        lambda x: np.stack([np.asarray(s.data) for s in x.addressable_shards]), tree
-    )
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_replicas_stay_bitwise_equal(backend):
-    config = SMALL.replace(num_devices=4, parallel_backend=backend, max_grad_norm=0.5)
+def test_seeds_vmapped_inside_devices(one_device_updates, backend):
+    """`vmap` over seeds of a 2-device trainer (as `jit_train(config, num_seeds)` does): each
+    seed trains as it would alone on one device."""
+    config = SMALL.replace(max_grad_norm=0.5, num_devices=2, parallel_backend=backend)
     trainer = a3c_jax.make_trainer(config)
-    runner, _ = jax.jit(lambda k: trainer.run(trainer.init(k), 6))(jax.random.PRNGKey(1))
-    state = _replicas(runner.train_state, backend)
-    for leaf in jax.tree.leaves(state):
-        assert leaf.shape[0] == 4
-        for copy in leaf[1:]:
-            np.testing.assert_array_equal(copy, leaf[0])
-    assert int(jax.tree.leaves(state.update_step)[0][0]) == 6
-    # The parameters did move, and as one device's would have.
-    one = a3c_jax.make_trainer(config.replace(num_devices=1))
-    ref, _ = jax.jit(lambda k: one.run(one.init(k), 6))(jax.random.PRNGKey(1))
-    params = jax.tree.map(lambda x: x[0], state.params)
-    assert _max_abs_diff(params, ref.train_state.params) < 1e-5
-    assert _max_abs_diff(params, one.init(jax.random.PRNGKey(1)).train_state.params) > 1e-3
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_seeds_vmapped_inside_devices(backend):
-    config = SMALL.replace(total_timesteps=8 * 5 * 3)
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    one = a3c_jax.jit_train(config, num_seeds=3)(keys)
-    many = a3c_jax.jit_train(config.replace(num_devices=2, parallel_backend=backend), 3)(keys)
-    chex.assert_trees_all_equal_shapes(many.params, one.params)
-    assert _max_abs_diff(many.params, one.params) < 1e-6
-    np.testing.assert_allclose(many.metrics.total_loss, one.metrics.total_loss, rtol=1e-5)
-    # The seeds differ from one another.
-    kernels = np.asarray(many.params["params"]["actor_head"]["kernel"])
-    assert not np.allclose(kernels[0], kernels[1])
+    keys = jnp.stack([jax.random.PRNGKey(7), jax.random.PRNGKey(8)])
+    runner, metrics = jax.jit(jax.vmap(lambda k: trainer.run(trainer.init(k), UPDATES)))(keys)
+    chex.assert_shape(metrics.total_loss, (2, UPDATES))
+    chex.assert_shape(runner.env.obs, (2, 2, SMALL.num_envs // 2, 4))  # [seeds, devices, ...]
+    params = runner.train_state.params
+    if backend == "pmap":
+        params = jax.tree.map(lambda x: x[:, 0], params)
+    ref_runner, _ = one_device_updates[-1]
+    assert _max_abs_diff(jax.tree.map(lambda x: x[0], params), ref_runner.train_state.params) < 1e-5
+    np.testing.assert_allclose(
+        metrics.total_loss[0], [m.total_loss[0] for _, m in one_device_updates], rtol=1e-5
+    )
+    kernels = np.asarray(params["params"]["actor_head"]["kernel"])
+    assert not np.allclose(kernels[0], kernels[1])  # the seeds differ
 
 
 def test_device_count_errors_before_compiling():

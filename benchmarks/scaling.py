@@ -2,20 +2,23 @@
 
     python benchmarks/scaling.py            # full tables (about 10 minutes on 2 CPU cores)
     python benchmarks/scaling.py --quick    # smaller budgets, fewer repeats
+    python benchmarks/scaling.py --gpu --devices 1 2 4 8   # the accelerators of a GPU machine
 
 `a2c` on CartPole-v1 (default network, `n_steps = 8`), both backends (`shard_map`, `pmap`):
 
-1. steps/s against the device count (1, 2, 4) at a fixed total `num_envs` (each device runs
+1. steps/s against the device count `D` (1, 2, 4) at a fixed total `num_envs` (each device runs
    `num_envs / D` environments);
 2. steps/s against `num_envs` at a fixed device count, next to one device.
 
-On a CPU the devices are forced (`XLA_FLAGS=--xla_force_host_platform_device_count=4`): every
-configuration is compiled in one process, then each repeat times every configuration in turn,
-so that all see the same background load (report medians; the ratios are the robust figures).
-One more process without forced devices times one device alone, to show what forcing costs
-it. On a GPU machine the devices are the GPUs (`--devices` up to their number).
+On a CPU each device count runs in a process of its own with exactly that many forced devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=D`; one device: no flag, as a user runs it).
+Each process compiles its configurations (one process at a time), then waits; the timing runs
+in rounds, each round timing every configuration of every process once, in turn, so that all
+see the same background load on a shared machine. Medians over the rounds are reported; the
+ratios to one device, measured round by round, are the robust figures.
 
-Prints markdown tables, writes the raw figures to `--json` and draws `--png`.
+Prints markdown tables, writes the raw figures to `--json` and draws `--png` (needs matplotlib:
+`pip install -e ".[bench]"`).
 """
 
 from __future__ import annotations
@@ -42,16 +45,21 @@ def plan(devices: list[int], device_envs: list[int], sweep_envs: list[int], swee
     return list(dict.fromkeys(runs))  # in order, without repeats
 
 
-def worker(runs: list, min_steps: int, repeats: int) -> list[dict]:
-    """Compiles every configuration, then times each in turn, `repeats` rounds."""
+# --- The worker: one process, one device count --------------------------------------------
+
+
+def worker_main(spec: str) -> None:
+    """Compiles the configurations of `spec`, prints `ready`, then for every line `run` on
+    stdin times each configuration once and prints the seconds as a JSON list."""
     import jax
 
     import a3c_jax
 
+    args = json.loads(spec)
     base = a3c_jax.Config()
     compiled = []
-    for d, backend, n in runs:
-        updates = min(2000, max(10, min_steps // (n * base.n_steps)))
+    for d, backend, n in args["runs"]:
+        updates = min(2000, max(10, args["min_steps"] // (n * base.n_steps)))
         config = base.replace(
             num_envs=n,
             total_timesteps=updates * n * base.n_steps,
@@ -64,70 +72,101 @@ def worker(runs: list, min_steps: int, repeats: int) -> list[dict]:
         executable = train.lower(key).compile()
         compile_s = time.perf_counter() - start
         jax.block_until_ready(executable(key))  # warm-up
-        compiled.append((config, executable, compile_s))
-    times: list[list[float]] = [[] for _ in runs]
-    for r in range(repeats):
-        for i, (_, executable, _) in enumerate(compiled):
+        compiled.append((executable, config.num_updates * config.batch_size, compile_s))
+    device = jax.devices()[0]
+    info = {
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "device_count": jax.device_count(),
+        "env_steps": [steps for _, steps, _ in compiled],
+        "compile_s": [c for _, _, c in compiled],
+    }
+    print("ready " + json.dumps(info), flush=True)
+    for r, line in enumerate(sys.stdin):
+        if line.strip() != "run":
+            break
+        seconds = []
+        for executable, _, _ in compiled:
             key = jax.random.PRNGKey(r + 1)
             start = time.perf_counter()
             jax.block_until_ready(executable(key))
-            times[i].append(time.perf_counter() - start)
+            seconds.append(time.perf_counter() - start)
+        print(json.dumps(seconds), flush=True)
+
+
+class Worker:
+    """A worker process for the configurations `runs`, all on `devices` devices."""
+
+    def __init__(self, runs: list, devices: int, min_steps: int, gpu: bool) -> None:
+        env = dict(os.environ)
+        env.pop("XLA_FLAGS", None)
+        if not gpu and devices > 1:
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        spec = json.dumps({"runs": runs, "min_steps": min_steps})
+        self.runs = runs
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--worker", spec],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.info = json.loads(self._read().removeprefix("ready "))
+
+    def _read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            sys.exit(f"a benchmark worker died (status {self.process.returncode})")
+        return line
+
+    def time_once(self) -> list[float]:
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        return json.loads(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def measure(runs: list, min_steps: int, repeats: int, gpu: bool) -> tuple[list[dict], dict]:
+    by_devices: dict[int, list] = {}
+    for run in runs:
+        by_devices.setdefault(run[0], []).append(run)
+    workers = {d: Worker(r, d, min_steps, gpu) for d, r in sorted(by_devices.items())}
+    times = {d: [[] for _ in w.runs] for d, w in workers.items()}
+    for _ in range(repeats):
+        for d, w in workers.items():
+            for i, seconds in enumerate(w.time_once()):
+                times[d][i].append(seconds)
     rows = []
-    for (d, backend, n), (config, _, compile_s), runs_s in zip(runs, compiled, times, strict=True):
-        steps = config.num_updates * config.batch_size
-        run_s = statistics.median(runs_s)
-        rows.append(
-            {
-                "num_devices": d,
-                "backend": backend,
-                "num_envs": n,
-                "envs_per_device": n // d,
-                "n_steps": config.n_steps,
-                "env_steps": steps,
-                "compile_s": compile_s,
-                "run_s": run_s,
-                "runs_s": runs_s,
-                "steps_per_s": steps / run_s,
-            }
-        )
-    return rows
+    for d, w in workers.items():
+        w.close()
+        for i, (_, backend, n) in enumerate(w.runs):
+            steps = w.info["env_steps"][i]
+            run_s = statistics.median(times[d][i])
+            rows.append(
+                {
+                    "num_devices": d,
+                    "backend": backend,
+                    "num_envs": n,
+                    "envs_per_device": n // d,
+                    "env_steps": steps,
+                    "compile_s": w.info["compile_s"][i],
+                    "run_s": run_s,
+                    "runs_s": times[d][i],
+                    "steps_per_s": steps / run_s,
+                    "devices_in_process": w.info["device_count"],
+                }
+            )
+    return rows, workers[min(workers)].info
 
 
-def run_worker(runs: list, min_steps: int, repeats: int, forced: int | None) -> dict:
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    if forced:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={forced}"
-    spec = json.dumps({"runs": runs, "min_steps": min_steps, "repeats": repeats})
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", spec],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode:
-        sys.exit(f"worker failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def worker_main(spec: str) -> None:
-    import jax
-
-    args = json.loads(spec)
-    runs = [tuple(r) for r in args["runs"]]
-    rows = worker(runs, args["min_steps"], args["repeats"])
-    device = jax.devices()[0]
-    print(
-        json.dumps(
-            {
-                "rows": rows,
-                "device_kind": device.device_kind,
-                "platform": device.platform,
-                "device_count": jax.device_count(),
-            }
-        )
-    )
+def _ratio(row: dict, rows: list[dict]) -> float:
+    """Median over rounds of this row's speed relative to one device's in the same round."""
+    one = next(r for r in rows if r["num_devices"] == 1 and r["num_envs"] == row["num_envs"])
+    return statistics.median(o / t for t, o in zip(row["runs_s"], one["runs_s"], strict=True))
 
 
 def _label(row: dict) -> str:
@@ -155,7 +194,7 @@ def draw(rows: list[dict], device_envs: list[int], sweep_devices: int, png: str)
     left.set_xticks(sorted({r["num_devices"] for r in rows}))
     left.legend(fontsize=8)
     for label in ["1 device"] + [f"{sweep_devices} x {b}" for b in BACKENDS]:
-        points = sorted({(r["num_envs"], r["steps_per_s"]) for r in rows if _label(r) == label})
+        points = sorted((r["num_envs"], r["steps_per_s"]) for r in rows if _label(r) == label)
         right.plot(*zip(*points, strict=True), marker="o", label=label)
     right.set_xscale("log", base=2)
     right.set_xlabel("num_envs (total)")
@@ -188,62 +227,51 @@ def main() -> None:
     if args.worker:
         worker_main(args.worker)
         return
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 7)
     min_steps = 300_000 if args.quick else 1_000_000
     runs = plan(args.devices, args.device_envs, args.sweep_envs, args.sweep_devices)
     load_before = os.getloadavg()
-    forced = None if args.gpu else max([*args.devices, args.sweep_devices])
-    result = run_worker(runs, min_steps, repeats, forced)
-    rows = result["rows"]
-    # One device in a process of its own, without forced devices.
-    plain = None
-    if not args.gpu:
-        alone = [(1, None, n) for n in args.device_envs]
-        plain = run_worker(alone, min_steps, repeats, None)["rows"]
+    rows, info = measure(runs, min_steps, repeats, args.gpu)
     load_after = os.getloadavg()
 
-    where = f"{result['device_kind']} ({result['platform']}), {os.cpu_count()} cores"
+    where = f"{info['device_kind']} ({info['platform']}), {os.cpu_count()} cores"
+    forced = "" if args.gpu else ", CPU devices forced per process"
     print(
-        f"\nGradient parallelism, a2c on CartPole-v1; {where}; {result['device_count']} "
-        f"devices{' (forced)' if forced else ''}; median of {repeats} runs, interleaved; "
-        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (shared machine)\n"
+        f"\nGradient parallelism, a2c on CartPole-v1; {where}{forced}; median of {repeats} "
+        f"interleaved rounds; load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
+        "after (a shared machine)\n"
     )
     print("Against devices, fixed total num_envs:\n")
     print("| num_envs | devices | backend | envs/device | compile s | run s | steps/s | vs 1 |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
-    single = {r["num_envs"]: r["steps_per_s"] for r in rows if r["num_devices"] == 1}
     for n in args.device_envs:
         for r in (r for r in rows if r["num_envs"] == n and r["num_devices"] in args.devices):
             print(
                 f"| {n} | {r['num_devices']} | {r['backend'] or '-'} | {r['envs_per_device']} | "
                 f"{r['compile_s']:.1f} | {r['run_s']:.3f} | {r['steps_per_s']:,.0f} | "
-                f"{r['steps_per_s'] / single[n]:.2f} |"
-            )
-    if plain:
-        for r in plain:
-            print(
-                f"| {r['num_envs']} | 1 | - (no forced devices) | {r['num_envs']} | "
-                f"{r['compile_s']:.1f} | {r['run_s']:.3f} | {r['steps_per_s']:,.0f} | "
-                f"{r['steps_per_s'] / single[r['num_envs']]:.2f} |"
+                f"{_ratio(r, rows):.2f} |"
             )
     d = args.sweep_devices
-    print(f"\nAgainst num_envs, {d} devices and 1 (steps/s; ratio to 1 device):\n")
-    print(f"| num_envs | 1 device | {d} x shard_map | ratio | {d} x pmap | ratio |")
+    print(f"\nAgainst num_envs, {d} devices and 1 (steps/s; speed relative to 1 device):\n")
+    print(f"| num_envs | 1 device | {d} x shard_map | vs 1 | {d} x pmap | vs 1 |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n in args.sweep_envs:
-        by = {_label(r): r["steps_per_s"] for r in rows if r["num_envs"] == n}
+        by = {_label(r): r for r in rows if r["num_envs"] == n}
         one, sm, pm = by["1 device"], by[f"{d} x shard_map"], by[f"{d} x pmap"]
-        print(f"| {n} | {one:,.0f} | {sm:,.0f} | {sm / one:.2f} | {pm:,.0f} | {pm / one:.2f} |")
+        print(
+            f"| {n} | {one['steps_per_s']:,.0f} | {sm['steps_per_s']:,.0f} | "
+            f"{_ratio(sm, rows):.2f} | {pm['steps_per_s']:,.0f} | {_ratio(pm, rows):.2f} |"
+        )
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(
             {
-                **{k: v for k, v in result.items() if k != "rows"},
-                "forced_devices": forced,
+                "device_kind": info["device_kind"],
+                "platform": info["platform"],
+                "cpu_count": os.cpu_count(),
                 "repeats": repeats,
                 "load_average_before_after": [load_before[0], load_after[0]],
-                "rows": rows,
-                "one_device_without_forcing": plain,
+                "rows": [{**r, "vs_one_device": _ratio(r, rows)} for r in rows],
             },
             f,
             indent=1,

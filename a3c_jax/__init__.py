@@ -1,6 +1,14 @@
 """a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax."""
 
-from a3c_jax import distributions, envs, losses, networks, returns, rollout
+# A process of a multi-process run (a3c_jax.launch) joins it first: importing gymnax below
+# initialises JAX's backend, after which jax.distributed.initialize is refused.
+from a3c_jax import distributed
+
+distributed.initialize_from_env()
+
+# ruff: noqa: E402
+
+from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
@@ -36,6 +44,7 @@ __all__ = [
     "Transition",
     "UpdateMetrics",
     "__version__",
+    "distributed",
     "distributions",
     "enable_compilation_cache",
     "envs",
@@ -46,6 +55,7 @@ __all__ = [
     "make_train",
     "make_trainer",
     "networks",
+    "parallel",
     "returns",
     "rollout",
 ]

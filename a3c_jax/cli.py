@@ -14,16 +14,28 @@ from typing import Any
 from a3c_jax.config import Config, ConfigError
 
 
-def _field_types() -> dict[str, Any]:
+def _field_types() -> dict[str, tuple[Any, ...]]:
+    """Each `Config` field's value types, in the order a `--set` value is tried against them
+    (`num_devices: int | str`: an integer, else a string such as "all")."""
     hints = typing.get_type_hints(Config)
     out = {}
     for field in dataclasses.fields(Config):
         hint = hints[field.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
         if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            hint = args[0]
-        out[field.name] = hint
+            out[field.name] = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        else:
+            out[field.name] = (hint,)
     return out
+
+
+def _parse_value(kind: Any, text: str) -> Any:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1")
+    if typing.get_origin(kind) is tuple:
+        return tuple(int(v) for v in text.split(",") if v)
+    return kind(text)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -38,21 +50,16 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(
                 f"--set {name}: no such Config field; fields: {', '.join(sorted(types_by_name))}"
             )
-        kind = types_by_name[name]
-        try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(text)
-                value: Any = text.lower() in ("true", "1")
-            elif typing.get_origin(kind) is tuple:
-                value = tuple(int(v) for v in text.split(",") if v)
-            elif kind is float:
-                value = float(text)
-            else:
-                value = kind(text)
-        except ValueError as error:
-            raise ConfigError(f"--set {name}={text!r}: not a valid {kind}") from error
-        overrides[name] = value
+        kinds = types_by_name[name]
+        for kind in kinds:
+            try:
+                overrides[name] = _parse_value(kind, text)
+                break
+            except ValueError:
+                continue
+        else:
+            allowed = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+            raise ConfigError(f"--set {name}={text!r}: not a valid {allowed}")
     return overrides
 
 
@@ -61,11 +68,15 @@ def train_command(args: argparse.Namespace) -> int:
     import numpy as np
 
     import a3c_jax
+    from a3c_jax import distributed
 
     config = Config(env_name=args.env, algo=args.algo, **parse_overrides(args.set))
     if not args.no_cache:
         a3c_jax.enable_compilation_cache()
-    print(config)
+    # In a run over several processes (a3c_jax.launch) all train; process 0 alone reports.
+    output = distributed.is_output_process()
+    if output:
+        print(config)
     num_seeds = args.num_seeds
     train = a3c_jax.jit_train(config, num_seeds=num_seeds if num_seeds > 1 else None)
     key = jax.random.PRNGKey(args.seed)
@@ -75,15 +86,18 @@ def train_command(args: argparse.Namespace) -> int:
     t1 = time.perf_counter()
     result = jax.block_until_ready(compiled(keys))
     t2 = time.perf_counter()
+    if not output:
+        return 0
     steps = config.num_updates * config.batch_size * num_seeds
     rate = steps / (t2 - t1)
     print(f"trace+compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {rate:,.0f} env steps/s")
+    all_params = distributed.fetch(result.params)
     params = (
-        [result.params]
+        [all_params]
         if num_seeds == 1
-        else [jax.tree.map(lambda x, i=i: x[i], result.params) for i in range(num_seeds)]
+        else [jax.tree.map(lambda x, i=i: x[i], all_params) for i in range(num_seeds)]
     )
-    final = np.asarray(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
+    final = distributed.fetch(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
     for i, p in enumerate(params):
         returns = np.asarray(
             a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)

@@ -12,6 +12,7 @@ from a3c_jax import presets
 OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 TORSOS = ("auto", "mlp", "cnn")
+PARALLEL_BACKENDS = ("shard_map", "pmap")
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,11 @@ class Config:
     activation: str | None = None
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
     cnn_channels: int | None = None
+    # Gradient parallelism (a3c_jax.parallel): the environments split over devices, one gradient
+    # step averaged over them. 1 (the default): one device, no device axis. "all": every device
+    # of every process, counted when the trainer is built.
+    num_devices: int | str | None = None
+    parallel_backend: str | None = None  # "shard_map" or "pmap"
 
     def __post_init__(self) -> None:
         if self.algo not in presets.ALGORITHM_DEFAULTS:
@@ -140,6 +146,16 @@ class Config:
         one_of("optimizer", OPTIMIZERS)
         one_of("activation", ACTIVATIONS)
         one_of("torso", TORSOS)
+        one_of("parallel_backend", PARALLEL_BACKENDS)
+        devices = self.num_devices
+        if devices != "all":
+            if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
+                raise ConfigError(f"num_devices={devices!r} must be a positive integer or 'all'")
+            if self.num_envs % devices:
+                raise ConfigError(
+                    f"num_envs={self.num_envs} is not divisible by num_devices={devices}: each "
+                    f"device runs num_envs / num_devices environments; use a multiple of {devices}"
+                )
         for name in ("anneal_lr", "normalize_advantages", "shared_torso"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")

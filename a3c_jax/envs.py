@@ -89,28 +89,50 @@ def clip_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
     return jnp.clip(action, low, high)
 
 
-def reset(spec: EnvSpec, key: PRNGKey, num_envs: int) -> EnvCarry:
-    """Resets `num_envs` environments, each with its own key."""
+def env_keys(key: PRNGKey, env_id: jax.Array) -> jax.Array:
+    """One key per environment: `fold_in(key, env_id)`, `[B]` keys (raw: `[B, 2]`) for `[B]` ids.
+
+    An environment's random draws depend on the shared `key` and on its own global index alone,
+    not on how many environments share its batch: a batch split over devices (each with its slice
+    of `env_id`) plays exactly as the whole batch would on one device.
+    """
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, env_id)
+
+
+def reset(spec: EnvSpec, key: PRNGKey, num_envs: int, first_env: int | jax.Array = 0) -> EnvCarry:
+    """Resets `num_envs` environments numbered `first_env, ..., first_env + num_envs - 1`, each
+    from its own key `env_keys(key, env_id)` (a device holding a slice of a larger batch passes the
+    index of its first environment)."""
+    env_id = jnp.arange(num_envs, dtype=jnp.int32) + jnp.asarray(first_env, jnp.int32)
+    return _reset_ids(spec, key, env_id)
+
+
+def restart(spec: EnvSpec, key: PRNGKey, carry: EnvCarry) -> EnvCarry:
+    """Fresh episodes in the environments of `carry` (the same `env_id`s), from `key`."""
+    return _reset_ids(spec, key, carry.env_id)
+
+
+def _reset_ids(spec: EnvSpec, key: PRNGKey, env_id: jax.Array) -> EnvCarry:
     obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
-        jax.random.split(key, num_envs), spec.env_params
+        env_keys(key, env_id), spec.env_params
     )
-    zeros = jnp.zeros((num_envs,), jnp.float32)
-    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros((num_envs,), jnp.int32))
+    zeros = jnp.zeros(env_id.shape, jnp.float32)
+    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros(env_id.shape, jnp.int32), env_id)
 
 
 def step(
     spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
 ) -> tuple[EnvCarry, Transition]:
-    """Steps `B` environments with `action` `[B, A...]`; auto-resets finished episodes.
+    """Steps `B` environments with `action` `[B, A...]`; auto-resets finished episodes. Each
+    environment draws from its own key, `env_keys(key, carry.env_id)`.
 
     Returns the new carry and the `Transition` of this step, whose `episode_return` and
     `episode_length` hold the finished episode's totals where `done`.
     """
-    num_envs = carry.obs.shape[0]
     env_action = clip_action(spec, action)
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         spec.env.step, in_axes=(0, 0, 0, None)
-    )(jax.random.split(key, num_envs), carry.env_state, env_action, spec.env_params)
+    )(env_keys(key, carry.env_id), carry.env_state, env_action, spec.env_params)
     reward = jnp.asarray(reward, jnp.float32)
     terminated = jnp.asarray(terminated, bool)
     truncated = jnp.asarray(truncated, bool) & ~terminated
@@ -132,5 +154,6 @@ def step(
         obs=_obs(obs),
         episode_return=jnp.where(done, 0.0, episode_return),
         episode_length=jnp.where(done, 0, episode_length),
+        env_id=carry.env_id,
     )
     return new_carry, transition

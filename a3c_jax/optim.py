@@ -20,21 +20,26 @@ class Optimizer(NamedTuple):
     """`tx` gives the update direction at unit learning rate (clipping, then Adam or RMSprop);
     `learning_rate(env_steps)` scales it. Both optimisers are linear in the learning rate, so
     this equals `optax.adam(schedule)`, with the schedule read off environment steps rather than
-    update counts: the same for fixed-size rollouts, and right for episodic ones too."""
+    update counts: the same for fixed-size rollouts, and right for episodic ones too.
+
+    `axis_name` names the device axis of gradient parallelism (`a3c_jax.parallel`): gradients,
+    loss metrics and environment steps are then averaged (summed) over it, so that every device
+    takes the same step. `None` on one device."""
 
     tx: optax.GradientTransformation
     learning_rate: Callable[[jax.Array], jax.Array]  # env steps taken so far [] -> lr []
+    axis_name: str | None = None
 
     def init(self, params: Params) -> optax.OptState:
         return self.tx.init(params)
 
 
-def make_optimizer(config: Config) -> Optimizer:
+def make_optimizer(config: Config, axis_name: str | None = None) -> Optimizer:
     """`clip_by_global_norm(max_grad_norm)` then Adam or RMSprop, at a constant or linearly
     decaying (`anneal_lr`: to 0 at `total_timesteps`) learning rate.
 
     RMSprop follows the A3C paper and Stable-Baselines3 (`decay=rmsprop_decay`, `eps` inside the
-    square root).
+    square root). `axis_name`: the device axis gradients are averaged over (see `Optimizer`).
     """
     if config.optimizer == "adam":
         base = optax.adam(1.0, eps=config.optimizer_eps)
@@ -49,20 +54,49 @@ def make_optimizer(config: Config) -> Optimizer:
         progress = jnp.asarray(env_steps, jnp.float32) / config.total_timesteps
         return config.lr * jnp.clip(1.0 - progress, 0.0, 1.0)
 
-    return Optimizer(base, learning_rate)
+    return Optimizer(base, learning_rate, axis_name)
+
+
+def device_mean(tree: Any, axis_name: str, weight: jax.Array | int | None = None) -> Any:
+    """The mean of `tree` over the devices of `axis_name`: plain (`lax.pmean`) when every device
+    weighs the same (`weight` None or a Python int), else weighted by each device's `weight` `[]`
+    (its number of samples), so that per-device means of unequal batches average to the mean of
+    the whole batch: `Σ_d w_d x_d / Σ_d w_d`."""
+    if weight is None or isinstance(weight, int):
+        return jax.lax.pmean(tree, axis_name)
+    weight = jnp.asarray(weight, jnp.float32)
+    total = jax.lax.psum(weight, axis_name)
+    return jax.tree.map(
+        lambda x: jax.lax.psum(x * (weight / total).astype(x.dtype), axis_name), tree
+    )
 
 
 def compute_gradients(
     loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
     params: Params,
     *batch: Any,
+    axis_name: str | None = None,
+    weight: jax.Array | int | None = None,
 ) -> tuple[Params, dict[str, jax.Array]]:
     """Gradients of `loss_fn(params, *batch) -> (loss, metrics)` with respect to `params`.
 
     Returns the gradients and the loss's metrics with `grad_norm` (before clipping) added. This is
     the one place every algorithm differentiates its loss.
+
+    With `axis_name` (gradient parallelism: one call per device, each on its own `batch`), the
+    gradients and metrics are averaged over the devices (`device_mean`, weighted by `weight`, the
+    device's number of samples, where batches differ in size) before `grad_norm` is taken, so every
+    device returns the gradient of the whole batch's loss. The parameters are first cast to
+    device-varying: inside `shard_map` the gradient of device-invariant (replicated) parameters is
+    already summed over devices, and a `pmean` of it would be `D` times too large; the cast makes
+    the same code right under `shard_map` and `pmap`.
     """
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params, *batch)
+    if axis_name is None:
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(params, *batch)
+    else:
+        local_params = jax.lax.pcast(params, axis_name, to="varying")
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(local_params, *batch)
+        grads, metrics = device_mean((grads, metrics), axis_name, weight)
     return grads, {**metrics, "grad_norm": optax.tree.norm(grads)}
 
 
@@ -70,7 +104,11 @@ def apply_gradients(
     optimizer: Optimizer, train_state: TrainState, grads: Params, env_steps: jax.Array | int
 ) -> TrainState:
     """One optimiser step with `grads`, at the learning rate of the environment steps taken
-    before it; then counts the update and its `env_steps`. The one place parameters change."""
+    before it; then counts the update and its `env_steps` (summed over the optimiser's device
+    axis, if any). The one place parameters change."""
+    env_steps = jnp.asarray(env_steps, jnp.int32)
+    if optimizer.axis_name is not None:
+        env_steps = jax.lax.psum(env_steps, optimizer.axis_name)
     updates, opt_state = optimizer.tx.update(grads, train_state.opt_state, train_state.params)
     lr = optimizer.learning_rate(train_state.env_steps)
     updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
@@ -78,7 +116,7 @@ def apply_gradients(
         optax.apply_updates(train_state.params, updates),
         opt_state,
         train_state.update_step + 1,
-        train_state.env_steps + jnp.asarray(env_steps, jnp.int32),
+        train_state.env_steps + env_steps,
     )
 
 
@@ -92,9 +130,17 @@ def gradient_step(
     """`compute_gradients` then `apply_gradients`: one optimiser step on `loss_fn(params, *batch)`
     that consumed `env_steps` environment steps.
 
-    Returns the new state and the loss's metrics with `grad_norm` and `learning_rate` added.
+    Returns the new state and the loss's metrics with `grad_norm` and `learning_rate` added. With
+    the optimiser's `axis_name`, each device passes its own batch and `env_steps`; gradients are
+    averaged weighing each device by its `env_steps` (`compute_gradients`).
     """
-    grads, metrics = compute_gradients(loss_fn, train_state.params, *batch)
+    grads, metrics = compute_gradients(
+        loss_fn,
+        train_state.params,
+        *batch,
+        axis_name=optimizer.axis_name,
+        weight=env_steps,
+    )
     metrics["learning_rate"] = optimizer.learning_rate(train_state.env_steps)
     return apply_gradients(optimizer, train_state, grads, env_steps), metrics
 

@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "cnn_channels": 16,
     "replay_capacity": 10_000,
     "replay_batch_size": 256,
+    # One device unless asked: more need num_envs to split evenly, and on CPU they exist only
+    # when XLA_FLAGS forces them. Results do not depend on the device count (a3c_jax.parallel).
+    "num_devices": 1,
+    "parallel_backend": "shard_map",
 }
 
 # Algorithms whose updates play one whole episode per environment.

@@ -19,12 +19,24 @@ from a3c_jax.types import EnvCarry, Params, PRNGKey, Transition
 PolicyFn = Callable[[Params, jax.Array, PRNGKey], jax.Array]
 
 
+def act_each(policy_fn: PolicyFn, params: Params, carry: EnvCarry, key: PRNGKey) -> jax.Array:
+    """Actions `[B, A...]` for the `B` environments of `carry`, each chosen on its own
+    observation with its own key `envs.env_keys(key, env_id)` (`policy_fn` vmapped over
+    environments): an environment's action does not depend on how the batch is split over
+    devices."""
+
+    def one(obs: jax.Array, env_key: PRNGKey) -> jax.Array:
+        return policy_fn(params, obs[None], env_key)[0]
+
+    return jax.vmap(one)(carry.obs, envs.env_keys(key, carry.env_id))
+
+
 def policy_step(
     spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, carry: EnvCarry, key: PRNGKey
 ) -> tuple[EnvCarry, Transition]:
-    """One step of `B` environments with actions from `policy_fn`."""
+    """One step of `B` environments, each acting with `policy_fn` on its own key (`act_each`)."""
     act_key, env_key = jax.random.split(key)
-    return envs.step(spec, env_key, carry, policy_fn(params, carry.obs, act_key))
+    return envs.step(spec, env_key, carry, act_each(policy_fn, params, carry, act_key))
 
 
 def rollout(

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import envs
+from a3c_jax import envs, parallel
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config
 from a3c_jax.networks import make_networks
@@ -31,15 +31,23 @@ class Trainer(NamedTuple):
 
 
 def _episode_stats(
-    traj: Transition, valid: jax.Array, runner: RunnerState
+    traj: Transition, valid: jax.Array, runner: RunnerState, axis_name: str | None = None
 ) -> tuple[jax.Array, ...]:
     """Mean return and length of the episodes that ended in `traj` `[T, B]` (real steps only),
-    and their count; the previous update's figures where none ended."""
+    and their count; the previous update's figures where none ended. With `axis_name`, over the
+    episodes of every device."""
     done = (traj.done & valid).astype(jnp.float32)
-    count = jnp.sum(done)
+    sums = (
+        jnp.sum(done),
+        jnp.sum(traj.episode_return * done),
+        jnp.sum(traj.episode_length.astype(jnp.float32) * done),
+    )
+    if axis_name is not None:
+        sums = jax.lax.psum(sums, axis_name)
+    count, total_return, total_length = sums
     denominator = jnp.maximum(count, 1.0)
-    mean_return = jnp.sum(traj.episode_return * done) / denominator
-    mean_length = jnp.sum(traj.episode_length.astype(jnp.float32) * done) / denominator
+    mean_return = total_return / denominator
+    mean_length = total_length / denominator
     any_done = count > 0
     return (
         jnp.where(any_done, mean_return, runner.last_episode_return),
@@ -79,17 +87,33 @@ def _run_within_budget(
 
 
 def make_trainer(config: Config) -> Trainer:
-    """Builds the pieces of the training loop for `config` (validated before anything traces)."""
+    """Builds the pieces of the training loop for `config` (validated before anything traces).
+
+    With `config.num_devices` > 1 the same loop runs on every device with its share of the
+    environments, mapped over the devices by `parallel.spread` (gradient parallelism); the
+    device count is checked here, before anything compiles.
+    """
+    count = parallel.num_devices(config)
+    if count == 1:
+        return _make_device_trainer(config, config, None)
+    local = parallel.device_config(config, count)
+    return parallel.spread(_make_device_trainer(config, local, parallel.AXIS), config, count)
+
+
+def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -> Trainer:
+    """The loop of one device, which runs `local`'s share of `config`'s environments and
+    averages its gradients over the devices of `axis_name` (None: the only device)."""
     spec = envs.make_env(config.env_name)
-    networks = make_networks(config, spec)
-    optimizer = make_optimizer(config)
-    algorithm = ALGORITHM_BUILDERS[config.algo](config, spec, networks, optimizer)
+    networks = make_networks(local, spec)
+    optimizer = make_optimizer(local, axis_name)
+    algorithm = ALGORITHM_BUILDERS[config.algo](local, spec, networks, optimizer)
 
     def init(key: PRNGKey) -> RunnerState:
         key, params_key, env_key, algo_key = jax.random.split(key, 4)
         params = networks.init(params_key)
         train_state = init_train_state(optimizer, params)
-        env = envs.reset(spec, env_key, config.num_envs)
+        first_env = parallel.device_index(axis_name) * local.num_envs
+        env = envs.reset(spec, env_key, local.num_envs, first_env)
         algo_state = algorithm.init(params, algo_key)
         nan = jnp.full((), jnp.nan, jnp.float32)
         return RunnerState(train_state, env, algo_state, key, nan, nan)
@@ -100,7 +124,9 @@ def make_trainer(config: Config) -> Trainer:
             runner.train_state, runner.env, runner.algo_state, update_key
         )
         loss_metrics = out.loss_metrics
-        mean_return, mean_length, count = _episode_stats(out.transitions, out.valid, runner)
+        mean_return, mean_length, count = _episode_stats(
+            out.transitions, out.valid, runner, axis_name
+        )
         metrics = UpdateMetrics(
             env_steps=train_state.env_steps,
             episode_return=mean_return,
@@ -149,7 +175,8 @@ CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 def jit_train(config: Config, num_seeds: int | None = None) -> Callable[[PRNGKey], TrainResult]:
     """`jax.jit(make_train(config))`, vmapped over `num_seeds` keys `[num_seeds, 2]` if given,
-    compiled with `CPU_COMPILER_OPTIONS` when the default backend is the CPU."""
+    compiled with `CPU_COMPILER_OPTIONS` when the default backend is the CPU. Over several
+    devices the seeds go inside: each device trains every seed on its environments."""
     train = make_train(config)
     if num_seeds is not None:
         train = jax.vmap(train)

@@ -23,6 +23,7 @@ class EnvCarry(NamedTuple):
     obs: jax.Array  # [B, O...] float32, the observation the next action is chosen on
     episode_return: jax.Array  # [B] undiscounted return of the running episode so far
     episode_length: jax.Array  # [B] int32 steps of the running episode so far
+    env_id: jax.Array  # [B] int32 global index of each environment: its key (envs.env_keys)
 
 
 class Transition(NamedTuple):

@@ -24,7 +24,8 @@ def episodes():
     nets = make_networks(config, spec)
     params = nets.init(jax.random.PRNGKey(0))
     collect = jax.jit(functools.partial(episode_collect, spec, nets, config))
-    _, traj, valid, next_values = collect(params, jax.random.PRNGKey(3))
+    carry = envs.reset(spec, jax.random.PRNGKey(2), config.num_envs)
+    _, traj, valid, next_values = collect(params, carry, jax.random.PRNGKey(3))
     return config, spec, nets, params, traj, valid, next_values
 
 

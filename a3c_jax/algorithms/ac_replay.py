@@ -75,11 +75,11 @@ def make_ac_replay(
     def update(
         train_state: TrainState, env_carry: EnvCarry, buffer: replay.ReplayBuffer, key: PRNGKey
     ):
-        del env_carry  # every update starts fresh episodes
         play_key, sample_key = jax.random.split(key)
         params = train_state.params
+        # Every update restarts the environments: fresh episodes.
         env_carry, traj, valid, next_values = episode_collect(
-            spec, networks, config, params, play_key
+            spec, networks, config, params, env_carry, play_key
         )
         flat = Transition(*(x.reshape(-1, *x.shape[2:]) for x in traj))
         new = replay.Experience(flat.obs, flat.reward, flat.terminated, flat.next_obs)

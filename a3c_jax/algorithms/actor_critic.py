@@ -121,16 +121,18 @@ def episode_collect(
     networks: Networks,
     config: Config,
     params: Params,
+    env_carry: EnvCarry,
     key: PRNGKey,
 ) -> tuple[EnvCarry, Transition, jax.Array, jax.Array]:
-    """Resets `num_envs` environments and plays one whole episode in each (`rollout_episodes`,
-    at most the environment's time limit).
+    """Restarts the environments of `env_carry` (`envs.restart`: each keeps its `env_id`, so its
+    key) and plays one whole episode in each (`rollout_episodes`, at most the environment's time
+    limit).
 
     Returns the carry, transitions `[T_max, B, ...]`, `valid` `[T_max, B]` and the critic's values
     `[T_max, B]` of `traj.next_obs`.
     """
     reset_key, play_key = jax.random.split(key)
-    env_carry = envs.reset(spec, reset_key, config.num_envs)
+    env_carry = envs.restart(spec, reset_key, env_carry)
     env_carry, traj, valid = rollout_episodes(
         spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
     )
@@ -163,9 +165,9 @@ def make_episodic(
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
-        del env_carry  # every update starts fresh episodes
+        # Every update restarts the environments: fresh episodes.
         env_carry, traj, valid, next_values = episode_collect(
-            spec, networks, config, train_state.params, key
+            spec, networks, config, train_state.params, env_carry, key
         )
         train_state, metrics = gradient_step(
             loss_fn, optimizer, train_state, jnp.sum(valid), traj, next_values, valid

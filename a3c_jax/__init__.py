@@ -1,7 +1,8 @@
 """a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax."""
 
-from a3c_jax import distributions, envs, losses, networks, returns, rollout
+from a3c_jax import distributions, envs, losses, networks, presets, returns, rollout
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
 from a3c_jax.train import (
@@ -22,10 +23,12 @@ from a3c_jax.types import (
 
 __version__ = "0.1.0"
 
-ALGORITHMS = tuple(ALGORITHM_BUILDERS)
+ALGORITHMS = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
 
 __all__ = [
     "ALGORITHMS",
+    "AsyncMetrics",
+    "AsyncResult",
     "Config",
     "ConfigError",
     "EnvCarry",
@@ -35,6 +38,7 @@ __all__ = [
     "Trainer",
     "Transition",
     "UpdateMetrics",
+    "UpdateRecord",
     "__version__",
     "distributions",
     "enable_compilation_cache",
@@ -46,6 +50,8 @@ __all__ = [
     "make_train",
     "make_trainer",
     "networks",
+    "presets",
     "returns",
     "rollout",
+    "train_async",
 ]

@@ -33,10 +33,15 @@ DEFAULTS: dict[str, Any] = {
     "cnn_channels": 16,
     "replay_capacity": 10_000,
     "replay_batch_size": 256,
+    "num_workers": 1,
 }
 
 # Algorithms whose updates play one whole episode per environment.
 EPISODIC_ALGORITHMS = ("da2c", "ac_replay")
+
+# Algorithms trained by `a3c_jax.train_async` (threads around a shared parameter store) rather than
+# by the pure `make_train`.
+ASYNCHRONOUS_ALGORITHMS: tuple[str, ...] = ("a3c",)
 
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     # The first deck's naive online actor-critic: an update after every environment step, with
@@ -67,6 +72,17 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
         "gae_lambda": 1.0,
         "ent_coef": 0.0,
         "optimizer": "adam",
+    },
+    # Asynchronous advantage actor-critic (Mnih et al. 2016): num_workers actor-learner threads,
+    # each playing t_max = n_steps = 5 steps in its own environment (one, as in the paper), plain
+    # n-step returns, entropy bonus 0.01, RMSprop whose statistics all workers share.
+    "a3c": {
+        "num_workers": 4,
+        "num_envs": 1,
+        "n_steps": 5,
+        "gae_lambda": 1.0,
+        "optimizer": "rmsprop",
+        "lr": 1e-3,
     },
 }
 

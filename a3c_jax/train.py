@@ -11,10 +11,18 @@ import jax.numpy as jnp
 
 from a3c_jax import envs
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
-from a3c_jax.config import Config
+from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
 from a3c_jax.optim import init_train_state, make_optimizer
-from a3c_jax.types import PRNGKey, RunnerState, TrainResult, Transition, UpdateMetrics
+from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
+from a3c_jax.types import (
+    PRNGKey,
+    RunnerState,
+    TrainResult,
+    Transition,
+    UpdateMetrics,
+    UpdateOutput,
+)
 
 
 class Trainer(NamedTuple):
@@ -30,11 +38,11 @@ class Trainer(NamedTuple):
     train: Callable[[PRNGKey], TrainResult]
 
 
-def _episode_stats(
-    traj: Transition, valid: jax.Array, runner: RunnerState
-) -> tuple[jax.Array, ...]:
+def episode_stats(
+    traj: Transition, valid: jax.Array, last_return: jax.Array, last_length: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean return and length of the episodes that ended in `traj` `[T, B]` (real steps only),
-    and their count; the previous update's figures where none ended."""
+    and their count; `last_return` and `last_length` `[]` where none ended."""
     done = (traj.done & valid).astype(jnp.float32)
     count = jnp.sum(done)
     denominator = jnp.maximum(count, 1.0)
@@ -42,10 +50,48 @@ def _episode_stats(
     mean_length = jnp.sum(traj.episode_length.astype(jnp.float32) * done) / denominator
     any_done = count > 0
     return (
-        jnp.where(any_done, mean_return, runner.last_episode_return),
-        jnp.where(any_done, mean_length, runner.last_episode_length),
+        jnp.where(any_done, mean_return, last_return),
+        jnp.where(any_done, mean_length, last_length),
         count,
     )
+
+
+def update_metrics(
+    env_steps: jax.Array, out: UpdateOutput, last_return: jax.Array, last_length: jax.Array
+) -> UpdateMetrics:
+    """The `UpdateMetrics` of one update that reported `out`, after `env_steps` steps in all;
+    episode figures fall back to `last_return` and `last_length` where no episode ended."""
+    mean_return, mean_length, count = episode_stats(
+        out.transitions, out.valid, last_return, last_length
+    )
+    loss_metrics = out.loss_metrics
+    return UpdateMetrics(
+        env_steps=env_steps,
+        episode_return=mean_return,
+        episode_length=mean_length,
+        episodes=count,
+        total_loss=loss_metrics["total_loss"],
+        actor_loss=loss_metrics["actor_loss"],
+        critic_loss=loss_metrics["critic_loss"],
+        entropy=loss_metrics["entropy"],
+        grad_norm=loss_metrics["grad_norm"],
+        learning_rate=loss_metrics["learning_rate"],
+    )
+
+
+class InitKeys(NamedTuple):
+    """The keys a run's start is drawn from: one split of the run's key."""
+
+    loop: PRNGKey  # the key stream of the updates: each update splits one key off it
+    params: PRNGKey
+    env: PRNGKey
+    algo: PRNGKey
+
+
+def init_keys(key: PRNGKey) -> InitKeys:
+    """Splits a run's `key` into the keys of its parameters, environments, algorithm state and
+    update stream (`make_trainer` and `train_async` alike: one A3C worker replays `a2c`)."""
+    return InitKeys(*jax.random.split(key, 4))
 
 
 def _run_within_budget(
@@ -80,40 +126,38 @@ def _run_within_budget(
 
 def make_trainer(config: Config) -> Trainer:
     """Builds the pieces of the training loop for `config` (validated before anything traces)."""
+    if config.algo in ASYNCHRONOUS_ALGORITHMS:
+        raise ConfigError(
+            f"algo={config.algo!r} is asynchronous: its workers are threads that apply gradients "
+            "to shared parameters whenever they are ready, which no pure jitted train(key) can "
+            "express; train it with a3c_jax.train_async(config, key) (algo='a2c' is its "
+            "synchronous counterpart for make_train)"
+        )
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
     algorithm = ALGORITHM_BUILDERS[config.algo](config, spec, networks, optimizer)
 
     def init(key: PRNGKey) -> RunnerState:
-        key, params_key, env_key, algo_key = jax.random.split(key, 4)
-        params = networks.init(params_key)
+        keys = init_keys(key)
+        params = networks.init(keys.params)
         train_state = init_train_state(optimizer, params)
-        env = envs.reset(spec, env_key, config.num_envs)
-        algo_state = algorithm.init(params, algo_key)
+        env = envs.reset(spec, keys.env, config.num_envs)
+        algo_state = algorithm.init(params, keys.algo)
         nan = jnp.full((), jnp.nan, jnp.float32)
-        return RunnerState(train_state, env, algo_state, key, nan, nan)
+        return RunnerState(train_state, env, algo_state, keys.loop, nan, nan)
 
     def update_step(runner: RunnerState, _: None) -> tuple[RunnerState, UpdateMetrics]:
         key, update_key = jax.random.split(runner.key)
         train_state, env, algo_state, out = algorithm.update(
             runner.train_state, runner.env, runner.algo_state, update_key
         )
-        loss_metrics = out.loss_metrics
-        mean_return, mean_length, count = _episode_stats(out.transitions, out.valid, runner)
-        metrics = UpdateMetrics(
-            env_steps=train_state.env_steps,
-            episode_return=mean_return,
-            episode_length=mean_length,
-            episodes=count,
-            total_loss=loss_metrics["total_loss"],
-            actor_loss=loss_metrics["actor_loss"],
-            critic_loss=loss_metrics["critic_loss"],
-            entropy=loss_metrics["entropy"],
-            grad_norm=loss_metrics["grad_norm"],
-            learning_rate=loss_metrics["learning_rate"],
+        metrics = update_metrics(
+            train_state.env_steps, out, runner.last_episode_return, runner.last_episode_length
         )
-        runner = RunnerState(train_state, env, algo_state, key, mean_return, mean_length)
+        runner = RunnerState(
+            train_state, env, algo_state, key, metrics.episode_return, metrics.episode_length
+        )
         return runner, metrics
 
     def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:

@@ -75,14 +75,18 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # Asynchronous advantage actor-critic (Mnih et al. 2016): num_workers actor-learner threads,
     # each playing t_max = n_steps = 5 steps in its own environment (one, as in the paper), plain
-    # n-step returns, entropy bonus 0.01, RMSprop whose statistics all workers share.
+    # n-step returns, entropy bonus 0.01, RMSprop whose statistics all workers share, gradient
+    # norm clipped at 40 (as common A3C implementations do). Measured on CartPole-v1 with 1, 2
+    # and 4 workers (3 seeds each, 200k steps): all 9 runs reach a greedy return of 500, their
+    # last 20 training episodes first average 475 after 23k-43k steps.
     "a3c": {
         "num_workers": 4,
         "num_envs": 1,
         "n_steps": 5,
         "gae_lambda": 1.0,
         "optimizer": "rmsprop",
-        "lr": 1e-3,
+        "lr": 3e-3,
+        "max_grad_norm": 40.0,
     },
 }
 

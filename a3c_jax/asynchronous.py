@@ -83,6 +83,7 @@ class AsyncResult(NamedTuple):
     async_metrics: AsyncMetrics
     train_state: TrainState  # params, opt_state and the update and environment-step counters
     wall_seconds: float  # from starting the workers to the last one stopping (compile excluded)
+    cpu_seconds: float  # CPU time of the whole process (all its threads) in those seconds
     compile_seconds: float  # tracing and compiling (0 where `config` was compiled before)
     interrupted: bool  # True when Ctrl-C stopped the run before its budget was spent
 
@@ -98,6 +99,12 @@ class AsyncResult(NamedTuple):
     @property
     def staleness_max(self) -> int:
         return int(np.max(self.async_metrics.staleness)) if self.num_updates else 0
+
+    @property
+    def cores_busy(self) -> float:
+        """`cpu_seconds / wall_seconds`: the average number of CPU cores the run kept busy (above 1
+        only where workers computed at the same time)."""
+        return self.cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     @property
     def updates_per_second(self) -> float:
@@ -375,7 +382,9 @@ def train_async(
     train_state, carries = parts.init(key)
     store = ParameterStore(train_state, parts.apply, config.num_updates, config.batch_size)
     failures: list[tuple[int, BaseException]] = []
-    finished = [0.0] * config.num_workers
+    running = [config.num_workers]
+    running_lock = threading.Lock()
+    all_stopped = threading.Event()
 
     def run(worker: int) -> None:
         try:
@@ -384,25 +393,31 @@ def train_async(
             failures.append((worker, error))
             store.stop()
         finally:
-            finished[worker] = store.elapsed()
+            with running_lock:
+                running[0] -= 1
+                if running[0] == 0:
+                    all_stopped.set()
 
     threads = [
         threading.Thread(target=run, args=(i,), name=f"a3c-worker-{i}", daemon=True)
         for i in range(config.num_workers)
     ]
+    cpu_start = time.process_time()
     store.start_clock()
     for thread in threads:
         thread.start()
     interrupted = False
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.05)
+        while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
+            pass
     except KeyboardInterrupt:
         interrupted = True
         store.stop()
-        for thread in threads:
-            thread.join()
+        all_stopped.wait()
+    wall_seconds = store.elapsed()
+    cpu_seconds = time.process_time() - cpu_start
+    for thread in threads:
+        thread.join()
     if failures:
         worker, error = failures[0]
         error.add_note(
@@ -418,7 +433,8 @@ def train_async(
         metrics=metrics,
         async_metrics=async_metrics,
         train_state=train_state,
-        wall_seconds=max(finished),
+        wall_seconds=wall_seconds,
+        cpu_seconds=cpu_seconds,
         compile_seconds=compile_seconds,
         interrupted=interrupted,
     )

@@ -1,0 +1,313 @@
+"""The A3C deck's comparison on CartPole-v1 at a fixed environment-step budget: data parallelism,
+gradient parallelism and asynchronous A3C with 1, 2 and 4 workers.
+
+    python benchmarks/parallelism.py            # 3 seeds x 100k steps per mode (~10 min, 2 cores)
+    python benchmarks/parallelism.py --quick    # 1 seed x 60k steps
+
+Modes (each with its algorithm's defaults otherwise):
+- data: `a2c`, one learner over `num_envs` vmapped environments; the whole run is one jitted
+  `lax.scan` (per-update times are interpolated: every update costs the same).
+- gradient: `a2c` with `Config(num_devices=2)` over 2 forced CPU devices, gradients averaged
+  across devices; "n/a" where this build's `Config` has no `num_devices`.
+- a3c-K: `a3c_jax.train_async` with K worker threads, each with one environment and t_max = 5
+  (the paper's set-up), RMSprop statistics shared.
+
+Every run is a fresh process, so its figures include tracing and compiling. Per run: compile
+seconds, training seconds, training environment steps per second, CPU cores busy while training
+(process CPU time / wall time: above 1 only where work overlapped), the wall-clock to solve (the
+first moment the last 20 finished training episodes average at least 475; training seconds, and
+with the compile), and the greedy return over 100 episodes at the end. The tables give medians
+over seeds; `--png` draws every run's training return (mean of the last 20 episodes) against
+training wall-clock. A second table measures whether worker threads overlap: `train_async`
+throughput with 1, 2 and 4 workers at equal work per worker, for 1 and 32 environments per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SOLVE_THRESHOLD = 475.0
+SOLVE_WINDOW = 20  # finished training episodes averaged
+EVAL_EPISODES = 100
+GRADIENT_DEVICES = 2
+MODES = ("data", "gradient", "a3c-1", "a3c-2", "a3c-4")
+
+
+def _rolling_returns(episode_return, episodes):
+    """Per update: the mean of the last `SOLVE_WINDOW` finished episodes (nan before that many).
+
+    An update's episodes all count with that update's mean return (exact where one ended)."""
+    import numpy as np
+
+    recent: list[float] = []
+    out = np.full(len(episode_return), np.nan)
+    for i, (ret, count) in enumerate(zip(episode_return, episodes, strict=True)):
+        recent.extend([float(ret)] * int(count))
+        recent = recent[-SOLVE_WINDOW:]
+        if len(recent) == SOLVE_WINDOW:
+            out[i] = sum(recent) / SOLVE_WINDOW
+    return out
+
+
+def _curve_and_solve(metrics, times) -> dict:
+    import numpy as np
+
+    rolling = _rolling_returns(np.asarray(metrics.episode_return), np.asarray(metrics.episodes))
+    steps = np.asarray(metrics.env_steps)
+    solved = np.nonzero(rolling >= SOLVE_THRESHOLD)[0]
+    first = int(solved[0]) if solved.size else None
+    # At most 400 points per curve.
+    keep = np.unique(np.linspace(0, len(times) - 1, min(400, len(times))).astype(int))
+    return {
+        "solve_s": float(times[first]) if first is not None else None,
+        "solve_steps": int(steps[first]) if first is not None else None,
+        "curve_t": [float(times[i]) for i in keep],
+        "curve_return": [None if np.isnan(rolling[i]) else float(rolling[i]) for i in keep],
+    }
+
+
+def _greedy(config, params, seed: int) -> float:
+    import jax
+    import numpy as np
+
+    import a3c_jax
+    from a3c_jax import envs
+    from a3c_jax.networks import make_networks
+
+    # A replicated (device-axis) copy of the parameters: evaluate one replica.
+    shapes = jax.eval_shape(
+        make_networks(config, envs.make_env(config.env_name)).init, jax.random.PRNGKey(0)
+    )
+    params = jax.tree.map(lambda x, s: x[0] if x.ndim > len(s.shape) else x, params, shapes)
+    key = jax.random.PRNGKey(10_000 + seed)
+    return float(np.mean(a3c_jax.evaluate(config, params, key, EVAL_EPISODES)))
+
+
+def run_sync(mode: str, seed: int, budget: int) -> dict:
+    """`data` or `gradient`: the synchronous trainer, compiled then timed."""
+    import jax
+    import numpy as np
+
+    import a3c_jax
+
+    fields = {f.name for f in dataclasses.fields(a3c_jax.Config)}
+    config = a3c_jax.Config(algo="a2c", total_timesteps=budget)
+    if mode == "gradient":
+        if "num_devices" not in fields:
+            return {"mode": mode, "seed": seed, "na": "n/a (needs num_devices)"}
+        config = config.replace(num_devices=GRADIENT_DEVICES)
+    key = jax.random.PRNGKey(seed)
+    t0 = time.perf_counter()
+    compiled = a3c_jax.jit_train(config).lower(key).compile()
+    t1 = time.perf_counter()
+    cpu0 = time.process_time()
+    result = jax.block_until_ready(compiled(key))
+    train_s = time.perf_counter() - t1
+    cpu_s = time.process_time() - cpu0
+    updates = len(np.asarray(result.metrics.env_steps))
+    times = train_s * np.arange(1, updates + 1) / updates  # every update costs the same
+    return {
+        "mode": mode,
+        "seed": seed,
+        "devices": len(jax.devices()),
+        "compile_s": t1 - t0,
+        "train_s": train_s,
+        "steps_per_s": config.num_updates * config.batch_size / train_s,
+        "cores_busy": cpu_s / train_s,
+        "greedy": _greedy(config, result.params, seed),
+        **_curve_and_solve(result.metrics, times),
+    }
+
+
+def run_async(workers: int, seed: int, budget: int, num_envs: int | None = None) -> dict:
+    import jax
+
+    import a3c_jax
+
+    config = a3c_jax.Config(algo="a3c", num_workers=workers, total_timesteps=budget)
+    if num_envs is not None:
+        config = config.replace(num_envs=num_envs)
+    result = a3c_jax.train_async(config, jax.random.PRNGKey(seed))
+    return {
+        "mode": f"a3c-{workers}",
+        "seed": seed,
+        "num_envs": config.num_envs,
+        "compile_s": result.compile_seconds,
+        "train_s": result.wall_seconds,
+        "steps_per_s": result.env_steps_per_second,
+        "updates_per_s": result.updates_per_second,
+        "cores_busy": result.cores_busy,
+        "staleness_mean": result.staleness_mean,
+        "staleness_max": result.staleness_max,
+        "greedy": _greedy(config, result.params, seed),
+        **_curve_and_solve(result.metrics, result.async_metrics.wall_time),
+    }
+
+
+def run_one(mode: str, seed: int, budget: int, num_envs: int | None) -> dict:
+    if mode in ("data", "gradient"):
+        return run_sync(mode, seed, budget)
+    return run_async(int(mode.split("-")[1]), seed, budget, num_envs)
+
+
+def spawn(mode: str, seed: int, budget: int, num_envs: int | None = None) -> dict:
+    """One run in a fresh process (`gradient`: with forced CPU devices)."""
+    env = dict(os.environ)
+    if mode == "gradient":
+        flag = f"--xla_force_host_platform_device_count={GRADIENT_DEVICES}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+    command = [sys.executable, __file__, "--one", mode, "--seed", str(seed)]
+    command += ["--budget", str(budget)]
+    if num_envs is not None:
+        command += ["--num-envs", str(num_envs)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {"mode": mode, "seed": seed, "na": f"failed: {tail}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict], name: str) -> float | None:
+    values = [r[name] for r in runs if r.get(name) is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def comparison_table(rows: dict[str, list[dict]], budget: int) -> str:
+    lines = [
+        f"CartPole-v1, {budget:,} environment steps per run; medians over seeds",
+        "",
+        "| mode | runs | compile s | train s | env steps/s | cores busy | solved | "
+        "train s to solve | s to solve with compile | greedy return (each seed) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for mode, runs in rows.items():
+        done = [r for r in runs if "na" not in r]
+        if not done:
+            lines.append(f"| {mode} | 0 | {runs[0]['na']} | | | | | | | |")
+            continue
+        solved = [r for r in done if r["solve_s"] is not None]
+        with_compile = [r["solve_s"] + r["compile_s"] for r in solved]
+        greedy = ", ".join(format(r["greedy"], ".0f") for r in done)
+        lines.append(
+            f"| {mode} | {len(done)} | {_fmt(_median(done, 'compile_s'), '.1f')} | "
+            f"{_fmt(_median(done, 'train_s'), '.1f')} | "
+            f"{_fmt(_median(done, 'steps_per_s'), ',.0f')} | "
+            f"{_fmt(_median(done, 'cores_busy'), '.2f')} | {len(solved)}/{len(done)} | "
+            f"{_fmt(_median(solved, 'solve_s'), '.1f')} | "
+            f"{_fmt(statistics.median(with_compile) if with_compile else None, '.1f')} | "
+            f"{greedy} |"
+        )
+    stale = [r for runs in rows.values() for r in runs if "staleness_mean" in r]
+    if stale:
+        lines.append("")
+        lines.append(
+            "A3C staleness (gradients applied between a worker's copy and its update): "
+            + "; ".join(
+                f"{mode} mean {_median(runs, 'staleness_mean'):.2f}, max "
+                f"{max(r['staleness_max'] for r in runs)}"
+                for mode, runs in rows.items()
+                if runs and "staleness_mean" in runs[0]
+            )
+        )
+    return "\n".join(lines)
+
+
+def overlap_table(rows: list[dict]) -> str:
+    lines = [
+        "Worker overlap: train_async throughput at equal work per worker",
+        "",
+        "| envs per worker | workers | env steps/s | updates/s | cores busy | speed-up vs 1 |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    base: dict[int, float] = {}
+    for r in rows:
+        if "na" in r:
+            lines.append(f"| {r.get('num_envs', '?')} | {r['mode']} | {r['na']} | | | |")
+            continue
+        workers = int(r["mode"].split("-")[1])
+        if workers == 1:
+            base[r["num_envs"]] = r["steps_per_s"]
+        speedup = r["steps_per_s"] / base[r["num_envs"]] if r["num_envs"] in base else None
+        lines.append(
+            f"| {r['num_envs']} | {workers} | {r['steps_per_s']:,.0f} | {r['updates_per_s']:,.0f} "
+            f"| {r['cores_busy']:.2f} | {_fmt(speedup, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def draw(rows: dict[str, list[dict]], path: str, budget: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = dict(zip(MODES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for mode, runs in rows.items():
+        for i, r in enumerate(r for r in runs if "na" not in r):
+            ys = [float("nan") if y is None else y for y in r["curve_return"]]
+            ax.plot(r["curve_t"], ys, color=colors[mode], lw=1.2, label=mode if i == 0 else None)
+    ax.axhline(SOLVE_THRESHOLD, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall-clock, s (compile excluded; log scale)")
+    ax.set_ylabel(f"training return, mean of last {SOLVE_WINDOW} episodes")
+    ax.set_title(f"CartPole-v1, {budget:,} env steps per run, 2-core CPU (shared)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 60k steps")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--budget", type=int, default=None, help="environment steps per run")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--no-overlap", action="store_true", help="skip the overlap table")
+    parser.add_argument("--json", default="benchmarks/results/parallelism.json")
+    parser.add_argument("--png", default="benchmarks/results/parallelism.png")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--num-envs", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    budget = args.budget or (60_000 if args.quick else 100_000)
+    if args.one:
+        print(json.dumps(run_one(args.one, args.seed, budget, args.num_envs)))
+        return
+    seeds = args.seeds or (1 if args.quick else 3)
+    rows: dict[str, list[dict]] = {}
+    for mode in args.modes:
+        rows[mode] = [spawn(mode, seed, budget) for seed in range(seeds)]
+        print(f"{mode}: done", file=sys.stderr, flush=True)
+    print(f"\n{comparison_table(rows, budget)}\n")
+    overlap = []
+    if not args.no_overlap:
+        for num_envs in (1, 32):
+            for workers in (1, 2, 4):
+                # 1,500 updates per worker.
+                steps = 1_500 * workers * num_envs * 5
+                overlap.append(spawn(f"a3c-{workers}", 0, steps, num_envs=num_envs))
+        print(f"{overlap_table(overlap)}\n")
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"budget": budget, "runs": rows, "overlap": overlap}, f, indent=1)
+    try:
+        draw(rows, args.png, budget)
+        print(f"wrote {args.png} and {args.json}")
+    except ImportError:
+        print(f"wrote {args.json}; matplotlib is missing for the PNG: pip install -e '.[bench]'")
+
+
+if __name__ == "__main__":
+    main()

@@ -314,8 +314,10 @@ def _collect_metrics(
     env_steps = np.array([r.env_steps for r in records], np.int64)
     columns["env_steps"] = env_steps
     # The rate each update was applied at: the schedule at the steps taken before it.
-    columns["learning_rate"] = np.asarray(
-        jax.vmap(optimizer.learning_rate)(jnp.asarray(env_steps - batch_size, jnp.int32))
+    columns["learning_rate"] = (
+        np.asarray(jax.vmap(optimizer.learning_rate)(jnp.asarray(env_steps - batch_size)))
+        if records
+        else np.zeros(0, np.float32)
     )
     # Where an update's rollout finished no episode, the latest finished episodes' figures
     # (the synchronous trainer's convention, here across workers in the order of the updates).

@@ -14,25 +14,27 @@ Modes (each with its algorithm's defaults otherwise):
 
 Every run is a fresh process, so its figures include tracing and compiling. Per run: compile
 seconds, training seconds, training environment steps per second, CPU cores busy while training
-(process CPU time / wall time: above 1 only where work overlapped), the wall-clock to solve (the
+(the process's CPU time over wall time, all threads together), the wall-clock to solve (the
 first moment the last 20 finished training episodes average at least 475; training seconds, and
 with the compile), and the greedy return over 100 episodes at the end. The tables give medians
-over seeds; `--png` draws every run's training return (mean of the last 20 episodes) against
+over seeds; the PNG draws every run's training return (mean of the last 20 episodes) against
 training wall-clock. A second table measures whether worker threads overlap: `train_async`
 throughput with 1, 2 and 4 workers at equal work per worker (1,500 updates each), for 1 and 32
-environments per worker, the fastest of 3 runs each.
+environments per worker, the fastest of 3 runs each (other jobs on a shared machine only ever
+slow a run down). Writes `benchmarks/results/parallelism[_quick].json` (with the tables) and
+`.png`; `run_all.py` runs it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+import common
 
 SOLVE_THRESHOLD = 475.0
 SOLVE_WINDOW = 20  # finished training episodes averaged
@@ -41,29 +43,26 @@ GRADIENT_DEVICES = 2
 MODES = ("data", "gradient", "a3c-1", "a3c-2", "a3c-4")
 
 
-def _rolling_returns(episode_return, episodes):
-    """Per update: the mean of the last `SOLVE_WINDOW` finished episodes (nan before that many).
-
-    An update's episodes all count with that update's mean return (exact where one ended)."""
+def _solving_curve(metrics):
+    """After each update: the mean return of the latest `SOLVE_WINDOW` finished training
+    episodes (`a3c_jax.curves.smoothed_return`), NaN until that many have finished (as
+    `time_to_solve.py` checks its threshold)."""
     import numpy as np
 
-    recent: list[float] = []
-    out = np.full(len(episode_return), np.nan)
-    for i, (ret, count) in enumerate(zip(episode_return, episodes, strict=True)):
-        recent.extend([float(ret)] * int(count))
-        recent = recent[-SOLVE_WINDOW:]
-        if len(recent) == SOLVE_WINDOW:
-            out[i] = sum(recent) / SOLVE_WINDOW
-    return out
+    from a3c_jax.curves import smoothed_return
+
+    finished = np.cumsum(np.asarray(metrics.episodes), axis=-1)
+    return np.where(finished >= SOLVE_WINDOW, smoothed_return(metrics, SOLVE_WINDOW), np.nan)
 
 
 def _curve_and_solve(metrics, times) -> dict:
     import numpy as np
 
-    rolling = _rolling_returns(np.asarray(metrics.episode_return), np.asarray(metrics.episodes))
+    from a3c_jax.curves import first_reaching
+
+    rolling = _solving_curve(metrics)
     steps = np.asarray(metrics.env_steps)
-    solved = np.nonzero(rolling >= SOLVE_THRESHOLD)[0]
-    first = int(solved[0]) if solved.size else None
+    first = first_reaching(rolling, SOLVE_THRESHOLD)
     # At most 400 points per curve.
     keep = np.unique(np.linspace(0, len(times) - 1, min(400, len(times))).astype(int))
     return {
@@ -170,28 +169,30 @@ def run_one(mode: str, seed: int, budget: int, num_envs: int | None, repeats: in
 
 def spawn(mode: str, seed: int, budget: int, num_envs: int | None = None, repeats: int = 1) -> dict:
     """One run in a fresh process (`gradient`: with forced CPU devices)."""
-    env = dict(os.environ)
+    extra = {}
     if mode == "gradient":
         flag = f"--xla_force_host_platform_device_count={GRADIENT_DEVICES}"
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
-    command = [sys.executable, __file__, "--one", mode, "--seed", str(seed)]
-    command += ["--budget", str(budget), "--repeats", str(repeats)]
+        extra["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    args = [__file__, "--one", mode, "--seed", str(seed), "--budget", str(budget)]
+    args += ["--repeats", str(repeats)]
     if num_envs is not None:
-        command += ["--num-envs", str(num_envs)]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    if out.returncode != 0:
-        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
-        return {"mode": mode, "seed": seed, "na": f"failed: {tail}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        args += ["--num-envs", str(num_envs)]
+    out = common.run_child(args, timeout=900, **extra)
+    if "error" in out:
+        out = {
+            "mode": mode,
+            "seed": seed,
+            "num_envs": num_envs,
+            "na": "failed (see the JSON)",
+            "error": out["error"],
+        }
+    out["load_average"] = common.load_average()
+    return out
 
 
 def _median(runs: list[dict], name: str) -> float | None:
     values = [r[name] for r in runs if r.get(name) is not None]
     return statistics.median(values) if values else None
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def comparison_table(rows: dict[str, list[dict]], budget: int) -> str:
@@ -211,12 +212,12 @@ def comparison_table(rows: dict[str, list[dict]], budget: int) -> str:
         with_compile = [r["solve_s"] + r["compile_s"] for r in solved]
         greedy = ", ".join(format(r["greedy"], ".0f") for r in done)
         lines.append(
-            f"| {mode} | {len(done)} | {_fmt(_median(done, 'compile_s'), '.1f')} | "
-            f"{_fmt(_median(done, 'train_s'), '.1f')} | "
-            f"{_fmt(_median(done, 'steps_per_s'), ',.0f')} | "
-            f"{_fmt(_median(done, 'cores_busy'), '.2f')} | {len(solved)}/{len(done)} | "
-            f"{_fmt(_median(solved, 'solve_s'), '.1f')} | "
-            f"{_fmt(statistics.median(with_compile) if with_compile else None, '.1f')} | "
+            f"| {mode} | {len(done)} | {common.fmt(_median(done, 'compile_s'), '.1f')} | "
+            f"{common.fmt(_median(done, 'train_s'), '.1f')} | "
+            f"{common.fmt(_median(done, 'steps_per_s'), ',.0f')} | "
+            f"{common.fmt(_median(done, 'cores_busy'), '.2f')} | {len(solved)}/{len(done)} | "
+            f"{common.fmt(_median(solved, 'solve_s'), '.1f')} | "
+            f"{common.fmt(statistics.median(with_compile) if with_compile else None, '.1f')} | "
             f"{greedy} |"
         )
     stale = [r for runs in rows.values() for r in runs if "staleness_mean" in r]
@@ -234,9 +235,10 @@ def comparison_table(rows: dict[str, list[dict]], budget: int) -> str:
     return "\n".join(lines)
 
 
-def overlap_table(rows: list[dict]) -> str:
+def overlap_table(rows: list[dict], per_worker: int) -> str:
     lines = [
-        "Worker overlap: train_async throughput at equal work per worker (fastest of 3 runs)",
+        f"Worker overlap: train_async throughput at {per_worker:,} updates per worker (fastest of "
+        "3 runs)",
         "",
         "| envs per worker | workers | env steps/s | updates/s | cores busy | speed-up vs 1 |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -252,17 +254,15 @@ def overlap_table(rows: list[dict]) -> str:
         speedup = r["steps_per_s"] / base[r["num_envs"]] if r["num_envs"] in base else None
         lines.append(
             f"| {r['num_envs']} | {workers} | {r['steps_per_s']:,.0f} | {r['updates_per_s']:,.0f} "
-            f"| {r['cores_busy']:.2f} | {_fmt(speedup, '.2f')} |"
+            f"| {r['cores_busy']:.2f} | {common.fmt(speedup, '.2f')} |"
         )
     return "\n".join(lines)
 
 
-def draw(rows: dict[str, list[dict]], path: str, budget: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def draw(rows: dict[str, list[dict]], path: str, budget: int) -> bool:
+    plt = common.matplotlib_pyplot()
+    if plt is None:
+        return False
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = dict(zip(MODES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for mode, runs in rows.items():
@@ -277,6 +277,7 @@ def draw(rows: dict[str, list[dict]], path: str, budget: int) -> None:
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return True
 
 
 def main() -> None:
@@ -286,8 +287,6 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=None, help="environment steps per run")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--no-overlap", action="store_true", help="skip the overlap table")
-    parser.add_argument("--json", default="benchmarks/results/parallelism.json")
-    parser.add_argument("--png", default="benchmarks/results/parallelism.png")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--num-envs", type=int, default=None, help=argparse.SUPPRESS)
@@ -295,30 +294,39 @@ def main() -> None:
     args = parser.parse_args()
     budget = args.budget or (60_000 if args.quick else 200_000)
     if args.one:
-        print(json.dumps(run_one(args.one, args.seed, budget, args.num_envs, args.repeats)))
+        common.emit(run_one(args.one, args.seed, budget, args.num_envs, args.repeats))
         return
     seeds = args.seeds or (1 if args.quick else 3)
+    machine = common.machine_info()
     rows: dict[str, list[dict]] = {}
     for mode in args.modes:
         rows[mode] = [spawn(mode, seed, budget) for seed in range(seeds)]
         print(f"{mode}: done", file=sys.stderr, flush=True)
-    print(f"\n{comparison_table(rows, budget)}\n")
     overlap = []
+    per_worker = 300 if args.quick else 1_500
     if not args.no_overlap:
         for num_envs in (1, 32):
             for workers in (1, 2, 4):
-                # 1,500 updates per worker; the fastest of 3 runs.
-                steps = 1_500 * workers * num_envs * 5
+                steps = per_worker * workers * num_envs * 5
                 overlap.append(spawn(f"a3c-{workers}", 0, steps, num_envs, repeats=3))
-        print(f"{overlap_table(overlap)}\n")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"budget": budget, "runs": rows, "overlap": overlap}, f, indent=1)
-    try:
-        draw(rows, args.png, budget)
-        print(f"wrote {args.png} and {args.json}")
-    except ImportError:
-        print(f"wrote {args.json}; matplotlib is missing for the PNG: pip install -e '.[bench]'")
+    loads = [r["load_average"] for runs in rows.values() for r in runs]
+    loads += [r["load_average"] for r in overlap]
+    note = common.contention_note([machine["load_average_1min"], *loads])
+    tables = f"{machine['cpu']}, {machine['cores']} cores; {note}\n\n"
+    tables += comparison_table(rows, budget)
+    if overlap:
+        tables += f"\n\n{overlap_table(overlap, per_worker)}"
+    print(f"\n{tables}\n")
+    json_path = common.result_path("parallelism", args.quick)
+    png_path = common.result_path("parallelism", args.quick, "png")
+    common.write_json(
+        json_path,
+        {"machine": machine, "budget": budget, "tables": tables, "runs": rows, "overlap": overlap},
+    )
+    if draw(rows, png_path, budget):
+        print(f"wrote {png_path} and {json_path}")
+    else:
+        print(f"wrote {json_path}; the PNG needs matplotlib: pip install -e '.[bench]'")
 
 
 if __name__ == "__main__":

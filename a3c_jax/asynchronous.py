@@ -145,13 +145,16 @@ class ParameterStore:
 
     @property
     def state(self) -> TrainState:
+        """The current `TrainState` over the flat parameters `[P]`."""
         with self._lock:
             return self._state
 
     def start_clock(self) -> None:
+        """Sets the moment `UpdateRecord.wall_time` counts from (the workers' start)."""
         self._start = time.perf_counter()
 
     def elapsed(self) -> float:
+        """Seconds since `start_clock`."""
         return time.perf_counter() - self._start
 
     def stop(self) -> None:

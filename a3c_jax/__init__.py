@@ -8,8 +8,9 @@ distributed.initialize_from_env()
 
 # ruff: noqa: E402
 
-from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
+from a3c_jax import distributions, envs, losses, networks, parallel, presets, returns, rollout
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
 from a3c_jax.train import (
@@ -30,10 +31,12 @@ from a3c_jax.types import (
 
 __version__ = "0.1.0"
 
-ALGORITHMS = tuple(ALGORITHM_BUILDERS)
+ALGORITHMS = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
 
 __all__ = [
     "ALGORITHMS",
+    "AsyncMetrics",
+    "AsyncResult",
     "Config",
     "ConfigError",
     "EnvCarry",
@@ -43,6 +46,7 @@ __all__ = [
     "Trainer",
     "Transition",
     "UpdateMetrics",
+    "UpdateRecord",
     "__version__",
     "distributed",
     "distributions",
@@ -56,6 +60,8 @@ __all__ = [
     "make_trainer",
     "networks",
     "parallel",
+    "presets",
     "returns",
     "rollout",
+    "train_async",
 ]

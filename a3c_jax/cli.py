@@ -11,6 +11,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from a3c_jax import presets
 from a3c_jax.config import Config, ConfigError
 
 
@@ -77,6 +78,8 @@ def train_command(args: argparse.Namespace) -> int:
     output = distributed.is_output_process()
     if output:
         print(config)
+    if config.algo in presets.ASYNCHRONOUS_ALGORITHMS:
+        return train_async_command(config, args)
     num_seeds = args.num_seeds
     train = a3c_jax.jit_train(config, num_seeds=num_seeds if num_seeds > 1 else None)
     key = jax.random.PRNGKey(args.seed)
@@ -105,6 +108,34 @@ def train_command(args: argparse.Namespace) -> int:
         print(
             f"seed {i}: last training return {final[i]:.1f}; greedy evaluation over "
             f"{args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}"
+        )
+    return 0
+
+
+def train_async_command(config: Config, args: argparse.Namespace) -> int:
+    """`a3c` and the like: threads, so seeds one after the other (no vmap)."""
+    import jax
+    import numpy as np
+
+    import a3c_jax
+
+    key = jax.random.PRNGKey(args.seed)
+    keys = jax.random.split(key, args.num_seeds) if args.num_seeds > 1 else [key]
+    for i, seed_key in enumerate(keys):
+        result = a3c_jax.train_async(config, seed_key)
+        print(
+            f"seed {i}: compile {result.compile_seconds:.2f} s, train {result.wall_seconds:.2f} s "
+            f"with {config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
+            f"{result.updates_per_second:,.0f} updates/s, staleness mean "
+            f"{result.staleness_mean:.2f} max {result.staleness_max}"
+            + (" (interrupted)" if result.interrupted else "")
+        )
+        returns = np.asarray(
+            a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(10_000 + i), args.episodes)
+        )
+        print(
+            f"seed {i}: last training return {result.metrics.episode_return[-1]:.1f}; greedy "
+            f"evaluation over {args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}"
         )
     return 0
 

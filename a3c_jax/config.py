@@ -63,6 +63,8 @@ class Config:
     # of every process, counted when the trainer is built.
     num_devices: int | str | None = None
     parallel_backend: str | None = None  # "shard_map" or "pmap"
+    # Asynchronous training (algo="a3c" only, with `a3c_jax.train_async`).
+    num_workers: int | None = None  # actor-learner threads, each with its own num_envs environments
 
     def __post_init__(self) -> None:
         if self.algo not in presets.ALGORITHM_DEFAULTS:
@@ -86,7 +88,7 @@ class Config:
 
     @property
     def batch_size(self) -> int:
-        """Environment steps per update: `num_envs * n_steps`."""
+        """Environment steps per update: `num_envs * n_steps` (for `a3c`: one worker's update)."""
         return self.num_envs * self.n_steps
 
     @property
@@ -97,9 +99,10 @@ class Config:
 
     @property
     def num_updates(self) -> int:
-        """Gradient updates in the run: `total_timesteps // batch_size`. For episodic
-        algorithms, an upper bound (every environment plays at least one step per update): their
-        run stops once `total_timesteps` environment steps are spent."""
+        """Gradient updates in the run: `total_timesteps // batch_size` (for `a3c`: all workers'
+        updates together). For episodic algorithms, an upper bound (every environment plays at
+        least one step per update): their run stops once `total_timesteps` environment steps are
+        spent."""
         if self.episodic:
             return -(-self.total_timesteps // self.num_envs)
         return self.total_timesteps // self.batch_size
@@ -133,6 +136,7 @@ class Config:
             "cnn_channels",
             "replay_capacity",
             "replay_batch_size",
+            "num_workers",
         ):
             positive_int(name)
         in_range("gamma", 0.0, 1.0)
@@ -175,6 +179,18 @@ class Config:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs * n_steps = {self.num_envs} * {self.n_steps} = {self.batch_size})"
+            )
+        if self.num_workers != 1 and self.algo not in presets.ASYNCHRONOUS_ALGORITHMS:
+            raise ConfigError(
+                f"num_workers={self.num_workers} is only meaningful with an asynchronous algorithm "
+                f"({', '.join(map(repr, presets.ASYNCHRONOUS_ALGORITHMS))}); algo={self.algo!r} is "
+                "synchronous: it runs num_envs environments in parallel under one learner"
+            )
+        if self.num_updates < self.num_workers:
+            raise ConfigError(
+                f"total_timesteps={self.total_timesteps} buys {self.num_updates} updates of "
+                f"num_envs * n_steps = {self.batch_size} steps, fewer than num_workers="
+                f"{self.num_workers}: some workers would never apply a gradient"
             )
         # Environment-dependent checks (cheap: gymnax environments are plain Python objects).
         from a3c_jax import envs

@@ -11,10 +11,18 @@ import jax.numpy as jnp
 
 from a3c_jax import envs, parallel
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
-from a3c_jax.config import Config
+from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
 from a3c_jax.optim import init_train_state, make_optimizer
-from a3c_jax.types import PRNGKey, RunnerState, TrainResult, Transition, UpdateMetrics
+from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
+from a3c_jax.types import (
+    PRNGKey,
+    RunnerState,
+    TrainResult,
+    Transition,
+    UpdateMetrics,
+    UpdateOutput,
+)
 
 
 class Trainer(NamedTuple):
@@ -30,12 +38,16 @@ class Trainer(NamedTuple):
     train: Callable[[PRNGKey], TrainResult]
 
 
-def _episode_stats(
-    traj: Transition, valid: jax.Array, runner: RunnerState, axis_name: str | None = None
-) -> tuple[jax.Array, ...]:
+def episode_stats(
+    traj: Transition,
+    valid: jax.Array,
+    last_return: jax.Array,
+    last_length: jax.Array,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean return and length of the episodes that ended in `traj` `[T, B]` (real steps only),
-    and their count; the previous update's figures where none ended. With `axis_name`, over the
-    episodes of every device."""
+    and their count; `last_return` and `last_length` `[]` where none ended. With `axis_name`,
+    over the episodes of every device."""
     done = (traj.done & valid).astype(jnp.float32)
     sums = (
         jnp.sum(done),
@@ -50,10 +62,52 @@ def _episode_stats(
     mean_length = total_length / denominator
     any_done = count > 0
     return (
-        jnp.where(any_done, mean_return, runner.last_episode_return),
-        jnp.where(any_done, mean_length, runner.last_episode_length),
+        jnp.where(any_done, mean_return, last_return),
+        jnp.where(any_done, mean_length, last_length),
         count,
     )
+
+
+def update_metrics(
+    env_steps: jax.Array,
+    out: UpdateOutput,
+    last_return: jax.Array,
+    last_length: jax.Array,
+    axis_name: str | None = None,
+) -> UpdateMetrics:
+    """The `UpdateMetrics` of one update that reported `out`, after `env_steps` steps in all;
+    episode figures fall back to `last_return` and `last_length` where no episode ended."""
+    mean_return, mean_length, count = episode_stats(
+        out.transitions, out.valid, last_return, last_length, axis_name
+    )
+    loss_metrics = out.loss_metrics
+    return UpdateMetrics(
+        env_steps=env_steps,
+        episode_return=mean_return,
+        episode_length=mean_length,
+        episodes=count,
+        total_loss=loss_metrics["total_loss"],
+        actor_loss=loss_metrics["actor_loss"],
+        critic_loss=loss_metrics["critic_loss"],
+        entropy=loss_metrics["entropy"],
+        grad_norm=loss_metrics["grad_norm"],
+        learning_rate=loss_metrics["learning_rate"],
+    )
+
+
+class InitKeys(NamedTuple):
+    """The keys a run's start is drawn from: one split of the run's key."""
+
+    loop: PRNGKey  # the key stream of the updates: each update splits one key off it
+    params: PRNGKey
+    env: PRNGKey
+    algo: PRNGKey
+
+
+def init_keys(key: PRNGKey) -> InitKeys:
+    """Splits a run's `key` into the keys of its parameters, environments, algorithm state and
+    update stream (`make_trainer` and `train_async` alike: one A3C worker replays `a2c`)."""
+    return InitKeys(*jax.random.split(key, 4))
 
 
 def _run_within_budget(
@@ -93,6 +147,13 @@ def make_trainer(config: Config) -> Trainer:
     environments, mapped over the devices by `parallel.spread` (gradient parallelism); the
     device count is checked here, before anything compiles.
     """
+    if config.algo in ASYNCHRONOUS_ALGORITHMS:
+        raise ConfigError(
+            f"algo={config.algo!r} is asynchronous: its workers are threads that apply gradients "
+            "to shared parameters whenever they are ready, which no pure jitted train(key) can "
+            "express; train it with a3c_jax.train_async(config, key) (algo='a2c' is its "
+            "synchronous counterpart for make_train)"
+        )
     count = parallel.num_devices(config)
     if count == 1:
         return _make_device_trainer(config, config, None)
@@ -109,37 +170,30 @@ def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -
     algorithm = ALGORITHM_BUILDERS[config.algo](local, spec, networks, optimizer)
 
     def init(key: PRNGKey) -> RunnerState:
-        key, params_key, env_key, algo_key = jax.random.split(key, 4)
-        params = networks.init(params_key)
+        keys = init_keys(key)
+        params = networks.init(keys.params)
         train_state = init_train_state(optimizer, params)
         first_env = parallel.device_index(axis_name) * local.num_envs
-        env = envs.reset(spec, env_key, local.num_envs, first_env)
-        algo_state = algorithm.init(params, algo_key)
+        env = envs.reset(spec, keys.env, local.num_envs, first_env)
+        algo_state = algorithm.init(params, keys.algo)
         nan = jnp.full((), jnp.nan, jnp.float32)
-        return RunnerState(train_state, env, algo_state, key, nan, nan)
+        return RunnerState(train_state, env, algo_state, keys.loop, nan, nan)
 
     def update_step(runner: RunnerState, _: None) -> tuple[RunnerState, UpdateMetrics]:
         key, update_key = jax.random.split(runner.key)
         train_state, env, algo_state, out = algorithm.update(
             runner.train_state, runner.env, runner.algo_state, update_key
         )
-        loss_metrics = out.loss_metrics
-        mean_return, mean_length, count = _episode_stats(
-            out.transitions, out.valid, runner, axis_name
+        metrics = update_metrics(
+            train_state.env_steps,
+            out,
+            runner.last_episode_return,
+            runner.last_episode_length,
+            axis_name,
         )
-        metrics = UpdateMetrics(
-            env_steps=train_state.env_steps,
-            episode_return=mean_return,
-            episode_length=mean_length,
-            episodes=count,
-            total_loss=loss_metrics["total_loss"],
-            actor_loss=loss_metrics["actor_loss"],
-            critic_loss=loss_metrics["critic_loss"],
-            entropy=loss_metrics["entropy"],
-            grad_norm=loss_metrics["grad_norm"],
-            learning_rate=loss_metrics["learning_rate"],
+        runner = RunnerState(
+            train_state, env, algo_state, key, metrics.episode_return, metrics.episode_length
         )
-        runner = RunnerState(train_state, env, algo_state, key, mean_return, mean_length)
         return runner, metrics
 
     def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:

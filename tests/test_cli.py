@@ -56,3 +56,25 @@ def test_train_end_to_end(capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "env steps/s" in out and "greedy evaluation over 3 episodes" in out
+
+
+def test_train_a3c_end_to_end(capsys):
+    code = main(
+        [
+            "train",
+            "--no-cache",
+            "--algo",
+            "a3c",
+            "--episodes",
+            "2",
+            "--set",  # test_asynchronous's MANY: one compile for both files
+            "num_workers=3",
+            "num_envs=2",
+            "n_steps=4",
+            "total_timesteps=2400",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "with 3 workers" in out and "staleness mean" in out
+    assert "greedy evaluation over 2 episodes" in out

@@ -1,0 +1,440 @@
+"""Asynchronous advantage actor-critic (A3C; Mnih et al., 2016): actor-learner threads around one
+shared parameter store.
+
+`train_async(config, key)` starts `config.num_workers` Python threads. Each worker repeats:
+
+1. copy the shared parameters with their version `v` (the number of gradients applied so far);
+2. play `n_steps` (the paper's `t_max`) in its own `num_envs` environments with that copy, with its
+   own key stream, and compute the n-step advantage actor-critic gradient with the parts of the
+   synchronous `a2c` update: `actor_critic.nstep_collect`, `actor_critic.nstep_loss` and
+   `optim.compute_gradients`;
+3. hand the gradient to the store, which applies it with `optim.apply_gradients` (one optimiser for
+   all workers, so RMSprop's statistics are shared, as in the paper) and records its staleness: the
+   number of other workers' gradients applied since step 1.
+
+The jitted computations run with Python's GIL released, so workers play and differentiate at the
+same time; the store's lock is held only to enqueue the (asynchronously dispatched) optimiser step,
+so no update is ever torn and no worker waits for another's rollout. Parameters, gradients and
+the optimiser state travel as one flat vector (`jax.flatten_util.ravel_pytree`): a jitted call then
+takes one array instead of one per layer, and on the CPU that dispatch overhead is a large part of a
+small update (measured on this project's shared 2-core CPU: the optimiser step on the 12 arrays
+of the default networks took 120-275 µs a call, on one flat vector 22-48 µs).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from a3c_jax import envs
+from a3c_jax.algorithms import actor_critic
+from a3c_jax.config import Config, ConfigError
+from a3c_jax.networks import make_networks
+from a3c_jax.optim import (
+    Optimizer,
+    apply_gradients,
+    compute_gradients,
+    init_train_state,
+    make_optimizer,
+)
+from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
+from a3c_jax.train import CPU_COMPILER_OPTIONS, InitKeys, init_keys, update_metrics
+from a3c_jax.types import Params, PRNGKey, TrainState, UpdateMetrics, UpdateOutput
+
+# A worker's private carry (its environments and its key), as the tuple of its leaves.
+Carry = tuple[jax.Array, ...]
+
+
+class UpdateRecord(NamedTuple):
+    """What the store records about one applied gradient (and hands to `train_async`'s callback)."""
+
+    update: int  # gradients applied before this one (0-based position in the run)
+    worker: int  # the worker that computed it
+    staleness: int  # gradients applied between that worker's copy of the parameters and this one
+    env_steps: int  # environment steps of all updates applied so far, this one included
+    wall_time: float  # seconds from the start of the workers to this update
+
+
+class AsyncMetrics(NamedTuple):
+    """Per-update figures of an asynchronous run, each `[num_updates]`, in the order the store
+    applied the gradients (the order of `AsyncResult.metrics`)."""
+
+    worker: np.ndarray  # int: the worker whose gradient the update applied
+    staleness: np.ndarray  # int: versions applied between that worker's copy and this update
+    wall_time: np.ndarray  # float: seconds from the start of the workers to this update
+
+
+class AsyncResult(NamedTuple):
+    """What `train_async` returns: the synchronous `TrainResult`'s fields and the asynchrony's."""
+
+    params: Params  # final actor and critic parameters
+    opt_state: optax.OptState  # the shared optimiser state, shaped as the synchronous trainer's
+    metrics: UpdateMetrics  # numpy `[num_updates]` per field, as `TrainResult.metrics`
+    async_metrics: AsyncMetrics
+    train_state: TrainState  # params, opt_state and the update and environment-step counters
+    wall_seconds: float  # from starting the workers to the last one stopping (compile excluded)
+    cpu_seconds: float  # CPU time of the whole process (all its threads) in those seconds
+    compile_seconds: float  # tracing and compiling (0 where `config` was compiled before)
+    interrupted: bool  # True when Ctrl-C stopped the run before its budget was spent
+
+    @property
+    def num_updates(self) -> int:
+        """Gradients applied."""
+        return len(self.async_metrics.staleness)
+
+    @property
+    def staleness_mean(self) -> float:
+        return float(np.mean(self.async_metrics.staleness)) if self.num_updates else float("nan")
+
+    @property
+    def staleness_max(self) -> int:
+        return int(np.max(self.async_metrics.staleness)) if self.num_updates else 0
+
+    @property
+    def cores_busy(self) -> float:
+        """`cpu_seconds / wall_seconds`: the average number of CPU cores the run kept busy (above 1
+        only where workers computed at the same time)."""
+        return self.cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def updates_per_second(self) -> float:
+        return self.num_updates / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def env_steps_per_second(self) -> float:
+        steps = int(self.train_state.env_steps)
+        return steps / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+
+class ParameterStore:
+    """The shared parameters: a `TrainState` over the flat parameter vector, its version (the
+    number of gradients applied), the update budget and the record of every applied gradient.
+
+    Thread-safe. The lock is held for bookkeeping and to enqueue the jitted optimiser step, never
+    while a worker plays or differentiates. A copy of the parameters is a reference to the current
+    immutable array: it cannot change under the worker that holds it.
+    """
+
+    def __init__(
+        self,
+        train_state: TrainState,
+        apply_fn: Callable[[TrainState, jax.Array], TrainState],
+        num_updates: int,
+        batch_size: int,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._state = train_state
+        self._apply_fn = apply_fn
+        self._num_updates = num_updates
+        self._batch_size = batch_size
+        self._claimed = 0
+        self._start = time.perf_counter()
+        self.version = 0
+        self.records: list[UpdateRecord] = []
+        self.worker_metrics: list[jax.Array] = []  # [F] per update, as the workers reported them
+        self.stopping = threading.Event()
+
+    @property
+    def state(self) -> TrainState:
+        """The current `TrainState` over the flat parameters `[P]`."""
+        with self._lock:
+            return self._state
+
+    def start_clock(self) -> None:
+        """Sets the moment `UpdateRecord.wall_time` counts from (the workers' start)."""
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since `start_clock`."""
+        return time.perf_counter() - self._start
+
+    def stop(self) -> None:
+        """No update is handed out or applied after this."""
+        self.stopping.set()
+
+    def checkout(self) -> tuple[jax.Array, int] | None:
+        """Claims one update of the budget and returns the parameters `[P]` with their version;
+        `None` when the budget is spent or the run is stopping."""
+        with self._lock:
+            if self.stopping.is_set() or self._claimed >= self._num_updates:
+                return None
+            self._claimed += 1
+            return self._state.params, self.version
+
+    def apply(
+        self, worker: int, grads: jax.Array, version: int, worker_metrics: jax.Array
+    ) -> UpdateRecord | None:
+        """Applies `grads` `[P]`, computed on the parameters of `version`, with the one optimiser;
+        `None` (nothing applied) once the run is stopping."""
+        with self._lock:
+            if self.stopping.is_set():
+                return None
+            self._state = self._apply_fn(self._state, grads)
+            record = UpdateRecord(
+                update=self.version,
+                worker=worker,
+                staleness=self.version - version,
+                env_steps=(self.version + 1) * self._batch_size,
+                wall_time=self.elapsed(),
+            )
+            self.version += 1
+            self.records.append(record)
+            self.worker_metrics.append(worker_metrics)
+        return record
+
+
+class AsyncParts(NamedTuple):
+    """The compiled pieces of an asynchronous run (`make_async_parts`)."""
+
+    init: Callable[[PRNGKey], tuple[TrainState, list[Carry]]]  # key -> store state, worker carries
+    worker_step: Callable[[jax.Array, Carry], tuple[Carry, jax.Array, jax.Array]]
+    apply: Callable[[TrainState, jax.Array], TrainState]
+    unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters
+    optimizer: Optimizer
+
+
+def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
+    """The environment key and update-stream key of `worker`. Worker 0 takes the synchronous
+    trainer's own (so one worker replays `make_train` of `a2c`); worker `i > 0` folds `i` into
+    both."""
+    if worker == 0:
+        return keys.env, keys.loop
+    return jax.random.fold_in(keys.env, worker), jax.random.fold_in(keys.loop, worker)
+
+
+@functools.lru_cache(maxsize=16)
+def make_async_parts(config: Config) -> AsyncParts:
+    """Builds and compiles (before any thread starts; once per `config`) the functions of
+    `train_async`:
+
+    - `init(key) -> (TrainState over [P], [carry of each worker])`;
+    - `worker_step(params [P], carry) -> (carry, grads [P], metrics [F])`: one rollout of
+      `n_steps` in the worker's `num_envs` environments and its n-step actor-critic gradient, with
+      the `UpdateMetrics` fields stacked into `[F]` (`env_steps` and `learning_rate` are the
+      store's to fill);
+    - `apply(train_state, grads [P]) -> train_state`: `optim.apply_gradients`.
+    """
+    spec = envs.make_env(config.env_name)
+    networks = make_networks(config, spec)
+    optimizer = make_optimizer(config)
+    loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)
+    shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    carry_shapes = jax.eval_shape(
+        lambda key: (envs.reset(spec, key, config.num_envs), key), jax.random.PRNGKey(0)
+    )
+    carry_def = jax.tree.structure(carry_shapes)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+
+    def init(key: PRNGKey) -> tuple[TrainState, list[Carry]]:
+        keys = init_keys(key)
+        flat_params, _ = ravel_pytree(networks.init(keys.params))
+        carries = []
+        for worker in range(config.num_workers):
+            env_key, loop_key = worker_keys(keys, worker)
+            env = envs.reset(spec, env_key, config.num_envs)
+            carries.append(tuple(jax.tree.leaves((env, loop_key))))
+        return init_train_state(optimizer, flat_params), carries
+
+    def worker_step(flat_params: jax.Array, carry: Carry) -> tuple[Carry, jax.Array, jax.Array]:
+        env, key = jax.tree.unflatten(carry_def, carry)
+        key, update_key = jax.random.split(key)
+        params = unravel(flat_params)
+        env, traj, next_values = actor_critic.nstep_collect(
+            spec, networks, config, params, env, update_key
+        )
+        grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
+        out = UpdateOutput(
+            traj, jnp.ones(traj.reward.shape, bool), {**loss_metrics, "learning_rate": nan}
+        )
+        metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
+        stacked = jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
+        return tuple(jax.tree.leaves((env, key))), ravel_pytree(grads)[0], stacked
+
+    def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
+        return apply_gradients(optimizer, train_state, grads, config.batch_size)
+
+    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    key = jax.random.PRNGKey(0)
+    state_shapes, carries_shapes = jax.eval_shape(init, key)
+    init_c, worker_c, apply_c = (
+        jax.jit(fn, compiler_options=options).lower(*args).compile()
+        for fn, args in (
+            (init, (key,)),
+            (worker_step, (state_shapes.params, carries_shapes[0])),
+            (apply, (state_shapes, state_shapes.params)),
+        )
+    )
+    return AsyncParts(init_c, worker_c, apply_c, unravel, optimizer)
+
+
+def _unravel_train_state(train_state: TrainState, unravel: Callable) -> TrainState:
+    """The store's flat `TrainState` with parameters, and the optimiser's per-parameter
+    statistics (leaves of the flat vector's shape), as the networks' pytrees."""
+    size = train_state.params.shape
+
+    def restore(leaf: Any) -> Any:
+        return unravel(leaf) if getattr(leaf, "shape", None) == size else leaf
+
+    return train_state._replace(
+        params=unravel(train_state.params),
+        opt_state=jax.tree.map(restore, train_state.opt_state),
+    )
+
+
+def _forward_fill(x: np.ndarray) -> np.ndarray:
+    """`x` `[U]` with each nan replaced by the latest earlier non-nan value (nan before any)."""
+    index = np.where(np.isnan(x), 0, np.arange(len(x)))
+    np.maximum.accumulate(index, out=index)
+    return x[index]
+
+
+def _collect_metrics(
+    store: ParameterStore, optimizer: Optimizer, batch_size: int
+) -> tuple[UpdateMetrics, AsyncMetrics]:
+    records = store.records
+    fields = UpdateMetrics._fields
+    stacked = (
+        np.stack(jax.device_get(store.worker_metrics))
+        if records
+        else np.zeros((0, len(fields)), np.float32)
+    )
+    columns = dict(zip(fields, stacked.T, strict=True))
+    env_steps = np.array([r.env_steps for r in records], np.int64)
+    columns["env_steps"] = env_steps
+    # The rate each update was applied at: the schedule at the steps taken before it.
+    columns["learning_rate"] = (
+        np.asarray(jax.vmap(optimizer.learning_rate)(jnp.asarray(env_steps - batch_size)))
+        if records
+        else np.zeros(0, np.float32)
+    )
+    # Where an update's rollout finished no episode, the latest finished episodes' figures
+    # (the synchronous trainer's convention, here across workers in the order of the updates).
+    columns["episode_return"] = _forward_fill(columns["episode_return"])
+    columns["episode_length"] = _forward_fill(columns["episode_length"])
+    async_metrics = AsyncMetrics(
+        worker=np.array([r.worker for r in records], np.int32),
+        staleness=np.array([r.staleness for r in records], np.int32),
+        wall_time=np.array([r.wall_time for r in records], np.float64),
+    )
+    return UpdateMetrics(**columns), async_metrics
+
+
+def _work(
+    worker: int,
+    store: ParameterStore,
+    worker_step: Callable,
+    carry: Carry,
+    callback: Callable[[UpdateRecord], None] | None,
+) -> None:
+    """One actor-learner: copy, play and differentiate, hand over; until the budget is spent."""
+    while (checkout := store.checkout()) is not None:
+        params, version = checkout
+        carry, grads, metrics = worker_step(params, carry)
+        jax.block_until_ready(grads)  # the rollout and the gradient run here, the GIL released
+        record = store.apply(worker, grads, version, metrics)
+        if record is not None and callback is not None:
+            callback(record)
+
+
+def train_async(
+    config: Config,
+    key: PRNGKey,
+    *,
+    callback: Callable[[UpdateRecord], None] | None = None,
+) -> AsyncResult:
+    """Trains `config` (`algo="a3c"`) with `config.num_workers` asynchronous actor-learner threads
+    until `config.num_updates` gradients (`total_timesteps` environment steps over all workers)
+    have been applied to the shared parameters.
+
+    With one worker the run is the synchronous trainer's: `train_async(c, key).params` equals
+    `make_train(c.replace(algo="a2c"))(key).params` (same keys, same data, same updates).
+
+    Args:
+      config: a validated `Config` of an asynchronous algorithm.
+      key: the run's key; the parameters and every worker's environments and key stream derive
+        from it (`init_keys`, `worker_keys`).
+      callback: called in the worker's thread after each applied gradient with its
+        `UpdateRecord` (for progress or logging); an exception it raises stops the run like any
+        worker's.
+
+    Returns an `AsyncResult`. A worker's exception stops every worker and is raised here, with its
+    traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far
+    with `interrupted=True`.
+    """
+    if config.algo not in ASYNCHRONOUS_ALGORITHMS:
+        raise ConfigError(
+            f"train_async trains the asynchronous algorithms {ASYNCHRONOUS_ALGORITHMS}; "
+            f"algo={config.algo!r} is synchronous: train it with make_train(config)"
+        )
+    start = time.perf_counter()
+    parts = make_async_parts(config)
+    compile_seconds = time.perf_counter() - start  # 0 where this config was compiled before
+    train_state, carries = parts.init(key)
+    store = ParameterStore(train_state, parts.apply, config.num_updates, config.batch_size)
+    failures: list[tuple[int, BaseException]] = []
+    running = [config.num_workers]
+    running_lock = threading.Lock()
+    all_stopped = threading.Event()
+
+    def run(worker: int) -> None:
+        try:
+            _work(worker, store, parts.worker_step, carries[worker], callback)
+        except BaseException as error:
+            failures.append((worker, error))
+            store.stop()
+        finally:
+            with running_lock:
+                running[0] -= 1
+                if running[0] == 0:
+                    all_stopped.set()
+
+    threads = [
+        threading.Thread(target=run, args=(i,), name=f"a3c-worker-{i}", daemon=True)
+        for i in range(config.num_workers)
+    ]
+    cpu_start = time.process_time()
+    store.start_clock()
+    for thread in threads:
+        thread.start()
+    interrupted = False
+    try:
+        while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
+            pass
+    except KeyboardInterrupt:
+        interrupted = True
+        store.stop()
+        all_stopped.wait()
+    wall_seconds = store.elapsed()
+    cpu_seconds = time.process_time() - cpu_start
+    for thread in threads:
+        thread.join()
+    if failures:
+        worker, error = failures[0]
+        error.add_note(
+            f"raised in A3C worker {worker} of {config.num_workers}; every worker was stopped"
+        )
+        raise error
+    final = jax.block_until_ready(store.state)
+    metrics, async_metrics = _collect_metrics(store, parts.optimizer, config.batch_size)
+    train_state = _unravel_train_state(final, parts.unravel)
+    return AsyncResult(
+        params=train_state.params,
+        opt_state=train_state.opt_state,
+        metrics=metrics,
+        async_metrics=async_metrics,
+        train_state=train_state,
+        wall_seconds=wall_seconds,
+        cpu_seconds=cpu_seconds,
+        compile_seconds=compile_seconds,
+        interrupted=interrupted,
+    )

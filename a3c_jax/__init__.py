@@ -10,10 +10,14 @@ distributed.initialize_from_env()
 
 from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
+from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
 from a3c_jax.train import (
+    DivergenceError,
     Trainer,
+    check_finite,
     enable_compilation_cache,
     jit_train,
     make_train,
@@ -34,22 +38,29 @@ ALGORITHMS = tuple(ALGORITHM_BUILDERS)
 
 __all__ = [
     "ALGORITHMS",
+    "CheckpointError",
     "Config",
     "ConfigError",
+    "ConfigMismatchError",
+    "DivergenceError",
     "EnvCarry",
+    "RunDirError",
     "RunnerState",
+    "SavedRun",
     "TrainResult",
     "TrainState",
     "Trainer",
     "Transition",
     "UpdateMetrics",
     "__version__",
+    "check_finite",
     "distributed",
     "distributions",
     "enable_compilation_cache",
     "envs",
     "evaluate",
     "jit_train",
+    "load",
     "losses",
     "make_act",
     "make_train",
@@ -58,4 +69,6 @@ __all__ = [
     "parallel",
     "returns",
     "rollout",
+    "save",
+    "train_run",
 ]

@@ -11,10 +11,14 @@ distributed.initialize_from_env()
 from a3c_jax import distributions, envs, losses, networks, parallel, presets, returns, rollout
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
+from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
+from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
 from a3c_jax.train import (
+    DivergenceError,
     Trainer,
+    check_finite,
     enable_compilation_cache,
     jit_train,
     make_train,
@@ -37,10 +41,15 @@ __all__ = [
     "ALGORITHMS",
     "AsyncMetrics",
     "AsyncResult",
+    "CheckpointError",
     "Config",
     "ConfigError",
+    "ConfigMismatchError",
+    "DivergenceError",
     "EnvCarry",
+    "RunDirError",
     "RunnerState",
+    "SavedRun",
     "TrainResult",
     "TrainState",
     "Trainer",
@@ -48,12 +57,14 @@ __all__ = [
     "UpdateMetrics",
     "UpdateRecord",
     "__version__",
+    "check_finite",
     "distributed",
     "distributions",
     "enable_compilation_cache",
     "envs",
     "evaluate",
     "jit_train",
+    "load",
     "losses",
     "make_act",
     "make_train",
@@ -63,5 +74,7 @@ __all__ = [
     "presets",
     "returns",
     "rollout",
+    "save",
     "train_async",
+    "train_run",
 ]

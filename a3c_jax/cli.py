@@ -1,86 +1,195 @@
-"""The command line: `a3c-jax train ...` (also `python -m a3c_jax train ...`)."""
+"""The command line: `a3c-jax train | eval | plot` (also `python -m a3c_jax ...`).
+
+    a3c-jax train --env CartPole-v1 --algo a2c [--num-seeds 4] [--set lr=7e-4 num_envs=64]
+                  [--config file.yaml] [--out runs/NAME] [--overwrite] [--resume runs/NAME]
+    a3c-jax eval runs/NAME [--episodes 100] [--stochastic] [--video episode.gif]
+    a3c-jax plot runs/A runs/B [--out curves.png]
+
+Every `Config` field can be set, from a JSON/YAML file (`--config`) and then `--set FIELD=VALUE`
+(which wins). Bad names and values stop with a message naming the field and exit code 2 before
+anything is compiled. The interface is plain argparse over the dataclass's fields (no extra
+dependency): `--set` parses each value by its field's type, so a new `Config` field is settable
+without touching this file.
+
+Exit codes: 0 done; 1 a checkpoint or run folder could not be read; 2 bad input; 3 training
+diverged (the last good state is saved); 130 interrupted by Ctrl-C (a checkpoint is saved).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
-import types
-import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from a3c_jax import presets
-from a3c_jax.config import Config, ConfigError
+from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_config_file
 
-
-def _field_types() -> dict[str, tuple[Any, ...]]:
-    """Each `Config` field's value types, in the order a `--set` value is tried against them
-    (`num_devices: int | str`: an integer, else a string such as "all")."""
-    hints = typing.get_type_hints(Config)
-    out = {}
-    for field in dataclasses.fields(Config):
-        hint = hints[field.name]
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-            out[field.name] = tuple(a for a in typing.get_args(hint) if a is not type(None))
-        else:
-            out[field.name] = (hint,)
-    return out
-
-
-def _parse_value(kind: Any, text: str) -> Any:
-    if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(text)
-        return text.lower() in ("true", "1")
-    if typing.get_origin(kind) is tuple:
-        return tuple(int(v) for v in text.split(",") if v)
-    return kind(text)
+EXIT_READ_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """`["lr=7e-4", "hidden_sizes=64,64", "anneal_lr=false"]` -> typed `Config` arguments."""
-    types_by_name = _field_types()
     overrides: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        if name not in types_by_name:
-            raise ConfigError(
-                f"--set {name}: no such Config field; fields: {', '.join(sorted(types_by_name))}"
-            )
-        kinds = types_by_name[name]
-        for kind in kinds:
-            try:
-                overrides[name] = _parse_value(kind, text)
-                break
-            except ValueError:
-                continue
-        else:
-            allowed = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
-            raise ConfigError(f"--set {name}={text!r}: not a valid {allowed}")
+        overrides[name.strip()] = coerce_field(name.strip(), text, source="--set")
     return overrides
 
 
+def requested_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The `Config` fields the command line asks for: `--config` file, then `--env`/`--algo`,
+    then `--set` (later wins). Checked field by field; nothing compiled."""
+    fields: dict[str, Any] = {}
+    if args.config:
+        fields.update(
+            {
+                name: coerce_field(name, value, source=f"--config {args.config}")
+                for name, value in read_config_file(args.config).items()
+            }
+        )
+    if args.env is not None:
+        fields["env_name"] = args.env
+    if args.algo is not None:
+        fields["algo"] = args.algo
+    fields.update(parse_overrides(args.set))
+    return fields
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{name}={value} must be a positive integer")
+
+
 def train_command(args: argparse.Namespace) -> int:
+    from a3c_jax import runs
+
+    for name in ("--num-seeds", "--chunk-updates", "--checkpoint-every", "--stop-after"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    _positive("--keep-checkpoints", args.keep_checkpoints)
+    if not args.checkpoint_seconds > 0:
+        raise ConfigError(f"--checkpoint-seconds={args.checkpoint_seconds} must be positive")
+    if args.episodes < 0:
+        raise ConfigError(f"--episodes={args.episodes} must be 0 (no evaluation) or more")
+    fields = requested_fields(args)
+    if args.resume:
+        if args.out or args.overwrite:
+            raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
+        run_dir = Path(args.resume)
+        checkpoint = runs.find_checkpoint(run_dir)
+        from a3c_jax import checkpoint as ckpt
+
+        saved = ckpt.read_checkpoint(checkpoint)
+        config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
+        num_seeds = saved.meta.get("num_seeds", 1)
+        if args.num_seeds is not None and args.num_seeds != num_seeds:
+            raise ConfigError(
+                f"--num-seeds={args.num_seeds}: the run in {run_dir} has {num_seeds} seed(s)"
+            )
+        ckpt.check_config(saved.config, config, str(checkpoint))
+        print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
+    else:
+        config = Config(**fields)
+        if config.algo in presets.ASYNCHRONOUS_ALGORITHMS and not args.dry_run:
+            # Threads around a shared store: no run folder, checkpoints or resume yet.
+            return train_async_command(config, args)
+        num_seeds = args.num_seeds or 1
+        run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
+        if not args.dry_run:
+            runs.prepare_new_run_dir(run_dir, args.overwrite)  # fails before any compile
+    if args.tensorboard:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError as error:
+            raise ConfigError(
+                "--tensorboard needs tensorboardX: pip install 'a3c_jax[tensorboard]'"
+            ) from error
+
+    if args.dry_run:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+
+    import jax
+    import numpy as np
+
+    import a3c_jax
+
+    if not args.no_cache:
+        a3c_jax.enable_compilation_cache()
+    if jax.process_count() > 1:
+        # A run over several processes (a3c_jax.launch): all train the whole run under one jit,
+        # process 0 alone reports. Run folders, checkpoints and resume are single-process.
+        return _train_multiprocess(args, config, num_seeds)
+    print(config)
+    print(f"run folder: {run_dir}")
+    t0 = time.perf_counter()
+    outcome = runs.train_run(
+        config,
+        run_dir,
+        seed=args.seed,
+        num_seeds=num_seeds,
+        resume=bool(args.resume),
+        chunk_updates=args.chunk_updates,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds,
+        keep_checkpoints=args.keep_checkpoints,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+        overwrite=args.overwrite,
+    )
+    elapsed = time.perf_counter() - t0
+    env_steps = np.asarray(jax.device_get(outcome.runner_state.train_state.env_steps))
+    steps = int(np.sum(env_steps))
+    metrics = runs.read_metrics(run_dir)
+    rate = float(np.median(metrics["steps_per_second"])) if metrics["update"].size else 0.0
+    print(
+        f"{outcome.status} at update {outcome.update} of {config.num_updates} "
+        f"({steps:,} env steps over {num_seeds} seed(s)) in {elapsed:.2f} s: compile "
+        f"{outcome.compile_s:.2f} s, train {outcome.train_s:.2f} s; {rate:,.0f} env steps/s "
+        "(median over chunks)"
+    )
+    print(f"checkpoint: {outcome.checkpoint}")
+    if outcome.status == "interrupted":
+        print(f"resume with: a3c-jax train --resume {run_dir}")
+        return EXIT_INTERRUPTED
+    if outcome.status == "stopped":
+        print(f"resume with: a3c-jax train --resume {run_dir}")
+        return 0
+    if args.episodes:
+        params = outcome.runner_state.train_state.params
+        for i in range(num_seeds):
+            p = jax.tree.map(lambda x, i=i: x[i], params) if num_seeds > 1 else params
+            returns = np.asarray(
+                a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)
+            )
+            print(
+                f"seed {i}: greedy evaluation over {args.episodes} episodes: "
+                f"{returns.mean():.1f} ± {returns.std():.1f}"
+            )
+    return 0
+
+
+def _train_multiprocess(args: argparse.Namespace, config: Config, num_seeds: int) -> int:
     import jax
     import numpy as np
 
     import a3c_jax
     from a3c_jax import distributed
 
-    config = Config(env_name=args.env, algo=args.algo, **parse_overrides(args.set))
-    if not args.no_cache:
-        a3c_jax.enable_compilation_cache()
     # In a run over several processes (a3c_jax.launch) all train; process 0 alone reports.
     output = distributed.is_output_process()
     if output:
         print(config)
-    if config.algo in presets.ASYNCHRONOUS_ALGORITHMS:
-        return train_async_command(config, args)
-    num_seeds = args.num_seeds
     train = a3c_jax.jit_train(config, num_seeds=num_seeds if num_seeds > 1 else None)
     key = jax.random.PRNGKey(args.seed)
     keys = jax.random.split(key, num_seeds) if num_seeds > 1 else key
@@ -101,7 +210,7 @@ def train_command(args: argparse.Namespace) -> int:
         else [jax.tree.map(lambda x, i=i: x[i], all_params) for i in range(num_seeds)]
     )
     final = distributed.fetch(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
-    for i, p in enumerate(params):
+    for i, p in enumerate(params if args.episodes else []):
         returns = np.asarray(
             a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)
         )
@@ -119,8 +228,10 @@ def train_async_command(config: Config, args: argparse.Namespace) -> int:
 
     import a3c_jax
 
+    num_seeds = args.num_seeds or 1
+    print(config)
     key = jax.random.PRNGKey(args.seed)
-    keys = jax.random.split(key, args.num_seeds) if args.num_seeds > 1 else [key]
+    keys = jax.random.split(key, num_seeds) if num_seeds > 1 else [key]
     for i, seed_key in enumerate(keys):
         result = a3c_jax.train_async(config, seed_key)
         print(
@@ -130,6 +241,8 @@ def train_async_command(config: Config, args: argparse.Namespace) -> int:
             f"{result.staleness_mean:.2f} max {result.staleness_max}"
             + (" (interrupted)" if result.interrupted else "")
         )
+        if not args.episodes:
+            continue
         returns = np.asarray(
             a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(10_000 + i), args.episodes)
         )
@@ -140,33 +253,192 @@ def train_async_command(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="a3c-jax", description=__doc__)
+def eval_command(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    import a3c_jax
+    from a3c_jax import runs
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes={args.episodes} must be positive")
+    saved = runs.load(args.run_dir)
+    config = saved.config
+    num_seeds = runs.seed_axis(saved.meta)
+    indices = range(num_seeds) if num_seeds else [None]
+    if args.index is not None:
+        if args.index not in indices and not (num_seeds is None and args.index == 0):
+            raise ConfigError(f"--index={args.index}: the run has seeds 0..{(num_seeds or 1) - 1}")
+        indices = [args.index if num_seeds else None]
+    mode = "stochastic" if args.stochastic else "greedy"
+    means = []
+    for i in indices:
+        params = saved.params if i is None else jax.tree.map(lambda x, i=i: x[i], saved.params)
+        key = jax.random.PRNGKey(args.seed + (i or 0))
+        returns = np.asarray(
+            a3c_jax.evaluate(config, params, key, args.episodes, greedy=not args.stochastic)
+        )
+        means.append(returns.mean())
+        label = "" if i is None else f"seed {i}: "
+        print(
+            f"{label}{config.env_name} {config.algo}, {mode} over {args.episodes} episodes: "
+            f"{returns.mean():.2f} ± {returns.std():.2f}"
+        )
+    if len(means) > 1:
+        print(f"mean over {len(means)} seeds: {np.mean(means):.2f} ± {np.std(means):.2f}")
+    if args.video:
+        from a3c_jax import video
+
+        index = indices[0]
+        params = saved.params if index is None else jax.tree.map(lambda x: x[index], saved.params)
+        path, total, frames = video.record_episode(
+            config,
+            params,
+            jax.random.PRNGKey(args.seed),
+            args.video,
+            greedy=not args.stochastic,
+            max_steps=args.video_steps,
+        )
+        print(f"video: {path} ({frames} frames, return {total:.2f})")
+    return 0
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    from a3c_jax import plotting
+
+    out = plotting.plot_runs(args.run_dirs, args.out, title=args.title)
+    print(f"plot: {out}")
+    return 0
+
+
+def _fields_help() -> str:
+    kinds = field_types()
+    parts = [
+        f"{field.name} ({getattr(kinds[field.name], '__name__', 'ints, e.g. 64,64')})"
+        for field in dataclasses.fields(Config)
+    ]
+    return (
+        "Config fields for --set FIELD=VALUE and --config: " + ", ".join(parts) + ". Unset "
+        "fields come from the (env, algo) preset; --dry-run prints the resolved values."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="a3c-jax",
+        description="Train, evaluate and plot actor-critic agents on gymnax environments.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train an agent and evaluate it greedily")
-    train.add_argument("--env", default="CartPole-v1", help="a gymnax environment name")
-    train.add_argument("--algo", default="a2c")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--num-seeds", type=int, default=1, help="seeds trained at once (vmap)")
-    train.add_argument("--episodes", type=int, default=100, help="greedy evaluation episodes")
+
+    train = sub.add_parser(
+        "train",
+        help="train an agent into a run folder (and evaluate it greedily)",
+        epilog=_fields_help(),
+    )
+    train.add_argument("--env", help="a gymnax environment name (default CartPole-v1)")
+    train.add_argument("--algo", help="the algorithm (default a2c)")
+    train.add_argument(
+        "--config", metavar="FILE", help="a .json/.yaml file of Config fields (--set wins)"
+    )
     train.add_argument(
         "--set",
         nargs="*",
         default=[],
         metavar="FIELD=VALUE",
-        help="any Config field, e.g. --set lr=7e-4 num_envs=64",
+        help="any Config field, e.g. --set lr=7e-4 num_envs=64 hidden_sizes=64,64",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--num-seeds", type=int, default=None, help="seeds trained at once with vmap (default 1)"
+    )
+    train.add_argument("--out", metavar="DIR", help="run folder (default runs/ALGO_ENV_TIME)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its newest checkpoint"
+    )
+    train.add_argument(
+        "--chunk-updates",
+        type=int,
+        default=None,
+        help="updates per jitted chunk between progress/metrics (default: ~50 chunks per run)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="UPDATES",
+        help="updates between checkpoints (default: every --checkpoint-seconds; a final one "
+        "is always written)",
+    )
+    train.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=60.0,
+        help="wall-clock seconds between checkpoints when --checkpoint-every is not given",
+    )
+    train.add_argument("--keep-checkpoints", type=int, default=3, help="newest ones kept")
+    train.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="UPDATES",
+        help="stop after this many updates (whole chunks), checkpoint; continue with --resume",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard event files"
+    )
+    train.add_argument(
+        "--episodes",
+        type=int,
+        default=100,
+        help="greedy evaluation episodes per seed after training (0: none)",
     )
     train.add_argument(
         "--no-cache", action="store_true", help="do not use the persistent compilation cache"
     )
-    args = parser.parse_args(argv)
+    train.add_argument(
+        "--dry-run", action="store_true", help="check the options, print the config, exit"
+    )
+
+    ev = sub.add_parser("eval", help="evaluate a saved run, optionally record a video")
+    ev.add_argument("run_dir", help="a run folder (or a checkpoint file)")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--stochastic", action="store_true", help="sample actions (default greedy)")
+    ev.add_argument("--seed", type=int, default=0, help="PRNG seed of the evaluation")
+    ev.add_argument("--index", type=int, default=None, help="evaluate only this seed of the run")
+    ev.add_argument("--video", metavar="FILE.gif", help="record one episode as a GIF")
+    ev.add_argument(
+        "--video-steps", type=int, default=1000, help="at most this many frames in the video"
+    )
+
+    plot = sub.add_parser("plot", help="learning curves of runs to a PNG")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--out", default="curves.png", help="PNG file (default curves.png)")
+    plot.add_argument("--title", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": train_command, "eval": eval_command, "plot": plot_command}[args.command]
+    from a3c_jax.checkpoint import CheckpointError
+
     try:
-        if args.num_seeds < 1 or args.episodes < 1:
-            raise ConfigError("--num-seeds and --episodes must be positive")
-        return train_command(args)
+        return command(args)
     except ConfigError as error:
         print(f"a3c-jax: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except CheckpointError as error:
+        print(f"a3c-jax: error: {error}", file=sys.stderr)
+        return EXIT_READ_ERROR
+    except Exception as error:
+        from a3c_jax.train import DivergenceError
+
+        if isinstance(error, DivergenceError):
+            print(f"a3c-jax: error: {error}", file=sys.stderr)
+            return EXIT_DIVERGED
+        raise
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import os
+import types
+import typing
+from collections.abc import Mapping
 from typing import Any
 
 from a3c_jax import presets
@@ -13,6 +18,13 @@ OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 TORSOS = ("auto", "mlp", "cnn")
 PARALLEL_BACKENDS = ("shard_map", "pmap")
+
+
+# Fields that only mean something for one kind of action space: name -> (kind, an example
+# value for the tests). Setting one for an environment of the other kind raises `ConfigError`.
+ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
+    "log_std_init": ("continuous", -1.0),
+}
 
 
 class ConfigError(ValueError):
@@ -65,6 +77,7 @@ class Config:
     parallel_backend: str | None = None  # "shard_map" or "pmap"
     # Asynchronous training (algo="a3c" only, with `a3c_jax.train_async`).
     num_workers: int | None = None  # actor-learner threads, each with its own num_envs environments
+    log_std_init: float | None = None  # Gaussian policies: initial log standard deviation
 
     def __post_init__(self) -> None:
         if self.algo not in presets.ALGORITHM_DEFAULTS:
@@ -73,6 +86,7 @@ class Config:
                 f"{sorted(presets.ALGORITHM_DEFAULTS)}"
             )
         _check_env_name(self.env_name)
+        self._check_action_space_fields()
         layers = (
             presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
             presets.ALGORITHM_DEFAULTS[self.algo],
@@ -111,6 +125,46 @@ class Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name, JSON-ready (tuples as lists); `Config.from_dict` inverts it."""
+        return {
+            field.name: list(value) if isinstance(value, tuple) else value
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> Config:
+        """A `Config` from field values (a parsed JSON or YAML file, `--set` strings).
+
+        Unknown names raise `ConfigError` naming them (with close matches); string values of
+        non-string fields are parsed as on the command line (`"7e-4"`, `"64,64"`, `"false"`).
+        """
+        return cls(**{name: coerce_field(name, value, source) for name, value in data.items()})
+
+    def diff(self, other: Config) -> dict[str, tuple[Any, Any]]:
+        """`{field: (self's value, other's value)}` for every field where the two differ."""
+        return {
+            field.name: (getattr(self, field.name), getattr(other, field.name))
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(other, field.name)
+        }
+
+    def _check_action_space_fields(self) -> None:
+        """A setting given for one kind of action space on an environment of the other kind is
+        an error: checked on the values the caller gave, before presets fill the rest (the
+        neutral default value of `presets.DEFAULTS` passes, so that `replace` works)."""
+        from a3c_jax import envs
+
+        kind = "discrete" if envs.make_env(self.env_name).discrete else "continuous"
+        for name, (applies_to, _) in ACTION_SPACE_FIELDS.items():
+            value = getattr(self, name)
+            if value not in (None, presets.DEFAULTS[name]) and applies_to != kind:
+                raise ConfigError(
+                    f"{name}={value!r} only applies to {applies_to} actions; {self.env_name} "
+                    f"has {kind} actions: drop the setting"
+                )
+
     def _validate(self) -> None:
         def positive_int(name: str) -> None:
             value = getattr(self, name)
@@ -141,6 +195,7 @@ class Config:
             positive_int(name)
         in_range("gamma", 0.0, 1.0)
         in_range("gae_lambda", 0.0, 1.0)
+        in_range("log_std_init", -20.0, 20.0)
         for name in ("lr", "optimizer_eps", "reward_scale"):
             in_range(name, 0.0, math.inf, low_open=True)
         in_range("max_grad_norm", 0.0, math.inf, low_open=True)
@@ -201,6 +256,108 @@ class Config:
                 f"torso='cnn' needs image observations [H, W, C]; {self.env_name} observes "
                 f"shape {spec.obs_shape}: use torso='mlp' or 'auto'"
             )
+        uses_cnn = self.torso == "cnn" or (self.torso == "auto" and len(spec.obs_shape) == 3)
+        if uses_cnn and min(spec.obs_shape[:2]) < 3:
+            raise ConfigError(
+                f"torso={self.torso!r}: the CNN's 3x3 convolution needs images of at least 3x3; "
+                f"{self.env_name} observes shape {spec.obs_shape}: use torso='mlp'"
+            )
+
+
+def field_kinds() -> dict[str, tuple[Any, ...]]:
+    """`{field name: its value types without None}`, in the order a string is tried against them
+    (`num_devices: int | str`: an integer, else a string such as "all")."""
+    hints = typing.get_type_hints(Config)
+    out = {}
+    for field in dataclasses.fields(Config):
+        hint = hints[field.name]
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            out[field.name] = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        else:
+            out[field.name] = (hint,)
+    return out
+
+
+def field_types() -> dict[str, Any]:
+    """`{field name: its first value type}`: `int`, `float`, `bool`, `str` or `tuple[int, ...]`."""
+    return {name: kinds[0] for name, kinds in field_kinds().items()}
+
+
+def _parse(kind: Any, text: str) -> Any:
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(text)
+        return text.lower() in ("true", "1")
+    if typing.get_origin(kind) is tuple:
+        return tuple(int(v) for v in text.replace(" ", "").strip("()[]").split(",") if v)
+    return kind(text)
+
+
+def coerce_field(name: str, value: Any, source: str = "config") -> Any:
+    """`value` for the field `name`, parsed from text where it is a string (and the field is not).
+
+    Raises `ConfigError` for an unknown field (suggesting close names) or unparsable text; range
+    checks are left to `Config` itself. `source` names where the value came from in messages.
+    """
+    all_kinds = field_kinds()
+    if name not in all_kinds:
+        close = difflib.get_close_matches(name, list(all_kinds), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(
+            f"{source}: {name!r} is not a Config field{hint} (fields: {', '.join(all_kinds)})"
+        )
+    kinds = all_kinds[name]
+    if any(typing.get_origin(k) is tuple for k in kinds) and isinstance(value, list):
+        return tuple(value)
+    if not isinstance(value, str) or (str in kinds and len(kinds) == 1):
+        return value
+    for kind in kinds:
+        try:
+            return _parse(kind, value.strip())
+        except ValueError:
+            continue
+    names = [
+        "true or false"
+        if k is bool
+        else "comma-separated ints (e.g. 64,64)"
+        if typing.get_origin(k) is tuple
+        else getattr(k, "__name__", str(k))
+        for k in kinds
+    ]
+    raise ConfigError(f"{source} {name}={value!r}: not a valid {' or '.join(names)}")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The field values in a `.json`, `.yaml` or `.yml` file (a mapping of field to value).
+
+    Raises `ConfigError` if the file is missing, does not parse, or is not a mapping; the field
+    names and values are checked by `Config.from_dict`.
+    """
+    path = os.fspath(path)
+    if not path.endswith((".json", ".yaml", ".yml")):
+        raise ConfigError(f"--config {path}: expected a .json, .yaml or .yml file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read it ({error.strerror})") from error
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ConfigError(f"--config {path}: not valid JSON: {error}") from error
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--config {path}: not valid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of Config fields to values")
+    return data
 
 
 def _check_env_name(env_name: str) -> None:

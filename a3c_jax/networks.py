@@ -117,6 +117,7 @@ class ActorCritic(nn.Module):
     discrete: bool
     num_actions: int
     shared_torso: bool
+    log_std_init: float = 0.0  # Gaussian heads: the state-independent log-std starts here
 
     def setup(self) -> None:
         if self.shared_torso:
@@ -126,7 +127,9 @@ class ActorCritic(nn.Module):
             self.critic_torso = self.torso_fn()
         self.actor_head = _dense(self.num_actions, 0.01)
         if not self.discrete:
-            self.log_std = self.param("log_std", nn.initializers.zeros, (self.num_actions,))
+            self.log_std = self.param(
+                "log_std", nn.initializers.constant(self.log_std_init), (self.num_actions,)
+            )
         self.critic_head = _dense(1, 1.0)
 
     def _distribution(self, features: jax.Array) -> Distribution:
@@ -171,7 +174,9 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         def torso_fn() -> nn.Module:
             return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
-    module = ActorCritic(torso_fn, spec.discrete, spec.num_actions, config.shared_torso)
+    module = ActorCritic(
+        torso_fn, spec.discrete, spec.num_actions, config.shared_torso, config.log_std_init
+    )
     dummy_obs = jnp.zeros(spec.obs_shape, jnp.float32)
 
     return Networks(

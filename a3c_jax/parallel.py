@@ -162,7 +162,7 @@ def _drop_device_axis(runner: RunnerState) -> RunnerState:
 
 
 # Replicated parts: P(); per-device parts: split on their leading device axis.
-_RUNNER_SPECS = RunnerState(P(), P(AXIS), P(AXIS), P(), P(), P())
+_RUNNER_SPECS = RunnerState(P(), P(AXIS), P(AXIS), P(), P(), P(), P(), P())
 _RESULT_SPECS = TrainResult(P(), P(), P(), _RUNNER_SPECS)
 
 
@@ -180,12 +180,18 @@ def _spread_shard_map(trainer: Trainer, devices: Sequence[jax.Device]) -> Traine
     def init(key: PRNGKey) -> RunnerState:
         return shard(lambda k: _add_device_axis(trainer.init(k)), P(), _RUNNER_SPECS)(key)
 
-    def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
-        def local(r: RunnerState) -> tuple[RunnerState, UpdateMetrics]:
-            r, metrics = trainer.run(_drop_device_axis(r), num_updates)
+    def run(
+        runner: RunnerState, num_updates: int, until: Any = None
+    ) -> tuple[RunnerState, UpdateMetrics]:
+        if until is None:
+            until = jnp.iinfo(jnp.int32).max  # the trainer caps it at its budget
+
+        def local(r: RunnerState, u: jax.Array) -> tuple[RunnerState, UpdateMetrics]:
+            r, metrics = trainer.run(_drop_device_axis(r), num_updates, u)
             return _add_device_axis(r), metrics
 
-        return shard(local, (_RUNNER_SPECS,), (_RUNNER_SPECS, P()))(runner)
+        until = jnp.asarray(until, jnp.int32)
+        return shard(local, (_RUNNER_SPECS, P()), (_RUNNER_SPECS, P()))(runner, until)
 
     def train(key: PRNGKey) -> TrainResult:
         def local(k: PRNGKey) -> TrainResult:
@@ -213,8 +219,13 @@ def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
     def init(key: PRNGKey) -> RunnerState:
         return pmap(trainer.init)(copies(key))
 
-    def run(runner: RunnerState, num_updates: int) -> tuple[RunnerState, UpdateMetrics]:
-        runner, metrics = pmap(lambda r: trainer.run(r, num_updates))(runner)
+    def run(
+        runner: RunnerState, num_updates: int, until: Any = None
+    ) -> tuple[RunnerState, UpdateMetrics]:
+        if until is None:
+            until = jnp.iinfo(jnp.int32).max  # the trainer caps it at its budget
+        until = jnp.broadcast_to(jnp.asarray(until, jnp.int32), (local_count,))
+        runner, metrics = pmap(lambda r, u: trainer.run(r, num_updates, u))(runner, until)
         return runner, _first(metrics)
 
     def train(key: PRNGKey) -> TrainResult:

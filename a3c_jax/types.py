@@ -67,6 +67,15 @@ class RunnerState(NamedTuple):
     key: PRNGKey
     last_episode_return: jax.Array  # [] mean return of the latest finished episodes (nan: none yet)
     last_episode_length: jax.Array  # [] their mean length
+    updates: jax.Array  # [] int32 updates done that passed the divergence guard
+    diverged: jax.Array  # [] int32 0, or which quantities of update `updates + 1` were not
+    # finite (bits of `DIVERGED_LOSS`, `DIVERGED_GRADIENT`, `DIVERGED_PARAMS`): the state then
+    # holds that update's result and every later update is a no-op
+
+
+DIVERGED_LOSS = 1  # a loss (total, actor or critic) was nan or inf
+DIVERGED_GRADIENT = 2  # the gradient's global norm was nan or inf
+DIVERGED_PARAMS = 4  # a parameter was nan or inf after the optimiser step
 
 
 class UpdateOutput(NamedTuple):
@@ -82,6 +91,8 @@ class UpdateMetrics(NamedTuple):
 
     env_steps: jax.Array  # environment steps taken so far, this update included
     episode_return: jax.Array  # mean return of episodes finished in this update (else the last)
+    episode_return_min: jax.Array  # lowest return among them (else the last mean)
+    episode_return_max: jax.Array  # highest return among them (else the last mean)
     episode_length: jax.Array  # mean length of those episodes (else the last)
     episodes: jax.Array  # number of episodes finished in this update
     total_loss: jax.Array

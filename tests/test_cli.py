@@ -22,8 +22,8 @@ def test_parse_overrides_typed():
 @pytest.mark.parametrize(
     "item,match",
     [
-        ("nope=1", "no such Config field"),
-        ("num_envs=abc", "num_envs='abc'"),
+        ("nope=1", "is not a Config field"),
+        ("num_envs=abc", "num_envs='abc': not a valid int"),
         ("anneal_lr=maybe", "anneal_lr"),
         ("lr", "FIELD=VALUE"),
     ],
@@ -38,24 +38,6 @@ def test_bad_input_exits_2_before_training(capsys):
     assert "did you mean 'CartPole-v1'" in capsys.readouterr().err
     assert main(["train", "--set", "gamma=3"]) == 2
     assert "gamma=3.0 must lie in" in capsys.readouterr().err
-
-
-def test_train_end_to_end(capsys):
-    code = main(
-        [
-            "train",
-            "--no-cache",
-            "--episodes",
-            "3",
-            "--set",
-            "num_envs=4",
-            "n_steps=4",
-            "total_timesteps=64",
-        ]
-    )
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "env steps/s" in out and "greedy evaluation over 3 episodes" in out
 
 
 def test_train_a3c_end_to_end(capsys):

@@ -1,0 +1,217 @@
+"""The user's workflow end to end on tiny budgets: train into a run folder, resume bitwise,
+Ctrl-C, evaluate, plot, record a video, the save/load API, config files."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+import a3c_jax
+from a3c_jax import Config, runs
+from a3c_jax.checkpoint import flatten_state
+from a3c_jax.cli import main
+
+TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
+TINY_CONFIG = Config(num_envs=2, n_steps=2, total_timesteps=2 * 2 * 2000)  # 2,000 updates
+
+
+def _assert_states_equal(a, b):
+    flat_a, flat_b = flatten_state(a), flatten_state(b)
+    assert flat_a.keys() == flat_b.keys()
+    for path in flat_a:
+        np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=path)
+
+
+def test_train_eval_plot_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    options = ["--num-seeds", "2", "--episodes", "2", "--chunk-updates", "25", "--tensorboard"]
+    code = main(["train", "--no-cache", "--out", str(out), *options, "--set", *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "finished at update 100 of 100" in printed
+    assert "seed 1: greedy evaluation over 2 episodes" in printed
+    # The run folder: resolved config, versions, per-seed metrics per chunk, checkpoints.
+    saved_config = Config.from_dict(json.loads((out / "config.json").read_text()))
+    assert saved_config == Config(num_envs=4, n_steps=4, total_timesteps=1600)
+    info = json.loads((out / "run.json").read_text())
+    assert info["versions"]["a3c_jax"] == a3c_jax.__version__
+    assert info["status"] == "finished" and info["num_seeds"] == 2 and info["update"] == 100
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == runs.METRIC_COLUMNS
+    assert [(int(r["seed"]), int(r["update"])) for r in rows] == [
+        (s, u) for u in (25, 50, 75, 100) for s in (0, 1)
+    ]
+    assert all(int(r["env_steps"]) == 16 * int(r["update"]) for r in rows)
+    last = [r for r in rows if int(r["update"]) == 100]
+    for r in last:
+        assert float(r["return_min"]) <= float(r["return_mean"]) <= float(r["return_max"])
+        assert float(r["steps_per_second"]) > 0 and float(r["learning_rate"]) > 0
+    assert len(list((out / "tensorboard" / "seed_1").glob("events.out.tfevents.*"))) == 1
+    assert [p.name for p in (out / "checkpoints").iterdir()][-1].endswith("100.ckpt")
+
+    # eval prints a number per seed and their mean; --video writes a GIF.
+    gif = tmp_path / "episode.gif"
+    code = main(["eval", str(out), "--episodes", "3", "--video", str(gif), "--video-steps", "50"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: CartPole-v1 a2c, greedy over 3 episodes: " in printed
+    mean = float(printed.split("mean over 2 seeds: ")[1].split(" ±")[0])
+    assert 1.0 <= mean <= 500.0
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+
+    # plot writes a non-empty PNG.
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    straight = runs.train_run(
+        TINY_CONFIG, tmp_path / "straight", chunk_updates=100, progress=False, log=lambda _: None
+    )
+    assert straight.status == "finished" and straight.update == 2000
+    first = runs.train_run(
+        TINY_CONFIG,
+        tmp_path / "resumed",
+        chunk_updates=100,
+        stop_after=1000,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert first.status == "stopped" and first.update == 1000
+    # Only the checkpoint on disk carries the state over.
+    second = runs.train_run(
+        TINY_CONFIG, tmp_path / "resumed", resume=True, progress=False, log=lambda _: None
+    )
+    assert second.status == "finished" and second.update == 2000
+    _assert_states_equal(straight.runner_state, second.runner_state)
+    _assert_states_equal(
+        a3c_jax.load(tmp_path / "straight").runner_state,
+        a3c_jax.load(tmp_path / "resumed").runner_state,
+    )
+    a = runs.read_metrics(tmp_path / "straight")
+    b = runs.read_metrics(tmp_path / "resumed")
+    for column in runs.METRIC_COLUMNS:
+        if column not in ("time_s", "steps_per_second"):
+            np.testing.assert_array_equal(a[column], b[column], err_msg=column)
+
+
+def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "a3c_jax", "train", "--no-cache", "--out", str(out)]
+    command += ["--chunk-updates", "50", "--episodes", "0", "--set", "num_envs=4", "n_steps=4"]
+    command += ["total_timesteps=100000000"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # wait until chunks are being written
+            metrics = out / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) > 2:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert f"resume with: a3c-jax train --resume {out}" in stdout.decode()
+    saved = a3c_jax.load(out)
+    assert saved.meta["status"] == "interrupted"
+    assert 0 < saved.meta["update"] < Config(total_timesteps=100000000).num_updates
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
+    assert np.all(np.isfinite(returns))
+
+
+def test_save_load_api(tmp_path):
+    config = Config(num_envs=4, n_steps=4, total_timesteps=1600)  # TINY: evaluate compiled once
+    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
+    a3c_jax.save(tmp_path / "run", result, config, seed=0)
+    loaded = a3c_jax.load(tmp_path / "run")
+    assert loaded.config == config and loaded.meta["num_seeds"] == 2
+    chex.assert_trees_all_equal(loaded.params, result.params)
+    one = a3c_jax.load(tmp_path / "run", index=1)
+    chex.assert_trees_all_equal(one.params, jax.tree.map(lambda x: x[1], result.params))
+    returns = a3c_jax.evaluate(one.config, one.params, jax.random.PRNGKey(0), 2)
+    assert returns.shape == (2,) and np.all(returns >= 1)
+    with pytest.raises(ValueError, match=r"holds seeds 0\.\.1"):
+        a3c_jax.load(tmp_path / "run", index=2)
+    with pytest.raises(a3c_jax.RunDirError, match="--overwrite"):
+        a3c_jax.save(tmp_path / "run", result, config)
+    # A result of another configuration does not fit (and nothing is written).
+    other = Config(num_envs=4, n_steps=4, total_timesteps=80, hidden_sizes=(8,))
+    with pytest.raises(a3c_jax.CheckpointError, match="does not fit"):
+        a3c_jax.save(tmp_path / "other", result, other)
+
+
+def test_config_file_yaml_and_json(tmp_path, capsys):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("env_name: Acrobot-v1\nlr: 7e-4\nhidden_sizes: [32, 32]\n")
+    assert main(["train", "--config", str(yaml_file), "--set", "num_envs=4", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["env_name"] == "Acrobot-v1" and resolved["lr"] == 7e-4
+    assert resolved["hidden_sizes"] == [32, 32] and resolved["num_envs"] == 4
+    # The resolved config a run folder holds is itself a valid --config file.
+    json_file = tmp_path / "c.json"
+    json_file.write_text(json.dumps(resolved))
+    assert main(["train", "--config", str(json_file), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out) == resolved
+
+
+def test_resume_of_a_cli_run_and_overwrite(tmp_path, capsys):
+    # The same config, seeds and chunk as the end-to-end test: the compiled chunk is reused.
+    out = str(tmp_path / "run")
+    base = ["train", "--no-cache", "--out", out, "--episodes", "0", "--num-seeds", "2"]
+    base += ["--chunk-updates", "25"]
+    assert main([*base, "--stop-after", "50", "--set", *TINY]) == 0
+    assert "stopped at update 50 of 100" in capsys.readouterr().out
+    assert main(["train", "--no-cache", "--episodes", "0", "--resume", out]) == 0
+    assert "finished at update 100 of 100" in capsys.readouterr().out
+    updates = runs.read_metrics(out)["update"]
+    np.testing.assert_array_equal(updates, [25, 25, 50, 50, 75, 75, 100, 100])
+    # --overwrite replaces the run (without it the folder is refused: see test_reliability).
+    assert main([*base, "--overwrite", "--stop-after", "25", "--set", *TINY]) == 0
+    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25])
+    assert a3c_jax.load(out).meta["update"] == 25
+
+
+def test_video_renderers_cover_the_preset_environments(key):
+    from a3c_jax import envs, video
+
+    for name in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0"):
+        spec = envs.make_env(name)
+        _, state = spec.env.reset(key, spec.env_params)
+        image = video.STATE_RENDERERS[name](state, spec.env_params)
+        assert image.size == (video.WIDTH, video.HEIGHT)
+        assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 2  # something drawn
+    for name in ("Catch-bsuite", "Breakout-MinAtar"):
+        assert video.can_render(name)
+        spec = envs.make_env(name)
+        obs, _ = spec.env.reset(key, spec.env_params)
+        pixels = np.asarray(video.draw_grid(np.asarray(obs))).reshape(-1, 3)
+        assert len(np.unique(pixels, axis=0)) >= 2
+    assert not video.can_render("MetaMaze-misc")  # a vector observation, no renderer
+
+
+def test_preset_results_match_the_presets():
+    from a3c_jax import presets
+
+    for (env_name, algo), result in presets.PRESET_RESULTS.items():
+        config = Config(env_name=env_name, algo=algo)
+        assert result["env_steps"] == config.total_timesteps, (env_name, algo)
+        assert result["worst_seed"] <= result["return"]
+        assert result["return"] >= result["random"]

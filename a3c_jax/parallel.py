@@ -12,9 +12,10 @@ Two backends map the per-device loop (`train.make_trainer`'s) over the devices:
 - `"shard_map"` (the default): `jax.shard_map` over a one-axis `Mesh`. Parameters, optimiser
   state, keys and metrics are replicated global arrays (`P()`: one logical value, a copy on each
   device). It runs over several processes too.
-- `"pmap"`: `jax.pmap`, as the design card asks; every leaf of its `RunnerState` carries a
-  leading device axis `[D, ...]` (replicated values as `D` copies). One process only: in JAX
-  0.10, a pmap under `jit` reduces over the devices of its own process alone.
+- `"pmap"`: `jax.pmap`, as the design card asks. Inside, every leaf carries a leading device
+  axis (replicated values as `D` copies, `pmap_run`); the trainer hands out device 0's copy of
+  the replicated values, so both backends have the same `RunnerState` layout (and checkpoints).
+  One process only: in JAX 0.10, a pmap under `jit` reduces over its own process's devices.
 
 The per-device code is written as for `pmap`: `shard_map` runs with `check_vma=False`, because
 an environment reset inside the loop makes constant leaves (an episode's step counter) that JAX
@@ -145,6 +146,9 @@ def spread(trainer: Trainer, config: Config, count: int) -> Trainer:
     return _spread_shard_map(trainer, devices)
 
 
+PER_DEVICE = ("env", "algo_state")  # the RunnerState fields with a leading device axis [D, ...]
+
+
 def _add_device_axis(runner: RunnerState) -> RunnerState:
     """Inside a device: gives the per-device parts (`env`, `algo_state`) a leading axis of 1,
     which the mapping concatenates into `[D, ...]`."""
@@ -162,7 +166,7 @@ def _drop_device_axis(runner: RunnerState) -> RunnerState:
 
 
 # Replicated parts: P(); per-device parts: split on their leading device axis.
-_RUNNER_SPECS = RunnerState(P(), P(AXIS), P(AXIS), P(), P(), P(), P(), P())
+_RUNNER_SPECS = RunnerState(*(P(AXIS) if f in PER_DEVICE else P() for f in RunnerState._fields))
 _RESULT_SPECS = TrainResult(P(), P(), P(), _RUNNER_SPECS)
 
 
@@ -207,8 +211,34 @@ def _first(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
+def _with_copies(runner: RunnerState, count: int) -> RunnerState:
+    """The replicated fields of `runner` as `count` copies `[count, ...]` (pmap's layout)."""
+    return runner._replace(
+        **{
+            name: jax.tree.map(lambda x: jnp.broadcast_to(x, (count, *jnp.shape(x))), value)
+            for name, value in runner._asdict().items()
+            if name not in PER_DEVICE
+        }
+    )
+
+
+def _without_copies(runner: RunnerState) -> RunnerState:
+    """The replicated fields of a pmap `runner` as one value (device 0's copy: they are all
+    bitwise equal, `tests/multidevice`); per-device fields keep their device axis."""
+    replicated = {k: v for k, v in runner._asdict().items() if k not in PER_DEVICE}
+    return runner._replace(**{name: _first(value) for name, value in replicated.items()})
+
+
+def pmap_run(trainer: Trainer, devices: Sequence[jax.Device]) -> Callable:
+    """The per-device `trainer.run` under `jax.pmap`, as it is: `run(runner, num_updates,
+    until)` with every leaf of `runner` (and `until`) carrying a leading device axis, and every
+    leaf of the result too (each device's own copy of the replicated values)."""
+    return jax.pmap(trainer.run, axis_name=AXIS, devices=devices, static_broadcasted_argnums=(1,))
+
+
 def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
     local_count = sum(d.process_index == jax.process_index() for d in devices)
+    raw_run = pmap_run(trainer, devices)
 
     def pmap(fn: Callable) -> Callable:
         return jax.pmap(fn, axis_name=AXIS, devices=devices)
@@ -217,16 +247,16 @@ def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
         return jnp.broadcast_to(key, (local_count, *jnp.shape(key)))
 
     def init(key: PRNGKey) -> RunnerState:
-        return pmap(trainer.init)(copies(key))
+        return _without_copies(pmap(trainer.init)(copies(key)))
 
     def run(
         runner: RunnerState, num_updates: int, until: Any = None
     ) -> tuple[RunnerState, UpdateMetrics]:
         if until is None:
             until = jnp.iinfo(jnp.int32).max  # the trainer caps it at its budget
-        until = jnp.broadcast_to(jnp.asarray(until, jnp.int32), (local_count,))
-        runner, metrics = pmap(lambda r, u: trainer.run(r, num_updates, u))(runner, until)
-        return runner, _first(metrics)
+        until = copies(jnp.asarray(until, jnp.int32))
+        runner, metrics = raw_run(_with_copies(runner, local_count), num_updates, until)
+        return _without_copies(runner), _first(metrics)
 
     def train(key: PRNGKey) -> TrainResult:
         result = pmap(trainer.train)(copies(key))
@@ -234,7 +264,7 @@ def _spread_pmap(trainer: Trainer, devices: Sequence[jax.Device]) -> Trainer:
             _first(result.params),
             _first(result.opt_state),
             _first(result.metrics),
-            result.runner_state,
+            _without_copies(result.runner_state),
         )
 
     return trainer._replace(init=init, run=run, train=train)

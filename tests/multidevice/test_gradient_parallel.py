@@ -20,6 +20,7 @@ from a3c_jax import Config, ConfigError, envs, parallel
 from a3c_jax.algorithms.actor_critic import nstep_collect, nstep_loss
 from a3c_jax.networks import make_networks
 from a3c_jax.optim import compute_gradients
+from a3c_jax.train import _make_device_trainer
 
 BACKENDS = ("shard_map", "pmap")
 # Clipping off, so that the gradient's scale reaches the parameters.
@@ -142,12 +143,31 @@ def test_unequal_device_batches_weigh_by_samples(backend):
 
 
 class Stepper:
-    """A trainer's `init` and a one-update `run`, each compiled once, for stepping a run."""
+    """A trainer's `init` and a one-update `run`, each compiled once, for stepping a run.
 
-    def __init__(self, config):
-        trainer = a3c_jax.make_trainer(config)
-        self.init = jax.jit(trainer.init)
-        self.step = jax.jit(lambda runner: trainer.run(runner, 1))
+    `pmap_copies`: the pmap backend's per-device loop as `parallel.pmap_run` runs it, every leaf
+    of the runner with its device axis (each device's own copy of the replicated values, which
+    the public trainer reduces to device 0's)."""
+
+    def __init__(self, config, pmap_copies=False):
+        if not pmap_copies:
+            trainer = a3c_jax.make_trainer(config)
+            self.init = jax.jit(trainer.init)
+            self.step = jax.jit(lambda runner: trainer.run(runner, 1))
+            return
+        count, devices = config.num_devices, jax.devices()[: config.num_devices]
+        local = parallel.device_config(config, count)
+        device_trainer = _make_device_trainer(config, local, parallel.AXIS)
+        init = jax.pmap(device_trainer.init, parallel.AXIS, devices=devices)
+        run = parallel.pmap_run(device_trainer, devices)
+        until = jnp.full((count,), 1 << 30, jnp.int32)
+        self.init = lambda key: init(jnp.broadcast_to(key, (count, *key.shape)))
+
+        def step(runner):
+            runner, metrics = run(runner, 1, until)
+            return runner, jax.tree.map(lambda x: x[0], metrics)
+
+        self.step = step
 
     def updates(self, key, count):
         """The runner and metrics `[1]` after each of `count` updates from `init(key)`."""
@@ -188,7 +208,7 @@ def _assert_same_update(metrics, ref_metrics, fields=("total_loss", "actor_loss"
 @pytest.mark.parametrize("count", [2, 4])
 def test_updates_equal_one_device_and_replicas_stay_equal(one_device_updates, backend, count):
     config = SMALL.replace(max_grad_norm=0.5, num_devices=count, parallel_backend=backend)
-    updates = Stepper(config).updates(jax.random.PRNGKey(7), UPDATES)
+    updates = Stepper(config, pmap_copies=backend == "pmap").updates(jax.random.PRNGKey(7), UPDATES)
     (runner, metrics), (ref_runner, ref_metrics) = updates[0], one_device_updates[0]
     replicas = _replicas(runner.train_state, backend)
     params = jax.tree.map(lambda x: x[0], replicas.params)
@@ -261,9 +281,7 @@ def test_seeds_vmapped_inside_devices(one_device_updates, backend):
     runner, metrics = jax.jit(jax.vmap(lambda k: trainer.run(trainer.init(k), UPDATES)))(keys)
     chex.assert_shape(metrics.total_loss, (2, UPDATES))
     chex.assert_shape(runner.env.obs, (2, 2, SMALL.num_envs // 2, 4))  # [seeds, devices, ...]
-    params = runner.train_state.params
-    if backend == "pmap":
-        params = jax.tree.map(lambda x: x[:, 0], params)
+    params = runner.train_state.params  # both backends: one copy, [seeds, ...]
     ref_runner, _ = one_device_updates[-1]
     assert _max_abs_diff(jax.tree.map(lambda x: x[0], params), ref_runner.train_state.params) < 1e-5
     np.testing.assert_allclose(

@@ -291,6 +291,24 @@ def test_seeds_vmapped_inside_devices(one_device_updates, backend):
     assert not np.allclose(kernels[0], kernels[1])  # the seeds differ
 
 
+def test_run_folder_checkpoint_and_resume_on_devices(one_device_updates, tmp_path):
+    """The user's workflow (`a3c_jax.runs`, `a3c-jax train --out/--resume`) on 2 devices with
+    pmap, whose runner layout is the one-device layout plus a device axis on the environments:
+    stopped after 2 updates, resumed to 4, it ends with the one device's parameters."""
+    from a3c_jax import runs
+
+    config = SMALL.replace(max_grad_norm=0.5, num_devices=2, parallel_backend="pmap")
+    quiet = {"progress": False, "log": lambda message: None, "chunk_updates": 2, "seed": 7}
+    first = runs.train_run(config, tmp_path / "run", stop_after=2, **quiet)
+    assert first.status == "stopped" and first.update == 2
+    second = runs.train_run(config, tmp_path / "run", resume=True, stop_after=UPDATES - 2, **quiet)
+    assert second.update == UPDATES
+    saved = runs.load(tmp_path / "run")
+    chex.assert_shape(saved.runner_state.env.obs, (2, SMALL.num_envs // 2, 4))
+    ref_runner, _ = one_device_updates[-1]
+    assert _max_abs_diff(saved.params, ref_runner.train_state.params) < 1e-5
+
+
 def test_device_count_errors_before_compiling():
     with pytest.raises(ConfigError, match=r"num_devices=8 asks for more devices than exist"):
         a3c_jax.make_trainer(SMALL.replace(num_devices=8))

@@ -241,6 +241,12 @@ class Config:
                 f"({', '.join(map(repr, presets.ASYNCHRONOUS_ALGORITHMS))}); algo={self.algo!r} is "
                 "synchronous: it runs num_envs environments in parallel under one learner"
             )
+        if self.algo in presets.ASYNCHRONOUS_ALGORITHMS and self.num_devices != 1:
+            raise ConfigError(
+                f"num_devices={self.num_devices!r} does not apply to algo={self.algo!r}: its "
+                "workers are threads sharing one device's parameters (num_devices must be 1); "
+                "for gradient parallelism over devices use algo='a2c' with num_devices"
+            )
         if self.num_updates < self.num_workers:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} buys {self.num_updates} updates of "

@@ -148,6 +148,8 @@ def test_config_errors_before_compiling(key):
         Config(algo="a3c", num_workers=0)
     with pytest.raises(ConfigError, match="num_workers=4 is only meaningful with an asynchronous"):
         Config(algo="a2c", num_workers=4)
+    with pytest.raises(ConfigError, match="num_devices=2 does not apply to algo='a3c'"):
+        Config(algo="a3c", num_devices=2, num_envs=2)
     with pytest.raises(ConfigError, match="fewer than num_workers=4"):
         Config(algo="a3c", num_workers=4, num_envs=1, n_steps=5, total_timesteps=15)
     with pytest.raises(ConfigError, match="train_async"):

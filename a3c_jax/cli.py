@@ -166,7 +166,7 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"resume with: a3c-jax train --resume {run_dir}")
         return 0
     if args.episodes:
-        params = outcome.runner_state.train_state.params
+        params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
         for i in range(num_seeds):
             p = jax.tree.map(lambda x, i=i: x[i], params) if num_seeds > 1 else params
             returns = np.asarray(

@@ -193,10 +193,21 @@ def seed_axis(meta: dict[str, Any]) -> int | None:
     return int(meta["num_seeds"]) if meta.get("batched") else None
 
 
-def _seed_axis(runner: RunnerState) -> int | None:
-    """The number of seeds of a (possibly vmapped) runner state; `None` for an unbatched one."""
-    shape = np.shape(runner.train_state.update_step)
-    return int(shape[0]) if shape else None
+def _seed_axis(runner: RunnerState, config: Config) -> int | None:
+    """The number of seeds of a (possibly vmapped) runner state of `config`; `None` for an
+    unbatched one (compared with the unbatched state's shapes: pmap adds a device axis)."""
+    single = state_template(config, None).updates.shape
+    shape = np.shape(runner.updates)
+    return None if shape == single else int(shape[0])
+
+
+def policy_params(config: Config, runner: RunnerState, batched: bool) -> Params:
+    """The parameters of `runner` as `evaluate` takes them (with a leading seed axis if
+    `batched`): `parallel_backend="pmap"` keeps a copy per device, of which one is taken."""
+    params = runner.train_state.params
+    if config.parallel_backend == "pmap" and config.num_devices != 1:
+        params = jax.tree.map(lambda x: x[:, 0] if batched else x[0], params)
+    return params
 
 
 def restore_checkpoint(
@@ -233,7 +244,7 @@ def save(
     runner = result.runner_state if isinstance(result, TrainResult) else result
     run_dir = prepare_new_run_dir(run_dir, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    num_seeds = _seed_axis(runner)
+    num_seeds = _seed_axis(runner, config)
     ckpt.unflatten_state(  # fails early, with a clear message, on a state of another config
         ckpt.flatten_state(runner), state_template(config, num_seeds), "the result to save"
     )
@@ -283,7 +294,8 @@ def load(
         else:
             runner = jax.tree.map(lambda x: x[index], runner)
     meta = {**content.meta, "checkpoint": str(path)}
-    return SavedRun(content.config, runner.train_state.params, runner, meta)
+    batched = num_seeds is not None and index is None
+    return SavedRun(content.config, policy_params(content.config, runner, batched), runner, meta)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -712,10 +724,7 @@ def train_run(
                         runner.diverged,
                     )
                 )
-                new_updates, new_env_steps = (
-                    np.atleast_1d(new_updates),
-                    np.atleast_1d(new_env_steps),
-                )
+                new_updates, new_env_steps = per_seed(new_updates), per_seed(new_env_steps)
                 now = clock()
                 rate = float(np.sum(new_env_steps - env_steps)) / max(now - last_time, 1e-9)
                 if not batched:

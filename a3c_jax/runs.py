@@ -203,11 +203,10 @@ def _seed_axis(runner: RunnerState, config: Config) -> int | None:
 
 def policy_params(config: Config, runner: RunnerState, batched: bool) -> Params:
     """The parameters of `runner` as `evaluate` takes them (with a leading seed axis if
-    `batched`): `parallel_backend="pmap"` keeps a copy per device, of which one is taken."""
-    params = runner.train_state.params
-    if config.parallel_backend == "pmap" and config.num_devices != 1:
-        params = jax.tree.map(lambda x: x[:, 0] if batched else x[0], params)
-    return params
+    `batched`). Both device backends return the replicated parameters once (`parallel.spread`),
+    so they are the runner's own."""
+    del config, batched
+    return runner.train_state.params
 
 
 def restore_checkpoint(

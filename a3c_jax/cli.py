@@ -165,18 +165,42 @@ def train_command(args: argparse.Namespace) -> int:
     if outcome.status == "stopped":
         print(f"resume with: a3c-jax train --resume {run_dir}")
         return 0
-    if args.episodes:
-        params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
-        for i in range(num_seeds):
-            p = jax.tree.map(lambda x, i=i: x[i], params) if num_seeds > 1 else params
-            returns = np.asarray(
-                a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)
-            )
-            print(
-                f"seed {i}: greedy evaluation over {args.episodes} episodes: "
-                f"{returns.mean():.1f} ± {returns.std():.1f}"
-            )
+    params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
+    _report_greedy(config, _seeds(params, num_seeds), args.episodes)
     return 0
+
+
+def _report_greedy(
+    config: Config,
+    params_per_seed: Sequence[Any],
+    episodes: int,
+    last_returns: Sequence[float] | None = None,
+) -> None:
+    """Prints each seed's greedy evaluation over `episodes` (nothing if 0), after its last
+    training return if given."""
+    import jax
+    import numpy as np
+
+    import a3c_jax
+
+    for i, params in enumerate(params_per_seed if episodes else []):
+        returns = np.asarray(
+            a3c_jax.evaluate(config, params, jax.random.PRNGKey(10_000 + i), episodes)
+        )
+        last = "" if last_returns is None else f"last training return {last_returns[i]:.1f}; "
+        print(
+            f"seed {i}: {last}greedy evaluation over {episodes} episodes: "
+            f"{returns.mean():.1f} ± {returns.std():.1f}"
+        )
+
+
+def _seeds(params: Any, num_seeds: int) -> list[Any]:
+    """`[S, ...]` parameters as a list of each seed's (unbatched when `num_seeds` is 1)."""
+    import jax
+
+    if num_seeds == 1:
+        return [params]
+    return [jax.tree.map(lambda x, i=i: x[i], params) for i in range(num_seeds)]
 
 
 def _train_multiprocess(args: argparse.Namespace, config: Config, num_seeds: int) -> int:
@@ -200,31 +224,19 @@ def _train_multiprocess(args: argparse.Namespace, config: Config, num_seeds: int
     t2 = time.perf_counter()
     if not output:
         return 0
-    steps = config.num_updates * config.batch_size * num_seeds
+    # Environment steps actually played (episodic algorithms stop at the budget).
+    steps = int(np.sum(distributed.fetch(result.runner_state.train_state.env_steps)))
     rate = steps / (t2 - t1)
     print(f"trace+compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {rate:,.0f} env steps/s")
-    all_params = distributed.fetch(result.params)
-    params = (
-        [all_params]
-        if num_seeds == 1
-        else [jax.tree.map(lambda x, i=i: x[i], all_params) for i in range(num_seeds)]
-    )
     final = distributed.fetch(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
-    for i, p in enumerate(params if args.episodes else []):
-        returns = np.asarray(
-            a3c_jax.evaluate(config, p, jax.random.PRNGKey(10_000 + i), args.episodes)
-        )
-        print(
-            f"seed {i}: last training return {final[i]:.1f}; greedy evaluation over "
-            f"{args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}"
-        )
+    params = _seeds(distributed.fetch(result.params), num_seeds)
+    _report_greedy(config, params, args.episodes, final)
     return 0
 
 
 def train_async_command(config: Config, args: argparse.Namespace) -> int:
     """`a3c` and the like: threads, so seeds one after the other (no vmap)."""
     import jax
-    import numpy as np
 
     import a3c_jax
 
@@ -232,8 +244,10 @@ def train_async_command(config: Config, args: argparse.Namespace) -> int:
     print(config)
     key = jax.random.PRNGKey(args.seed)
     keys = jax.random.split(key, num_seeds) if num_seeds > 1 else [key]
+    results = []
     for i, seed_key in enumerate(keys):
         result = a3c_jax.train_async(config, seed_key)
+        results.append(result)
         print(
             f"seed {i}: compile {result.compile_seconds:.2f} s, train {result.wall_seconds:.2f} s "
             f"with {config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
@@ -241,15 +255,8 @@ def train_async_command(config: Config, args: argparse.Namespace) -> int:
             f"{result.staleness_mean:.2f} max {result.staleness_max}"
             + (" (interrupted)" if result.interrupted else "")
         )
-        if not args.episodes:
-            continue
-        returns = np.asarray(
-            a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(10_000 + i), args.episodes)
-        )
-        print(
-            f"seed {i}: last training return {result.metrics.episode_return[-1]:.1f}; greedy "
-            f"evaluation over {args.episodes} episodes: {returns.mean():.1f} ± {returns.std():.1f}"
-        )
+    last = [float(r.metrics.episode_return[-1]) for r in results]
+    _report_greedy(config, [r.params for r in results], args.episodes, last)
     return 0
 
 

@@ -124,7 +124,15 @@ def step(
     spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
 ) -> tuple[EnvCarry, Transition]:
     """Steps `B` environments with `action` `[B, A...]`; auto-resets finished episodes. Each
-    environment draws from its own key, `env_keys(key, carry.env_id)`.
+    environment draws from its own key, `env_keys(key, carry.env_id)` (see `step_each`)."""
+    return step_each(spec, env_keys(key, carry.env_id), carry, action)
+
+
+def step_each(
+    spec: EnvSpec, keys: jax.Array, carry: EnvCarry, action: jax.Array
+) -> tuple[EnvCarry, Transition]:
+    """`step` with the environments' own keys given, `[B]` (raw: `[B, 2]`): for callers that
+    draw many steps' keys at once (`rollout.rollout_keys`).
 
     Returns the new carry and the `Transition` of this step, whose `episode_return` and
     `episode_length` hold the finished episode's totals where `done`.
@@ -132,7 +140,7 @@ def step(
     env_action = clip_action(spec, action)
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         spec.env.step, in_axes=(0, 0, 0, None)
-    )(env_keys(key, carry.env_id), carry.env_state, env_action, spec.env_params)
+    )(keys, carry.env_state, env_action, spec.env_params)
     reward = jnp.asarray(reward, jnp.float32)
     terminated = jnp.asarray(terminated, bool)
     truncated = jnp.asarray(truncated, bool) & ~terminated

@@ -27,7 +27,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,7 @@ from a3c_jax.optim import (
     Optimizer,
     apply_gradients,
     compute_gradients,
+    flatten,
     init_train_state,
     make_optimizer,
 )
@@ -237,7 +238,7 @@ def make_async_parts(config: Config) -> AsyncParts:
 
     def init(key: PRNGKey) -> tuple[TrainState, list[Carry]]:
         keys = init_keys(key)
-        flat_params, _ = ravel_pytree(networks.init(keys.params))
+        flat_params = flatten(networks.init(keys.params))
         carries = []
         for worker in range(config.num_workers):
             env_key, loop_key = worker_keys(keys, worker)
@@ -258,7 +259,7 @@ def make_async_parts(config: Config) -> AsyncParts:
         )
         metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
         stacked = jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
-        return tuple(jax.tree.leaves((env, key))), ravel_pytree(grads)[0], stacked
+        return tuple(jax.tree.leaves((env, key))), flatten(grads), stacked
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
@@ -278,17 +279,9 @@ def make_async_parts(config: Config) -> AsyncParts:
 
 
 def _unravel_train_state(train_state: TrainState, unravel: Callable) -> TrainState:
-    """The store's flat `TrainState` with parameters, and the optimiser's per-parameter
-    statistics (leaves of the flat vector's shape), as the networks' pytrees."""
-    size = train_state.params.shape
-
-    def restore(leaf: Any) -> Any:
-        return unravel(leaf) if getattr(leaf, "shape", None) == size else leaf
-
-    return train_state._replace(
-        params=unravel(train_state.params),
-        opt_state=jax.tree.map(restore, train_state.opt_state),
-    )
+    """The store's flat `TrainState` with the parameters as the networks' pytree; the optimiser
+    state is over the flat vector already, as in the synchronous trainer (`optim.Optimizer`)."""
+    return train_state._replace(params=unravel(train_state.params))
 
 
 def _forward_fill(x: np.ndarray) -> np.ndarray:

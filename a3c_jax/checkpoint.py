@@ -69,6 +69,7 @@ def unflatten_state(arrays: Mapping[str, np.ndarray], template: Any, source: str
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     paths = [jax.tree_util.keystr(path) for path, _ in flat]
+    arrays = _join_split_vectors(arrays, paths, [leaf for _, leaf in flat])
     missing = [p for p in paths if p not in arrays]
     extra = [p for p in arrays if p not in set(paths)]
     problems = []
@@ -99,6 +100,29 @@ def unflatten_state(arrays: Mapping[str, np.ndarray], template: Any, source: str
             f"{source or 'checkpoint'} does not fit this training state: " + "; ".join(problems)
         )
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _join_split_vectors(
+    arrays: Mapping[str, np.ndarray], paths: list[str], leaves: list[Any]
+) -> Mapping[str, np.ndarray]:
+    """Checkpoints written before the optimiser state was kept over the flattened parameters
+    (`optim.Optimizer`) hold it as a tree below each vector's path (`<path>['params'][...]`):
+    joins those pieces, in their stored (tree) order, into the vector `[..., P]` the template
+    expects at `<path>`. Anything else is left as it is."""
+    out = dict(arrays)
+    for path, leaf in zip(paths, leaves, strict=True):
+        if path in out or not leaf.shape:
+            continue
+        pieces = [key for key in arrays if key.startswith(path + "[")]
+        lead = tuple(leaf.shape[:-1])
+        if not pieces or any(tuple(arrays[key].shape[: len(lead)]) != lead for key in pieces):
+            continue
+        joined = np.concatenate([arrays[key].reshape(*lead, -1) for key in pieces], axis=-1)
+        if joined.shape == tuple(leaf.shape):
+            for key in pieces:
+                del out[key]
+            out[path] = joined
+    return out
 
 
 def encode(arrays: Mapping[str, np.ndarray], config: Config, meta: Mapping[str, Any]) -> bytes:

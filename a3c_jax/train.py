@@ -14,7 +14,7 @@ from a3c_jax import envs, parallel
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
-from a3c_jax.optim import init_train_state, make_optimizer
+from a3c_jax.optim import flatten, init_train_state, make_optimizer
 from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
 from a3c_jax.types import (
     DIVERGED_GRADIENT,
@@ -131,7 +131,7 @@ def divergence(metrics: UpdateMetrics, params: Params) -> jax.Array:
     else the bits (`DIVERGED_LOSS`, `DIVERGED_GRADIENT`, `DIVERGED_PARAMS`) of those that are
     not. One fused pass over the parameters; no host round trip."""
     losses = jnp.stack([metrics.total_loss, metrics.actor_loss, metrics.critic_loss])
-    params_ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
+    params_ok = jnp.all(jnp.isfinite(flatten(params)))
     return (
         jnp.where(jnp.all(jnp.isfinite(losses)), 0, DIVERGED_LOSS)
         | jnp.where(jnp.isfinite(metrics.grad_norm), 0, DIVERGED_GRADIENT)

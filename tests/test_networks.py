@@ -8,7 +8,7 @@ import pytest
 
 from a3c_jax import Config, envs
 from a3c_jax.distributions import Categorical, DiagGaussian
-from a3c_jax.networks import make_networks
+from a3c_jax.networks import make_networks, orthogonal_kernels
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,24 @@ def test_orthogonal_init_and_small_policy_head(key):
         {"params": params}, jax.random.normal(key, (10, 4))
     )
     np.testing.assert_allclose(pi.entropy(), np.log(2), atol=1e-3)
+
+
+def test_orthogonal_kernels_of_mixed_shapes_in_one_draw(key):
+    """One batched draw gives every kernel its own orthogonal matrix at its gain: columns
+    orthonormal for tall kernels, rows for wide ones, whatever the other kernels' shapes."""
+    shapes = [(4, 64), (64, 64), (64, 64), (64, 2), (3, 3, 4, 16), (1024, 64), (64, 1)]
+    gains = [1.0, 2.0, 2.0, 0.5, 1.0, 3.0, 1.0]
+    kernels = orthogonal_kernels(key, shapes, gains)
+    for shape, gain, kernel in zip(shapes, gains, kernels, strict=True):
+        chex.assert_shape(kernel, shape)
+        w = np.asarray(kernel).reshape(-1, shape[-1]) / gain
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, np.eye(min(w.shape)), atol=2e-5)
+    # Distinct draws per kernel, and per key.
+    assert not np.allclose(kernels[1], kernels[2], atol=0.1)
+    np.testing.assert_raises(
+        AssertionError,
+        np.testing.assert_allclose,
+        kernels[1],
+        orthogonal_kernels(jax.random.PRNGKey(7), shapes, gains)[1],
+    )

@@ -11,12 +11,13 @@ import time
 
 import chex
 import jax
+import jax.flatten_util
 import numpy as np
 import pytest
 
 import a3c_jax
 from a3c_jax import Config, runs
-from a3c_jax.checkpoint import flatten_state
+from a3c_jax.checkpoint import flatten_state, unflatten_state
 from a3c_jax.cli import main
 
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
@@ -156,6 +157,27 @@ def test_save_load_api(tmp_path):
     other = Config(num_envs=4, n_steps=4, total_timesteps=80, hidden_sizes=(8,))
     with pytest.raises(a3c_jax.CheckpointError, match="does not fit"):
         a3c_jax.save(tmp_path / "other", result, other)
+
+
+def test_checkpoints_with_a_per_layer_optimizer_state_still_load():
+    """Checkpoints written before the optimiser state was kept over the flattened parameters
+    hold it as one array per layer below each state vector; they load into today's state."""
+    config = Config(num_envs=4, n_steps=4, total_timesteps=1600)
+    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
+    state = (result.params, result.opt_state)
+    arrays = flatten_state(state)
+    old_layout = {}
+    unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], result.params))[1]
+    for path, array in arrays.items():
+        if not path.startswith("[1]") or array.ndim < 2:  # parameters, step counts: unchanged
+            old_layout[path] = array
+            continue
+        # The optimiser's [seeds, P] vectors as the per-layer arrays an older version stored.
+        for sub, piece in flatten_state(jax.vmap(unravel)(array)).items():
+            old_layout[path + sub] = piece
+    assert len(old_layout) > len(arrays)  # the old layout really differs
+    restored = unflatten_state(old_layout, state)
+    _assert_states_equal(restored, state)
 
 
 def test_config_file_yaml_and_json(tmp_path, capsys):

@@ -48,7 +48,7 @@ from a3c_jax.optim import (
     make_optimizer,
 )
 from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
-from a3c_jax.train import CPU_COMPILER_OPTIONS, InitKeys, init_keys, update_metrics
+from a3c_jax.train import InitKeys, compiler_options, init_keys, update_metrics
 from a3c_jax.types import Params, PRNGKey, TrainState, UpdateMetrics, UpdateOutput
 
 # A worker's private carry (its environments and its key), as the tuple of its leaves.
@@ -264,7 +264,7 @@ def make_async_parts(config: Config) -> AsyncParts:
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
-    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = compiler_options()
     key = jax.random.PRNGKey(0)
     state_shapes, carries_shapes = jax.eval_shape(init, key)
     init_c, worker_c, apply_c = (

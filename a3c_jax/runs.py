@@ -524,12 +524,12 @@ def default_chunk_updates(num_updates: int, target_chunks: int = 50) -> int:
 def _jitted_init(
     config: Config, batched: bool, builder: Callable
 ) -> Callable[[jax.Array], RunnerState]:
-    from a3c_jax.train import make_trainer
+    from a3c_jax.train import compiler_options, make_trainer
 
     del builder  # part of the cache key only
 
     init = make_trainer(config).init
-    return jax.jit(jax.vmap(init) if batched else init)
+    return jax.jit(jax.vmap(init) if batched else init, compiler_options=compiler_options())
 
 
 _COMPILED: dict[tuple, Any] = {}
@@ -539,7 +539,7 @@ def compiled_chunk(config: Config, chunk: int, batched: bool, runner: RunnerStat
     """`Trainer.run(runner, chunk, until)` (vmapped over seeds if `batched`, `until` then `[S]`)
     compiled for `runner`'s shapes; kept for the process (the last 8), so that a resumed or
     repeated run in the same process does not compile again."""
-    from a3c_jax.train import CPU_COMPILER_OPTIONS, make_trainer
+    from a3c_jax.train import compiler_options, make_trainer
 
     avals = tuple(
         (x.shape, x.dtype, getattr(x, "weak_type", False)) for x in jax.tree.leaves(runner)
@@ -554,8 +554,9 @@ def compiled_chunk(config: Config, chunk: int, batched: bool, runner: RunnerStat
         def run_chunk(runner: RunnerState, until: jax.Array) -> tuple[RunnerState, Any]:
             return trainer.run(runner, chunk, until)
 
-        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        jitted = jax.jit(jax.vmap(run_chunk) if batched else run_chunk, compiler_options=options)
+        jitted = jax.jit(
+            jax.vmap(run_chunk) if batched else run_chunk, compiler_options=compiler_options()
+        )
         while len(_COMPILED) >= 8:
             _COMPILED.pop(next(iter(_COMPILED)))
         until = np.zeros(np.shape(runner.updates), np.int32)

@@ -293,6 +293,12 @@ def make_train(config: Config) -> Callable[[PRNGKey], TrainResult]:
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
+def compiler_options() -> dict[str, int] | None:
+    """The options every a3c_jax `jax.jit` compiles with: `CPU_COMPILER_OPTIONS` when the
+    default backend is the CPU, else XLA's defaults."""
+    return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+
+
 def jit_train(config: Config, num_seeds: int | None = None) -> Callable[[PRNGKey], TrainResult]:
     """`jax.jit(make_train(config))`, vmapped over `num_seeds` keys `[num_seeds, 2]` if given,
     compiled with `CPU_COMPILER_OPTIONS` when the default backend is the CPU. Over several
@@ -300,8 +306,7 @@ def jit_train(config: Config, num_seeds: int | None = None) -> Callable[[PRNGKey
     train = make_train(config)
     if num_seeds is not None:
         train = jax.vmap(train)
-    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return jax.jit(train, compiler_options=options)
+    return jax.jit(train, compiler_options=compiler_options())
 
 
 class DivergenceError(RuntimeError):

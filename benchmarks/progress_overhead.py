@@ -112,7 +112,7 @@ def main() -> int:
 
     # 3. jax.debug.callback from inside the whole-run scan.
     trainer = a3c_jax.make_trainer(config)
-    options = a3c_jax.train.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = a3c_jax.train.compiler_options()
     for every in args.callback_every:
 
         def on_host(update, env_steps, episode_return):

@@ -121,7 +121,7 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
     import a3c_jax
     from a3c_jax import envs
     from a3c_jax.rollout import rollout
-    from a3c_jax.train import CPU_COMPILER_OPTIONS
+    from a3c_jax.train import compiler_options
 
     jax.block_until_ready(jnp.zeros(()) + 1)
     baseline_rss = common.current_rss_mb()
@@ -154,7 +154,7 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
     # XLA's count for one update.
     trainer = a3c_jax.make_trainer(config)
     runner = jax.eval_shape(trainer.init, key)
-    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = compiler_options()
     one_update = (
         jax.jit(lambda r: trainer.run(r, 1), compiler_options=options).lower(runner).compile()
     )

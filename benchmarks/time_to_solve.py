@@ -96,7 +96,7 @@ def solve_child(
 
     import a3c_jax
     from a3c_jax.curves import first_reaching
-    from a3c_jax.train import CPU_COMPILER_OPTIONS
+    from a3c_jax.train import compiler_options
     from a3c_jax.types import UpdateMetrics
 
     jax.devices()  # backend start-up belongs to the imports, not to the call to train
@@ -108,17 +108,16 @@ def solve_child(
     config = _config(env_name, total_timesteps)
     trainer = a3c_jax.make_trainer(config)
     chunk = max(1, config.num_updates // CHUNKS)
-    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = compiler_options()
     key = jax.random.PRNGKey(seed)
-    init = jax.jit(trainer.init).lower(key).compile()
-    runner_shape = jax.eval_shape(trainer.init, key)
+    init = jax.jit(trainer.init, compiler_options=options).lower(key).compile()
+    runner = init(key)  # (milliseconds) its shapes lower `run` without tracing `init` again
     run = (
         jax.jit(trainer.run, static_argnums=1, compiler_options=options)
-        .lower(runner_shape, chunk)
+        .lower(runner, chunk)
         .compile()
     )
     t1 = time.perf_counter()
-    runner = init(key)
     chunks: list[UpdateMetrics] = []
     solve_update = None
     for _ in range(config.num_updates // chunk):

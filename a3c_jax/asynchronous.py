@@ -264,7 +264,7 @@ def make_async_parts(config: Config) -> AsyncParts:
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
-    options = compiler_options()
+    options = compiler_options(config)
     key = jax.random.PRNGKey(0)
     state_shapes, carries_shapes = jax.eval_shape(init, key)
     init_c, worker_c, apply_c = (

@@ -522,14 +522,15 @@ def default_chunk_updates(num_updates: int, target_chunks: int = 50) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _jitted_init(
-    config: Config, batched: bool, builder: Callable
+    config: Config, num_seeds: int, batched: bool, builder: Callable
 ) -> Callable[[jax.Array], RunnerState]:
     from a3c_jax.train import compiler_options, make_trainer
 
     del builder  # part of the cache key only
 
     init = make_trainer(config).init
-    return jax.jit(jax.vmap(init) if batched else init, compiler_options=compiler_options())
+    options = compiler_options(config, num_seeds)
+    return jax.jit(jax.vmap(init) if batched else init, compiler_options=options)
 
 
 _COMPILED: dict[tuple, Any] = {}
@@ -555,7 +556,8 @@ def compiled_chunk(config: Config, chunk: int, batched: bool, runner: RunnerStat
             return trainer.run(runner, chunk, until)
 
         jitted = jax.jit(
-            jax.vmap(run_chunk) if batched else run_chunk, compiler_options=compiler_options()
+            jax.vmap(run_chunk) if batched else run_chunk,
+            compiler_options=compiler_options(config, int(np.size(runner.updates))),
         )
         while len(_COMPILED) >= 8:
             _COMPILED.pop(next(iter(_COMPILED)))
@@ -660,7 +662,7 @@ def train_run(
         key = jax.random.PRNGKey(seed)
         from a3c_jax.algorithms import ALGORITHM_BUILDERS
 
-        init = _jitted_init(config, batched, ALGORITHM_BUILDERS[config.algo])
+        init = _jitted_init(config, num_seeds, batched, ALGORITHM_BUILDERS[config.algo])
         runner = init(jax.random.split(key, num_seeds) if batched else key)
     t0 = time.perf_counter()
     compiled = compiled_chunk(config, chunk, batched, runner)

@@ -112,7 +112,7 @@ def main() -> int:
 
     # 3. jax.debug.callback from inside the whole-run scan.
     trainer = a3c_jax.make_trainer(config)
-    options = a3c_jax.train.compiler_options()
+    options = a3c_jax.train.compiler_options(config)
     for every in args.callback_every:
 
         def on_host(update, env_steps, episode_return):

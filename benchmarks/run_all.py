@@ -7,14 +7,13 @@ Measured on the 2-core CPU while other processes loaded it (load average 8): the
 16 minutes, its XLA compiles taking 2-5x their quiet time; the full run plays
 5 seeds instead of 2-3, 7 sizes instead of 4 and adds `progression.py`.
 
-In order: `throughput.py`, `time_to_solve.py`, `vs_pytorch.py` (skipped, with a note, when the
-`bench` extra is not installed: `pip install -e ".[bench]"`), `parallelism.py` and, in the full
-run, `progression.py`. Each script prints its tables and writes its JSON (and PNG) to
+In order: `throughput.py`, `breakdown.py`, `time_to_solve.py`, `vs_pytorch.py` (skipped, with a
+note, when the `bench` extra is not installed: `pip install -e ".[bench]"`), `parallelism.py` and,
+in the full run, `progression.py`. Each script prints its tables and writes its JSON (and PNG) to
 `benchmarks/results/` (quick runs as `<name>_quick.*`, so they never overwrite the full figures);
 this script then writes `benchmarks/results/summary[_quick].md` with every table, the machine and
-the time each script took. Run it on a quiet machine: other processes on the CPU slow XLA's
-compile and the baselines' workers unevenly, and every script flags a busy machine in its header.
-"""
+the time each script took. Run it on a quiet machine: other processes on the CPU slow XLA's compile
+and the baselines' workers unevenly, and every script flags a busy machine in its header."""
 
 from __future__ import annotations
 
@@ -29,7 +28,14 @@ import time
 import common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ("throughput", "time_to_solve", "vs_pytorch", "parallelism", "progression")
+SCRIPTS = (
+    "throughput",
+    "breakdown",
+    "time_to_solve",
+    "vs_pytorch",
+    "parallelism",
+    "progression",
+)
 BENCH_EXTRA = ("torch", "stable_baselines3", "gymnasium")
 
 

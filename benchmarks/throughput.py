@@ -6,9 +6,12 @@
 For each `num_envs` (CartPole-v1, `a2c` defaults otherwise: 8 steps per rollout, separate 64x64
 tanh actor and critic), in a fresh process:
 
-- **training**: `jit_train(config)` over at least `--min-steps` environment steps (20 updates at
-  the least, 2000 at the most); lower (trace) and compile seconds apart, median run seconds over
-  repeats, environment steps per second;
+- **training**: `make_train(config)` over at least `--min-steps` environment steps (20 updates at
+  the least, 2000 at the most), compiled with the options of a long run
+  (`a3c_jax.train.compiler_options()`: on the CPU, XLA's fusion emitters, whose kernels run
+  faster; `jit_train` compiles runs of up to a million steps with the older emitter, which
+  compiles in about half the time); lower (trace) and compile seconds apart, median run seconds
+  over repeats, environment steps per second;
 - **random policy**: the same rollout (`a3c_jax.rollout.rollout`, `n_steps` per iteration, as many
   iterations as updates) with a uniform random policy and no learning: how fast the environment
   itself steps here, the ceiling of any trainer's throughput;
@@ -132,9 +135,11 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
     steps = config.num_updates * config.batch_size
     key = jax.random.PRNGKey(0)
 
-    # Training.
+    # Training, compiled as a long run is (`compiler_options()`: XLA's fusion emitters on the CPU;
+    # `jit_train` would pick the faster-to-compile options for these short measured runs).
+    options = compiler_options()
     t0 = time.perf_counter()
-    lowered = a3c_jax.jit_train(config).lower(key)
+    lowered = jax.jit(a3c_jax.make_train(config), compiler_options=options).lower(key)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
@@ -154,7 +159,6 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
     # XLA's count for one update.
     trainer = a3c_jax.make_trainer(config)
     runner = jax.eval_shape(trainer.init, key)
-    options = compiler_options()
     one_update = (
         jax.jit(lambda r: trainer.run(r, 1), compiler_options=options).lower(runner).compile()
     )

@@ -108,7 +108,7 @@ def solve_child(
     config = _config(env_name, total_timesteps)
     trainer = a3c_jax.make_trainer(config)
     chunk = max(1, config.num_updates // CHUNKS)
-    options = compiler_options()
+    options = compiler_options(config)
     key = jax.random.PRNGKey(seed)
     init = jax.jit(trainer.init, compiler_options=options).lower(key).compile()
     runner = init(key)  # (milliseconds) its shapes lower `run` without tracing `init` again

@@ -138,3 +138,27 @@ def test_greedy_evaluation_is_deterministic_given_key(key):
     a = a3c_jax.evaluate(config, params, key, num_episodes=5)
     b = a3c_jax.evaluate(config, params, key, num_episodes=5)
     np.testing.assert_array_equal(a, b)
+
+
+def test_compiler_options_follow_the_run_length():
+    """On the CPU, runs of up to `SHORT_RUN_STEPS` steps (all seeds together) compile with the
+    faster-compiling options; longer ones, and callers with no config, with the faster-running."""
+    from a3c_jax import train
+
+    assert jax.default_backend() == "cpu"
+    short = Config(total_timesteps=train.SHORT_RUN_STEPS)
+    assert train.compiler_options(short) == train.SHORT_RUN_COMPILER_OPTIONS
+    assert train.compiler_options(short, num_seeds=2) == train.CPU_COMPILER_OPTIONS
+    assert train.compiler_options(short.replace(total_timesteps=2 * train.SHORT_RUN_STEPS)) == (
+        train.CPU_COMPILER_OPTIONS
+    )
+    assert train.compiler_options() == train.CPU_COMPILER_OPTIONS
+    assert train.SHORT_RUN_COMPILER_OPTIONS["xla_cpu_use_fusion_emitters"] is False
+    # Both sets are accepted by XLA and train the same algorithm (float rounding apart).
+    config = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 5)
+    key = jax.random.PRNGKey(0)
+    results = [
+        jax.jit(a3c_jax.make_train(config), compiler_options=options)(key)
+        for options in (train.SHORT_RUN_COMPILER_OPTIONS, train.CPU_COMPILER_OPTIONS)
+    ]
+    chex.assert_trees_all_close(results[0].params, results[1].params, rtol=1e-4, atol=1e-5)

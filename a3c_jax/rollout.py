@@ -26,8 +26,8 @@ def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int) -> jax.Array:
 
     They are split from `envs.env_keys(key, env_id)`, so an environment's draws depend on `key`
     and its own index alone, not on how the batch is split over devices. Drawn for the whole
-    rollout at once: two hashing passes over the batch instead of two at every step (on the
-    CPU backend each is a small loop, and they were a fifth of a training step's time).
+    rollout at once: two hashing passes over the batch instead of two at every step (on the CPU
+    backend each pass is a small XLA loop, costly to run at every step and to compile).
     """
     per_env = envs.env_keys(key, env_id)
     keys = jax.vmap(lambda k: jax.random.split(k, 2 * num_steps))(per_env)  # [B, 2T, ...]

@@ -20,11 +20,12 @@ tanh actor and critic), in a fresh process:
   (`compiled.memory_analysis()`: arguments + outputs + temporaries) and, on accelerators that
   report it, the device's peak bytes in use (`device.memory_stats()`);
 - **FLOPs** of one training step (per environment step): counted analytically from the network
-  sizes (matmuls only: the rollout's actor forward pass, the critic's pass on `next_obs`, the loss's
-  actor and critic forward and backward passes) and by XLA for one compiled update
-  (`compiled.cost_analysis()["flops"]`, everything, divided by the batch); achieved FLOP/s is
-  steps/s times the analytic count, and its fraction of the machine's ceiling divides by the
-  best rate of a large `jnp.dot` (float32, default precision) measured in the same run.
+  sizes (matmuls only: the rollout's actor forward pass, the critic's pass on the `next_obs` the
+  returns read, the loss's actor and critic forward and backward passes) and by XLA for one
+  compiled update (`compiled.cost_analysis()["flops"]`, everything, divided by the batch);
+  achieved FLOP/s is steps/s times the analytic count, and its fraction of the machine's
+  ceiling divides by the best rate of a large `jnp.dot` (float32, default precision) measured
+  in the same run.
 
 Prints a markdown table, writes `benchmarks/results/throughput[_quick].json` and `.png`.
 """
@@ -88,13 +89,15 @@ def network_flops(config, spec) -> dict[str, int]:
 
 def training_flops_per_step(config, spec) -> dict[str, int]:
     """Analytic matmul FLOPs per environment step of one `a2c` update (see `network_flops`):
-    the rollout's actor pass, the critic's pass on `next_obs`, and the loss's forward and backward
-    passes through both networks (one torso if `shared_torso`)."""
+    the rollout's actor pass, the critic's pass on the `next_obs` the returns read (`2B` of
+    them per rollout of `T·B` steps, `actor_critic.bootstrap_values`), and the loss's forward and
+    backward passes through both networks (one torso if `shared_torso`)."""
     f = network_flops(config, spec)
     heads_f = f["actor_head_forward"] + f["critic_head_forward"]
     torsos = 1 if config.shared_torso else 2
     rollout = f["torso_forward"] + f["actor_head_forward"]  # a ~ π(·|s_t)
-    bootstrap = f["torso_forward"] + f["critic_head_forward"]  # V(next_obs) for every step
+    # V(next_obs) at truncations and after the last step: 2 of every n_steps steps.
+    bootstrap = (f["torso_forward"] + f["critic_head_forward"]) * 2 // config.n_steps
     loss_forward = torsos * f["torso_forward"] + heads_f
     loss_backward = torsos * f["torso_backward"] + 2 * heads_f
     return {

@@ -11,6 +11,7 @@ import pytest
 
 import a3c_jax
 from a3c_jax import envs, replay
+from a3c_jax.algorithms import actor_critic
 from a3c_jax.algorithms.actor_critic import advantages_and_targets, episode_collect, nstep_loss
 from a3c_jax.networks import make_networks
 from a3c_jax.types import Transition
@@ -186,3 +187,35 @@ def test_episodic_algorithms_vmap_over_seeds(key):
     played = np.asarray(results.runner_state.train_state.env_steps)
     chex.assert_shape(played, (3,))
     assert (played >= 200).all()
+
+
+def test_bootstrap_values_where_the_returns_read_them(key):
+    """`bootstrap_values` gives the full critic pass's values at truncated steps and at the last
+    step (all that the returns read), and the loss is then the full pass's, to float tolerance."""
+    config = a3c_jax.Config(num_envs=6, n_steps=8)
+    spec = envs.make_env("CartPole-v1")
+    networks = make_networks(config, spec)
+    params = networks.init(key)
+    carry = envs.reset(spec, key, config.num_envs)
+    # Environments 0-2 are 3, 5 and 8 steps from CartPole's time limit: they truncate in the
+    # rollout unless they fall first (near-upright starts and 8 steps: they do not).
+    limit = spec.max_episode_steps
+    time = carry.env_state.time.at[:3].set(jnp.array([limit - 3, limit - 5, limit - 8]))
+    carry = carry._replace(env_state=carry.env_state.replace(time=time))
+    carry, traj, next_values = jax.jit(
+        functools.partial(actor_critic.nstep_collect, spec, networks, config)
+    )(params, carry, key)
+    full = networks.value(params, traj.next_obs)
+    truncated = np.asarray(traj.truncated)
+    assert truncated[:, :3].sum(axis=0).tolist() == [1, 1, 1] and not truncated[:, 3:].any()
+    read = truncated.copy()
+    read[-1] = True
+    np.testing.assert_allclose(np.asarray(next_values)[read], np.asarray(full)[read], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(next_values)[~read], 0.0)
+    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+    chex.assert_trees_all_close(
+        jax.grad(loss_fn, has_aux=True)(params, traj, next_values),
+        jax.grad(loss_fn, has_aux=True)(params, traj, full),
+        rtol=1e-5,
+        atol=1e-6,
+    )

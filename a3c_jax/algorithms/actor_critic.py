@@ -44,8 +44,9 @@ def advantages_and_targets(
     Args:
       traj: `[T, B, ...]` transitions.
       values: `[T, B]` `V(s_t)`, held fixed.
-      next_values: `[T, B]` `V(s'_t)` of `traj.next_obs`, held fixed; `next_values[-1]` bootstraps
-        whatever runs past the rollout's end.
+      next_values: `[T, B]` `V(s'_t)` of `traj.next_obs`, held fixed, read only at truncated
+        steps and at the last step, whose value bootstraps whatever runs past the rollout's end
+        (`bootstrap_values`).
       config: `gamma`, `gae_lambda`, `reward_scale`.
       valid: `[T, B]` bool or None. Invalid steps come after an episode's end (which has
         discount 0), so they cannot reach a valid step's return; their rewards are zeroed.
@@ -97,6 +98,28 @@ def nstep_loss(
     )
 
 
+def bootstrap_values(
+    spec: EnvSpec, networks: Networks, params: Params, traj: Transition
+) -> jax.Array:
+    """The critic's values `[T, B]` of `traj.next_obs` where the returns read them: at truncated
+    steps (`returns.truncate_episodes`) and at the last step (the bootstrap); 0 elsewhere, where
+    nothing reads them (`V(s_{t+1})` inside the rollout is the loss's own value of `obs[t+1]`).
+
+    An environment truncates at most once in a rollout no longer than its time limit, so one
+    critic pass over `2B` observations serves, each environment's cut-off observation (if any)
+    and its last `next_obs`, instead of one over all `T·B`. Longer rollouts, and environments
+    without a known time limit, take the full pass.
+    """
+    num_steps, num_envs = traj.reward.shape
+    if not 0 < num_steps <= spec.max_episode_steps:
+        return networks.value(params, traj.next_obs)
+    step = jnp.argmax(traj.truncated, axis=0)  # [B] each environment's truncation (0 if none)
+    cut_off = traj.next_obs[step, jnp.arange(num_envs)]  # [B, O...]
+    values = networks.value(params, jnp.concatenate([cut_off, traj.next_obs[-1]]))  # [2B]
+    next_values = jnp.where(traj.truncated, values[None, :num_envs], 0.0)
+    return next_values.at[-1].set(values[num_envs:])
+
+
 def nstep_collect(
     spec: EnvSpec,
     networks: Networks,
@@ -108,12 +131,13 @@ def nstep_collect(
     """Plays `n_steps` in each environment with `params`' sampling policy.
 
     Returns the new carry, the transitions `[T, B, ...]` and the critic's values `[T, B]` of
-    `traj.next_obs`, from one batched pass: the bootstrap of truncated steps and of the step after
-    the rollout. `nstep_loss(params, traj, next_values)` is then the loss to differentiate.
+    `traj.next_obs` where the returns read them (`bootstrap_values`): the bootstrap of truncated
+    steps and of the step after the rollout. `nstep_loss(params, traj, next_values)` is then the
+    loss to differentiate.
     """
     policy = sampling_policy(networks)
     env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps)
-    return env_carry, traj, networks.value(params, traj.next_obs)
+    return env_carry, traj, bootstrap_values(spec, networks, params, traj)
 
 
 def episode_collect(
@@ -129,14 +153,14 @@ def episode_collect(
     limit).
 
     Returns the carry, transitions `[T_max, B, ...]`, `valid` `[T_max, B]` and the critic's values
-    `[T_max, B]` of `traj.next_obs`.
+    `[T_max, B]` of `traj.next_obs` where the returns read them (`bootstrap_values`).
     """
     reset_key, play_key = jax.random.split(key)
     env_carry = envs.restart(spec, reset_key, env_carry)
     env_carry, traj, valid = rollout_episodes(
         spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
     )
-    return env_carry, traj, valid, networks.value(params, traj.next_obs)
+    return env_carry, traj, valid, bootstrap_values(spec, networks, params, traj)
 
 
 def make_nstep(

@@ -557,7 +557,9 @@ def compiled_chunk(config: Config, chunk: int, batched: bool, runner: RunnerStat
 
         jitted = jax.jit(
             jax.vmap(run_chunk) if batched else run_chunk,
-            compiler_options=compiler_options(config, int(np.size(runner.updates))),
+            compiler_options=compiler_options(
+                config, np.shape(runner.updates)[0] if batched else 1
+            ),
         )
         while len(_COMPILED) >= 8:
             _COMPILED.pop(next(iter(_COMPILED)))

@@ -242,9 +242,7 @@ def main() -> None:
     )
     tables = f"{title}\n\n{table(rows)}\n"
     print("\n" + tables)
-    path = args.json or common.result_path("breakdown", args.quick)
-    common.write_json(path, {"machine": machine, "rows": rows, "tables": tables})
-    print(f"wrote {path}")
+    common.save_results("breakdown", args, {"machine": machine, "rows": rows, "tables": tables})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -174,6 +174,28 @@ def write_json(path: str, data: Any) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
+
+
+def save_results(
+    name: str,
+    args: Any,
+    data: dict[str, Any],
+    draw: Callable[[str], bool] | None = None,
+) -> tuple[str, str | None]:
+    """Writes a benchmark's figures: `data` as JSON and, with `draw(png_path) -> drawn`, its
+    plot, to `args.json` / `args.png` when given, else `result_path(name, args.quick, ...)`.
+    Prints what was written; returns the JSON path and the PNG path (None when not drawn)."""
+    json_path = getattr(args, "json", None) or result_path(name, args.quick)
+    write_json(json_path, data)
+    png_path = None
+    if draw is not None:
+        png_path = getattr(args, "png", None) or result_path(name, args.quick, "png")
+        if not draw(png_path):
+            png_path = None
+    drawn = f" and {png_path}" if png_path else ""
+    missing = " (no matplotlib: no PNG; pip install -e '.[bench]')" if draw and not png_path else ""
+    print(f"\nwrote {json_path}{drawn}{missing}")
+    return json_path, png_path
 
 
 def matplotlib_pyplot():

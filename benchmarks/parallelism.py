@@ -317,16 +317,12 @@ def main() -> None:
     if overlap:
         tables += f"\n\n{overlap_table(overlap, per_worker)}"
     print(f"\n{tables}\n")
-    json_path = common.result_path("parallelism", args.quick)
-    png_path = common.result_path("parallelism", args.quick, "png")
-    common.write_json(
-        json_path,
+    common.save_results(
+        "parallelism",
+        args,
         {"machine": machine, "budget": budget, "tables": tables, "runs": rows, "overlap": overlap},
+        lambda path: draw(rows, path, budget),
     )
-    if draw(rows, png_path, budget):
-        print(f"wrote {png_path} and {json_path}")
-    else:
-        print(f"wrote {json_path}; the PNG needs matplotlib: pip install -e '.[bench]'")
 
 
 if __name__ == "__main__":

@@ -401,10 +401,9 @@ def main() -> None:
         )
     text = "\n".join(lines)
     print("\n" + text)
-    json_path = args.json or common.result_path("throughput", args.quick)
-    png_path = args.png or common.result_path("throughput", args.quick, "png")
-    common.write_json(
-        json_path,
+    common.save_results(
+        "throughput",
+        args,
         {
             "machine": machine,
             "contention": note,
@@ -414,9 +413,8 @@ def main() -> None:
             "tables": text,
             "wall_s": time.perf_counter() - started,
         },
+        lambda path: plot(rows, path),
     )
-    drawn = plot(rows, png_path)
-    print(f"\nwrote {json_path}" + (f" and {png_path}" if drawn else " (no matplotlib: no PNG)"))
 
 
 if __name__ == "__main__":

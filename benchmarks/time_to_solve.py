@@ -491,10 +491,9 @@ def main() -> None:
     ]
     text = "\n".join(tables)
     print("\n" + text)
-    json_path = args.json or common.result_path("time_to_solve", args.quick)
-    png_path = args.png or common.result_path("time_to_solve", args.quick, "png")
-    common.write_json(
-        json_path,
+    common.save_results(
+        "time_to_solve",
+        args,
         {
             "machine": machine,
             "contention": note,
@@ -510,9 +509,8 @@ def main() -> None:
             "tables": text,
             "wall_s": time.perf_counter() - started,
         },
+        lambda path: plot(solves, vmaps, path),
     )
-    drawn = plot(solves, vmaps, png_path)
-    print(f"\nwrote {json_path}" + (f" and {png_path}" if drawn else " (no matplotlib: no PNG)"))
 
 
 if __name__ == "__main__":

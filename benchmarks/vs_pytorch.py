@@ -595,10 +595,9 @@ def main() -> None:
         f"seed(s) each, {machine['cores']} cores, {machine['cpu']}; {note}\n\n{table}"
     )
     print("\n" + text)
-    json_path = args.json or common.result_path("vs_pytorch", args.quick)
-    png_path = args.png or common.result_path("vs_pytorch", args.quick, "png")
-    common.write_json(
-        json_path,
+    common.save_results(
+        "vs_pytorch",
+        args,
         {
             "machine": machine,
             "contention": note,
@@ -618,9 +617,8 @@ def main() -> None:
             "tables": text,
             "wall_s": time.perf_counter() - started,
         },
+        lambda path: plot(rows, path),
     )
-    drawn = plot(rows, png_path)
-    print(f"\nwrote {json_path}" + (f" and {png_path}" if drawn else " (no matplotlib: no PNG)"))
 
 
 if __name__ == "__main__":

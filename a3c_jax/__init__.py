@@ -9,33 +9,28 @@ distributed.initialize_from_env()
 # ruff: noqa: E402
 
 from a3c_jax import distributions, envs, losses, networks, parallel, presets, returns, rollout
-from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.algorithms import registry
 from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
 from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
 from a3c_jax.config import Config, ConfigError
+from a3c_jax.divergence import DivergenceError, check_finite
 from a3c_jax.evaluation import evaluate, make_act
 from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
-from a3c_jax.train import (
-    DivergenceError,
-    Trainer,
-    check_finite,
-    enable_compilation_cache,
-    jit_train,
-    make_train,
-    make_trainer,
-)
+from a3c_jax.train import jit_train, make_train, make_trainer
 from a3c_jax.types import (
     EnvCarry,
     RunnerState,
+    Trainer,
     TrainResult,
     TrainState,
     Transition,
     UpdateMetrics,
 )
+from a3c_jax.xla import enable_compilation_cache
 
 __version__ = "0.1.0"
 
-ALGORITHMS = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
+ALGORITHMS = tuple(registry.REGISTRY)
 
 __all__ = [
     "ALGORITHMS",

@@ -36,7 +36,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from a3c_jax import envs
-from a3c_jax.algorithms import actor_critic
+from a3c_jax.algorithms import actor_critic, registry
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
 from a3c_jax.optim import (
@@ -47,9 +47,9 @@ from a3c_jax.optim import (
     init_train_state,
     make_optimizer,
 )
-from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
-from a3c_jax.train import InitKeys, compiler_options, init_keys, update_metrics
+from a3c_jax.train import InitKeys, init_keys, update_metrics
 from a3c_jax.types import Params, PRNGKey, TrainState, UpdateMetrics, UpdateOutput
+from a3c_jax.xla import compiler_options
 
 # A worker's private carry (its environments and its key), as the tuple of its leaves.
 Carry = tuple[jax.Array, ...]
@@ -364,9 +364,9 @@ def train_async(
     traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far
     with `interrupted=True`.
     """
-    if config.algo not in ASYNCHRONOUS_ALGORITHMS:
+    if not config.asynchronous:
         raise ConfigError(
-            f"train_async trains the asynchronous algorithms {ASYNCHRONOUS_ALGORITHMS}; "
+            f"train_async trains the asynchronous algorithms {registry.names(asynchronous=True)}; "
             f"algo={config.algo!r} is synchronous: train it with make_train(config)"
         )
     start = time.perf_counter()

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from a3c_jax import presets
 from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_config_file
 
 EXIT_READ_ERROR = 1
@@ -99,7 +98,7 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
     else:
         config = Config(**fields)
-        if config.algo in presets.ASYNCHRONOUS_ALGORITHMS and not args.dry_run:
+        if config.asynchronous and not args.dry_run:
             # Threads around a shared store: no run folder, checkpoints or resume yet.
             return train_async_command(config, args)
         num_seeds = args.num_seeds or 1
@@ -440,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"a3c-jax: error: {error}", file=sys.stderr)
         return EXIT_READ_ERROR
     except Exception as error:
-        from a3c_jax.train import DivergenceError
+        from a3c_jax.divergence import DivergenceError
 
         if isinstance(error, DivergenceError):
             print(f"a3c-jax: error: {error}", file=sys.stderr)

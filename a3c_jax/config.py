@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from a3c_jax import presets
+from a3c_jax.algorithms import registry
 
 OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
@@ -80,16 +81,16 @@ class Config:
     log_std_init: float | None = None  # Gaussian policies: initial log standard deviation
 
     def __post_init__(self) -> None:
-        if self.algo not in presets.ALGORITHM_DEFAULTS:
+        if self.algo not in registry.REGISTRY:
             raise ConfigError(
                 f"algo={self.algo!r} is not an algorithm here; choose one of "
-                f"{sorted(presets.ALGORITHM_DEFAULTS)}"
+                f"{sorted(registry.names())}"
             )
         _check_env_name(self.env_name)
         self._check_action_space_fields()
         layers = (
             presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
-            presets.ALGORITHM_DEFAULTS[self.algo],
+            registry.get(self.algo).defaults,
             presets.DEFAULTS,
         )
         for field in dataclasses.fields(self):
@@ -109,7 +110,12 @@ class Config:
     def episodic(self) -> bool:
         """True for algorithms whose updates play whole episodes (`da2c`, `ac_replay`), so that
         the environment steps of an update vary; `n_steps` is then unused."""
-        return self.algo in presets.EPISODIC_ALGORITHMS
+        return registry.get(self.algo).episodic
+
+    @property
+    def asynchronous(self) -> bool:
+        """True for algorithms trained by `a3c_jax.train_async` (threads), not `make_train`."""
+        return registry.get(self.algo).asynchronous
 
     @property
     def num_updates(self) -> int:
@@ -235,13 +241,13 @@ class Config:
                 f"total_timesteps={self.total_timesteps} is smaller than one rollout "
                 f"(num_envs * n_steps = {self.num_envs} * {self.n_steps} = {self.batch_size})"
             )
-        if self.num_workers != 1 and self.algo not in presets.ASYNCHRONOUS_ALGORITHMS:
+        if self.num_workers != 1 and not self.asynchronous:
             raise ConfigError(
                 f"num_workers={self.num_workers} is only meaningful with an asynchronous algorithm "
-                f"({', '.join(map(repr, presets.ASYNCHRONOUS_ALGORITHMS))}); algo={self.algo!r} is "
-                "synchronous: it runs num_envs environments in parallel under one learner"
+                f"({', '.join(map(repr, registry.names(asynchronous=True)))}); algo={self.algo!r} "
+                "is synchronous: it runs num_envs environments in parallel under one learner"
             )
-        if self.algo in presets.ASYNCHRONOUS_ALGORITHMS and self.num_devices != 1:
+        if self.asynchronous and self.num_devices != 1:
             raise ConfigError(
                 f"num_devices={self.num_devices!r} does not apply to algo={self.algo!r}: its "
                 "workers are threads sharing one device's parameters (num_devices must be 1); "

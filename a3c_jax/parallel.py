@@ -37,7 +37,7 @@ its own devices, gradients are averaged over all of them, and only process 0 sho
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,19 +45,23 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 from jax.sharding import PartitionSpec as P
 
+from a3c_jax.algorithms import registry
 from a3c_jax.config import Config, ConfigError
-from a3c_jax.types import PRNGKey, RunnerState, TrainResult, UpdateMetrics
-
-if TYPE_CHECKING:
-    from a3c_jax.train import Trainer
+from a3c_jax.types import (
+    RUNNER_PER_DEVICE_FIELDS,
+    PRNGKey,
+    RunnerState,
+    Trainer,
+    TrainResult,
+    UpdateMetrics,
+)
 
 AXIS = "devices"  # the name of the device axis in collectives (lax.pmean(x, AXIS))
 
 # Config fields that size the whole batch: each device gets its `1/D` share, exactly for the
-# environments (num_envs must divide), rounded up for replay (each device keeps and samples its
-# own environments' experience: ac_replay).
+# environments (num_envs must divide); an algorithm's own buffers (its registry entry's
+# `per_device_rounded_up`: ac_replay's replay buffer) rounded up.
 PER_DEVICE_FIELDS = ("num_envs",)
-PER_DEVICE_ROUNDED_UP = ("replay_capacity", "replay_batch_size")
 
 
 def num_devices(config: Config) -> int:
@@ -114,10 +118,11 @@ def _check_divisible(config: Config, count: int) -> None:
 
 def device_config(config: Config, count: int) -> Config:
     """The configuration one of `count` devices runs: its share of `PER_DEVICE_FIELDS` (and of
-    `PER_DEVICE_ROUNDED_UP`, rounded up)."""
+    its algorithm's `per_device_rounded_up` fields, rounded up)."""
     _check_divisible(config, count)
+    rounded_up = registry.get(config.algo).per_device_rounded_up
     share = {name: getattr(config, name) // count for name in PER_DEVICE_FIELDS}
-    share |= {name: -(-getattr(config, name) // count) for name in PER_DEVICE_ROUNDED_UP}
+    share |= {name: -(-getattr(config, name) // count) for name in rounded_up}
     return config.replace(num_devices=1, **share)
 
 
@@ -146,23 +151,22 @@ def spread(trainer: Trainer, config: Config, count: int) -> Trainer:
     return _spread_shard_map(trainer, devices)
 
 
-PER_DEVICE = ("env", "algo_state")  # the RunnerState fields with a leading device axis [D, ...]
+PER_DEVICE = RUNNER_PER_DEVICE_FIELDS  # the RunnerState fields with a leading device axis [D, ...]
+
+
+def _map_per_device(fn: Callable[[jax.Array], jax.Array], runner: RunnerState) -> RunnerState:
+    """`fn` applied to every leaf of the per-device fields of `runner`."""
+    return runner._replace(**{name: jax.tree.map(fn, getattr(runner, name)) for name in PER_DEVICE})
 
 
 def _add_device_axis(runner: RunnerState) -> RunnerState:
-    """Inside a device: gives the per-device parts (`env`, `algo_state`) a leading axis of 1,
-    which the mapping concatenates into `[D, ...]`."""
-    return runner._replace(
-        env=jax.tree.map(lambda x: x[None], runner.env),
-        algo_state=jax.tree.map(lambda x: x[None], runner.algo_state),
-    )
+    """Inside a device: gives the per-device parts (`types.RUNNER_PER_DEVICE_FIELDS`) a leading
+    axis of 1, which the mapping concatenates into `[D, ...]`."""
+    return _map_per_device(lambda x: x[None], runner)
 
 
 def _drop_device_axis(runner: RunnerState) -> RunnerState:
-    return runner._replace(
-        env=jax.tree.map(lambda x: x[0], runner.env),
-        algo_state=jax.tree.map(lambda x: x[0], runner.algo_state),
-    )
+    return _map_per_device(lambda x: x[0], runner)
 
 
 # Replicated parts: P(); per-device parts: split on their leading device axis.

@@ -1,12 +1,15 @@
 """Default hyperparameters, kept as data.
 
 `Config` fills every field the user leaves as `None` from, in order of precedence:
-`ENV_PRESETS[(env_name, algo)]`, then `ALGORITHM_DEFAULTS[algo]`, then `DEFAULTS`.
+`ENV_PRESETS[(env_name, algo)]`, then the algorithm's registry entry
+(`a3c_jax.algorithms.registry`, viewed here as `ALGORITHM_DEFAULTS[algo]`), then `DEFAULTS`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from a3c_jax.algorithms import registry
 
 # CartPole-v1 defaults, measured over 16 seeds x 200k steps (vmapped): 15 of 16 reach a greedy
 # return of 500 over 100 episodes; training returns first average 475 after 8k-45k steps.
@@ -41,59 +44,24 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": 1,
 }
 
-# Algorithms whose updates play one whole episode per environment.
-EPISODIC_ALGORITHMS = ("da2c", "ac_replay")
 
-# Algorithms trained by `a3c_jax.train_async` (threads around a shared parameter store) rather than
-# by the pure `make_train`.
-ASYNCHRONOUS_ALGORITHMS: tuple[str, ...] = ("a3c",)
+def __getattr__(name: str) -> Any:
+    """Views of `a3c_jax.algorithms.registry.REGISTRY`, where each algorithm's own defaults,
+    whether it is episodic and which trainer runs it are declared once (read on each access):
 
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The first deck's naive online actor-critic: an update after every environment step, with
-    # the one-step TD target r + γ V(s') and advantage r + γ V(s') - V(s).
-    "online_ac": {
-        "n_steps": 1,
-        "gae_lambda": 0.0,
-    },
-    # The first deck's episodic actor-critic with experience replay: actor on each episode's
-    # one-step TD errors, critic on replayed minibatches.
-    "ac_replay": {
-        "gae_lambda": 0.0,
-    },
-    # The first deck's distributed actor-critic: whole episodes, Monte-Carlo returns
-    # R <- r + γ R from R = 0 at termination, no entropy bonus.
-    "da2c": {
-        "gae_lambda": 1.0,
-        "ent_coef": 0.0,
-    },
-    # Synchronous advantage actor-critic (Mnih et al. 2016, synchronous variant): n-step
-    # bootstrapped returns over many vectorised environments, entropy bonus, one update per rollout.
-    "a2c": {},
-    # The first deck's N-step distributed actor-critic: workers (here vectorised environments)
-    # play up to N steps, bootstrap from V(s_N) unless the episode ended, plain discounted n-step
-    # returns (no GAE), no entropy bonus, Adam, and one synchronous update averaged over workers.
-    "nstep_da2c": {
-        "n_steps": 10,
-        "gae_lambda": 1.0,
-        "ent_coef": 0.0,
-        "optimizer": "adam",
-    },
-    # Asynchronous advantage actor-critic (Mnih et al. 2016): num_workers actor-learner threads,
-    # each playing t_max = n_steps = 5 steps in its own environment (one, as in the paper), plain
-    # n-step returns, entropy bonus 0.01, RMSprop whose statistics all workers share, gradient
-    # norm clipped at 40 (as common A3C implementations do). Measured on CartPole-v1 with 1, 2
-    # and 4 workers (3 seeds each, 200k steps): all 9 runs reach a greedy return of 500, their
-    # last 20 training episodes first average 475 after 23k-43k steps.
-    "a3c": {
-        "num_workers": 4,
-        "num_envs": 1,
-        "n_steps": 5,
-        "gae_lambda": 1.0,
-        "optimizer": "rmsprop",
-        "lr": 3e-3,
-        "max_grad_norm": 40.0,
-    },
-}
+    - `ALGORITHM_DEFAULTS`: `{algo: its defaults}`;
+    - `EPISODIC_ALGORITHMS`: the algorithms whose updates play one whole episode per environment;
+    - `ASYNCHRONOUS_ALGORITHMS`: those trained by `a3c_jax.train_async` (threads around a shared
+      parameter store) rather than by the pure `make_train`.
+    """
+    if name == "ALGORITHM_DEFAULTS":
+        return {algo: dict(spec.defaults) for algo, spec in registry.REGISTRY.items()}
+    if name == "EPISODIC_ALGORITHMS":
+        return tuple(algo for algo, spec in registry.REGISTRY.items() if spec.episodic)
+    if name == "ASYNCHRONOUS_ALGORITHMS":
+        return registry.names(asynchronous=True)
+    raise AttributeError(f"module 'a3c_jax.presets' has no attribute {name!r}")
+
 
 ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # The CartPole defaults above also solve Acrobot-v1 (swing-up within 200k steps; measured

@@ -545,9 +545,9 @@ def compiled_chunk(config: Config, chunk: int, batched: bool, runner: RunnerStat
     avals = tuple(
         (x.shape, x.dtype, getattr(x, "weak_type", False)) for x in jax.tree.leaves(runner)
     )
-    from a3c_jax.algorithms import ALGORITHM_BUILDERS
+    from a3c_jax.algorithms import registry
 
-    builder = ALGORITHM_BUILDERS[config.algo]
+    builder = registry.get(config.algo).builder
     key = (config, builder, chunk, batched, jax.tree.structure(runner), avals)
     if key not in _COMPILED:
         trainer = make_trainer(config)
@@ -662,9 +662,9 @@ def train_run(
 
     if not resume:
         key = jax.random.PRNGKey(seed)
-        from a3c_jax.algorithms import ALGORITHM_BUILDERS
+        from a3c_jax.algorithms import registry
 
-        init = _jitted_init(config, num_seeds, batched, ALGORITHM_BUILDERS[config.algo])
+        init = _jitted_init(config, num_seeds, batched, registry.get(config.algo).builder)
         runner = init(jax.random.split(key, num_seeds) if batched else key)
     t0 = time.perf_counter()
     compiled = compiled_chunk(config, chunk, batched, runner)

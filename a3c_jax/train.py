@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from a3c_jax import envs, parallel
-from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.algorithms import registry
+from a3c_jax.algorithms.base import Algorithm
 from a3c_jax.config import Config, ConfigError
-from a3c_jax.networks import make_networks
-from a3c_jax.optim import flatten, init_train_state, make_optimizer
-from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
+from a3c_jax.divergence import DivergenceError, check_finite  # noqa: F401 (their old home)
+from a3c_jax.networks import Networks, make_networks
+from a3c_jax.optim import Optimizer, flatten, init_train_state, make_optimizer
 from a3c_jax.types import (
     DIVERGED_GRADIENT,
     DIVERGED_LOSS,
@@ -23,26 +22,19 @@ from a3c_jax.types import (
     Params,
     PRNGKey,
     RunnerState,
+    Trainer,
     TrainResult,
     Transition,
     UpdateMetrics,
     UpdateOutput,
 )
-
-
-class Trainer(NamedTuple):
-    """The training loop in pieces, for callers that run it in chunks (progress, checkpoints).
-
-    `init(key) -> RunnerState`; `run(runner_state, num_updates, until=None) -> (runner_state,
-    metrics)` with metrics `[num_updates]` (num_updates static): it stops early once the budget
-    is spent, `until` updates are done in all (a traced int, per seed under `vmap`) or the run
-    diverged, so chunks of any size can be chained (see `_run_while`); `train(key) ->
-    TrainResult` is the whole run.
-    """
-
-    init: Callable[[PRNGKey], RunnerState]
-    run: Callable[..., tuple[RunnerState, UpdateMetrics]]
-    train: Callable[[PRNGKey], TrainResult]
+from a3c_jax.xla import (  # noqa: F401 (compiler_options is used; the rest: their old home)
+    CPU_COMPILER_OPTIONS,
+    SHORT_RUN_COMPILER_OPTIONS,
+    SHORT_RUN_STEPS,
+    compiler_options,
+    enable_compilation_cache,
+)
 
 
 def episode_stats(
@@ -139,9 +131,10 @@ def divergence(metrics: UpdateMetrics, params: Params) -> jax.Array:
     ).astype(jnp.int32)
 
 
-def guarded(
-    update_step: Callable[[RunnerState], tuple[RunnerState, UpdateMetrics]],
-) -> Callable[[RunnerState], tuple[RunnerState, UpdateMetrics]]:
+UpdateStep = Callable[[RunnerState], tuple[RunnerState, UpdateMetrics]]
+
+
+def guarded(update_step: UpdateStep) -> UpdateStep:
     """The divergence guard around one update: counts the update in `updates` if its losses,
     gradient norm and new parameters are all finite; else records in `diverged` which were not
     (the loops below then skip every later update).
@@ -158,8 +151,19 @@ def guarded(
     return step
 
 
-def _run_while(
-    update_step: Callable[[RunnerState], tuple[RunnerState, UpdateMetrics]],
+def unguarded(update_step: UpdateStep) -> UpdateStep:
+    """`update_step` counting every update, checking nothing (`make_trainer(guard=False)`: what
+    `benchmarks/progress_overhead.py` prices the guard against)."""
+
+    def step(runner: RunnerState) -> tuple[RunnerState, UpdateMetrics]:
+        new, metrics = update_step(runner)
+        return new._replace(updates=runner.updates + 1), metrics
+
+    return step
+
+
+def run_while(
+    update_step: UpdateStep,
     runner: RunnerState,
     max_updates: int,
     keep_going: Callable[[RunnerState], jax.Array],
@@ -189,14 +193,27 @@ def _run_while(
     return runner, rows
 
 
-def make_trainer(config: Config) -> Trainer:
+def run_scan(
+    update_step: UpdateStep,
+    runner: RunnerState,
+    max_updates: int,
+    keep_going: Callable[[RunnerState], jax.Array],
+) -> tuple[RunnerState, UpdateMetrics]:
+    """Exactly `max_updates` updates as a plain `lax.scan`, ignoring `keep_going` (no budget or
+    divergence stop): the loop of `make_trainer(guard=False)`."""
+    del keep_going
+    return jax.lax.scan(lambda r, _: update_step(r), runner, None, length=max_updates)
+
+
+def make_trainer(config: Config, *, guard: bool = True) -> Trainer:
     """Builds the pieces of the training loop for `config` (validated before anything traces).
 
     With `config.num_devices` > 1 the same loop runs on every device with its share of the
     environments, mapped over the devices by `parallel.spread` (gradient parallelism); the
-    device count is checked here, before anything compiles.
+    device count is checked here, before anything compiles. `guard=False` drops the divergence
+    guard and the early stop (`unguarded`, `run_scan`): for measuring what they cost.
     """
-    if config.algo in ASYNCHRONOUS_ALGORITHMS:
+    if config.asynchronous:
         raise ConfigError(
             f"algo={config.algo!r} is asynchronous: its workers are threads that apply gradients "
             "to shared parameters whenever they are ready, which no pure jitted train(key) can "
@@ -205,33 +222,46 @@ def make_trainer(config: Config) -> Trainer:
         )
     count = parallel.num_devices(config)
     if count == 1:
-        return _make_device_trainer(config, config, None)
-    local = parallel.device_config(config, count)
-    return parallel.spread(_make_device_trainer(config, local, parallel.AXIS), config, count)
+        return _make_device_trainer(config, DeviceLoop.build(config, config, None), guard)
+    local = DeviceLoop.build(config, parallel.device_config(config, count), parallel.AXIS)
+    return parallel.spread(_make_device_trainer(config, local, guard), config, count)
 
 
-def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -> Trainer:
-    """The loop of one device, which runs `local`'s share of `config`'s environments and
-    averages its gradients over the devices of `axis_name` (None: the only device)."""
-    spec = envs.make_env(config.env_name)
-    networks = make_networks(local, spec)
-    optimizer = make_optimizer(local, axis_name)
-    algorithm = ALGORITHM_BUILDERS[config.algo](local, spec, networks, optimizer)
+class DeviceLoop(NamedTuple):
+    """What one device's loop is made of: it runs `local`'s share of the run's environments
+    and averages its gradients over the devices of `axis_name` (None: the only device)."""
 
-    def init(key: PRNGKey) -> RunnerState:
+    local: Config
+    spec: envs.EnvSpec
+    networks: Networks
+    optimizer: Optimizer
+    algorithm: Algorithm
+    axis_name: str | None
+
+    @classmethod
+    def build(cls, config: Config, local: Config, axis_name: str | None) -> DeviceLoop:
+        spec = envs.make_env(config.env_name)
+        networks = make_networks(local, spec)
+        optimizer = make_optimizer(local, axis_name)
+        algorithm = registry.get(config.algo).build(local, spec, networks, optimizer)
+        return cls(local, spec, networks, optimizer, algorithm, axis_name)
+
+    def init(self, key: PRNGKey) -> RunnerState:
+        """The state before the first update, drawn from `key` (`init_keys`)."""
         keys = init_keys(key)
-        params = networks.init(keys.params)
-        train_state = init_train_state(optimizer, params)
-        first_env = parallel.device_index(axis_name) * local.num_envs
-        env = envs.reset(spec, keys.env, local.num_envs, first_env)
-        algo_state = algorithm.init(params, keys.algo)
+        params = self.networks.init(keys.params)
+        train_state = init_train_state(self.optimizer, params)
+        first_env = parallel.device_index(self.axis_name) * self.local.num_envs
+        env = envs.reset(self.spec, keys.env, self.local.num_envs, first_env)
+        algo_state = self.algorithm.init(params, keys.algo)
         nan = jnp.full((), jnp.nan, jnp.float32)
         zero = jnp.zeros((), jnp.int32)
         return RunnerState(train_state, env, algo_state, keys.loop, nan, nan, zero, zero)
 
-    def update_step(runner: RunnerState) -> tuple[RunnerState, UpdateMetrics]:
+    def update_step(self, runner: RunnerState) -> tuple[RunnerState, UpdateMetrics]:
+        """One update of the algorithm, its metrics, and the runner's episode figures."""
         key, update_key = jax.random.split(runner.key)
-        train_state, env, algo_state, out = algorithm.update(
+        train_state, env, algo_state, out = self.algorithm.update(
             runner.train_state, runner.env, runner.algo_state, update_key
         )
         metrics = update_metrics(
@@ -239,7 +269,7 @@ def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -
             out,
             runner.last_episode_return,
             runner.last_episode_length,
-            axis_name,
+            self.axis_name,
         )
         runner = runner._replace(
             train_state=train_state,
@@ -251,148 +281,53 @@ def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -
         )
         return runner, metrics
 
+
+def _make_device_trainer(config: Config, loop: DeviceLoop, guard: bool) -> Trainer:
+    """The `Trainer` of one device's `loop`, its budget and stop test from `config`."""
+    fixed_batch = loop.algorithm.fixed_batch
+    # Fixed-size updates stop after `num_updates` in all; episodic ones once the
+    # environment-step budget is spent.
+    budget = config.num_updates if fixed_batch else int(jnp.iinfo(jnp.int32).max)
+    step, run_loop = (guarded, run_while) if guard else (unguarded, run_scan)
+    update_step = step(loop.update_step)
+
     def run(
         runner: RunnerState, num_updates: int, until: jax.Array | int | None = None
     ) -> tuple[RunnerState, UpdateMetrics]:
-        # Fixed-size updates stop after `num_updates` in all; episodic ones once the
-        # environment-step budget is spent.
-        budget = config.num_updates if algorithm.fixed_batch else jnp.iinfo(jnp.int32).max
         until = budget if until is None else jnp.minimum(until, budget)
 
         def keep_going(runner: RunnerState) -> jax.Array:
             going = (runner.updates < until) & (runner.diverged == 0)
-            if not algorithm.fixed_batch:
+            if not fixed_batch:
                 going &= runner.train_state.env_steps < config.total_timesteps
             return going
 
-        return _run_while(guarded(update_step), runner, num_updates, keep_going)
+        return run_loop(update_step, runner, num_updates, keep_going)
 
     def train(key: PRNGKey) -> TrainResult:
-        runner, metrics = run(init(key), config.num_updates)
-        return TrainResult(
-            params=runner.train_state.params,
-            opt_state=runner.train_state.opt_state,
-            metrics=metrics,
-            runner_state=runner,
-        )
+        runner, metrics = run(loop.init(key), config.num_updates)
+        state = runner.train_state
+        return TrainResult(state.params, state.opt_state, metrics, runner)
 
-    return Trainer(init, run, train)
+    return Trainer(loop.init, run, train)
 
 
-def make_train(config: Config) -> Callable[[PRNGKey], TrainResult]:
+def make_train(config: Config, *, guard: bool = True) -> Callable[[PRNGKey], TrainResult]:
     """The pure training function `train(key) -> TrainResult` for `config`.
 
     The whole run (`config.num_updates` updates) is one `lax.while_loop`: jit it, and `vmap` it
-    over keys to train many seeds at once.
+    over keys to train many seeds at once. `guard`: see `make_trainer`.
     """
-    return make_trainer(config).train
+    return make_trainer(config, guard=guard).train
 
 
-# XLA's CPU backend spends most of a short run compiling. Backend optimisation level 1 cut the
-# compile of the default training loop from 4.0 s to 3.3 s here, at equal run time.
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-# Short runs also use XLA's older loop emitter instead of its MLIR fusion emitters: measured on
-# this project's 2-core CPU, the default CartPole-v1 loop then compiled in 1.1-1.6 s instead of
-# 1.8-2.9 s, while its kernels ran 0-25% slower up to 512 environments and 40% slower at 2,048.
-# Compile is then the larger cost up to about a million environment steps.
-SHORT_RUN_STEPS = 1_000_000
-SHORT_RUN_COMPILER_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
-
-
-def compiler_options(config: Config | None = None, num_seeds: int = 1) -> dict | None:
-    """The options every a3c_jax `jax.jit` compiles with. On accelerators, XLA's defaults. On the
-    CPU, `CPU_COMPILER_OPTIONS`, or `SHORT_RUN_COMPILER_OPTIONS` (faster to compile, a little
-    slower to run) for a run of `config` over `num_seeds` seeds that plays at most
-    `SHORT_RUN_STEPS` environment steps in all."""
-    if jax.default_backend() != "cpu":
-        return None
-    if config is not None and config.total_timesteps * num_seeds <= SHORT_RUN_STEPS:
-        return SHORT_RUN_COMPILER_OPTIONS
-    return CPU_COMPILER_OPTIONS
-
-
-def jit_train(config: Config, num_seeds: int | None = None) -> Callable[[PRNGKey], TrainResult]:
+def jit_train(
+    config: Config, num_seeds: int | None = None, *, guard: bool = True
+) -> Callable[[PRNGKey], TrainResult]:
     """`jax.jit(make_train(config))`, vmapped over `num_seeds` keys `[num_seeds, 2]` if given,
     compiled with `compiler_options(config, num_seeds)`. Over several devices the seeds go
-    inside: each device trains every seed on its environments."""
-    train = make_train(config)
+    inside: each device trains every seed on its environments. `guard`: see `make_trainer`."""
+    train = make_train(config, guard=guard)
     if num_seeds is not None:
         train = jax.vmap(train)
     return jax.jit(train, compiler_options=compiler_options(config, num_seeds or 1))
-
-
-class DivergenceError(RuntimeError):
-    """Training stopped because an update produced a non-finite loss, gradient or parameter.
-
-    `update` is the 1-based index of that update, `quantities` names what was not finite,
-    `seeds` lists the seed indices affected (`(0,)` for an unbatched run), `checkpoint` the file
-    holding the last good state (after update `update - 1`), if one was written."""
-
-    def __init__(
-        self,
-        message: str,
-        update: int,
-        quantities: tuple[str, ...],
-        seeds: tuple[int, ...],
-        checkpoint: str | None = None,
-    ):
-        super().__init__(message)
-        self.update, self.quantities, self.seeds, self.checkpoint = (
-            update,
-            quantities,
-            seeds,
-            checkpoint,
-        )
-
-
-_QUANTITIES = (
-    (DIVERGED_LOSS, "loss"),
-    (DIVERGED_GRADIENT, "gradient norm"),
-    (DIVERGED_PARAMS, "parameters"),
-)
-
-
-def check_finite(
-    state: RunnerState | TrainResult, checkpoint: str | None = None, num_seeds: int | None = None
-) -> None:
-    """Raises `DivergenceError` if the divergence guard stopped training in `state` (a
-    `RunnerState` or `TrainResult`, one seed or vmapped over seeds); else returns None.
-
-    The message names the first bad update, the non-finite quantities and the seeds. Give
-    `num_seeds` where the flags also carry a device axis (`parallel_backend="pmap"`)."""
-    runner = state.runner_state if isinstance(state, TrainResult) else state
-    codes, updates = (
-        np.asarray(x).reshape(num_seeds or -1, -1)[:, 0] if num_seeds else np.atleast_1d(x)
-        for x in jax.device_get((runner.diverged, runner.updates))
-    )
-    bad = np.flatnonzero(codes)
-    if bad.size == 0:
-        return
-    first = int(bad[np.argmin(updates[bad])])
-    update = int(updates[first]) + 1
-    names = tuple(name for bit, name in _QUANTITIES if codes[first] & bit)
-    seeds = tuple(int(i) for i in bad)
-    where = f"seed {', '.join(map(str, seeds))}: " if codes.shape[0] > 1 else ""
-    message = (
-        f"training diverged: {where}update {update} produced a non-finite "
-        f"{' and '.join(names)}; later updates were skipped"
-    )
-    if checkpoint:
-        message += f"; the last good state (update {update - 1}) is saved in {checkpoint}"
-    message += ". Lower lr, keep max_grad_norm finite, or check reward_scale."
-    raise DivergenceError(message, update, names, seeds, checkpoint)
-
-
-def enable_compilation_cache(path: str | None = None) -> str:
-    """Turns on JAX's persistent compilation cache (default `~/.cache/a3c_jax/xla`, or
-    `$A3C_JAX_CACHE_DIR`): a repeated start then loads the compiled loop instead of compiling it."""
-    path = (
-        path
-        or os.environ.get("A3C_JAX_CACHE_DIR")
-        or os.path.join(os.path.expanduser("~"), ".cache", "a3c_jax", "xla")
-    )
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path

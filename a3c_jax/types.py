@@ -7,6 +7,7 @@ continuous ones).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -73,6 +74,11 @@ class RunnerState(NamedTuple):
     # holds that update's result and every later update is a no-op
 
 
+# The `RunnerState` fields that each device of gradient parallelism holds its own of (its
+# environments and their share of the algorithm's state), with a leading device axis `[D, ...]`;
+# the others are replicated (`a3c_jax.parallel`).
+RUNNER_PER_DEVICE_FIELDS = ("env", "algo_state")
+
 DIVERGED_LOSS = 1  # a loss (total, actor or critic) was nan or inf
 DIVERGED_GRADIENT = 2  # the gradient's global norm was nan or inf
 DIVERGED_PARAMS = 4  # a parameter was nan or inf after the optimiser step
@@ -110,3 +116,18 @@ class TrainResult(NamedTuple):
     opt_state: optax.OptState
     metrics: UpdateMetrics  # every field [num_updates] (with leading axes of any vmap)
     runner_state: RunnerState  # the final carry: environments, keys and counters
+
+
+class Trainer(NamedTuple):
+    """The training loop in pieces, for callers that run it in chunks (progress, checkpoints).
+
+    `init(key) -> RunnerState`; `run(runner_state, num_updates, until=None) -> (runner_state,
+    metrics)` with metrics `[num_updates]` (num_updates static): it stops early once the budget
+    is spent, `until` updates are done in all (a traced int, per seed under `vmap`) or the run
+    diverged, so chunks of any size can be chained (see `train.run_while`); `train(key) ->
+    TrainResult` is the whole run.
+    """
+
+    init: Callable[[PRNGKey], RunnerState]
+    run: Callable[..., tuple[RunnerState, UpdateMetrics]]
+    train: Callable[[PRNGKey], TrainResult]

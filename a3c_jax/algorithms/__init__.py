@@ -1,27 +1,35 @@
 """Each algorithm of the decks as a configuration over the shared parts.
 
-An algorithm is its defaults (in `a3c_jax.presets.ALGORITHM_DEFAULTS`) and the builder of its
-`Algorithm` here: `make(config, spec, networks, optimizer) -> Algorithm`.
+`registry.REGISTRY` declares every algorithm once (name, builder, defaults, episodic or not,
+which trainer); a builder `make(config, spec, networks, optimizer) -> Algorithm` lives in a
+module beside it (`actor_critic`, `ac_replay`), imported when first used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import Any
 
-from a3c_jax.algorithms import ac_replay, actor_critic
-from a3c_jax.algorithms.base import Algorithm, UpdateFn, no_state
+from a3c_jax.algorithms.registry import ALGORITHM_BUILDERS, REGISTRY, AlgorithmSpec
 
-ALGORITHM_BUILDERS: dict[str, Callable[..., Algorithm]] = {
-    "online_ac": actor_critic.make_nstep,
-    "ac_replay": ac_replay.make_ac_replay,
-    "da2c": actor_critic.make_episodic,
-    "nstep_da2c": actor_critic.make_nstep,
-    "a2c": actor_critic.make_nstep,
-}
+_MODULES = ("ac_replay", "actor_critic", "base")
+_FROM_BASE = ("Algorithm", "UpdateFn", "no_state")
+
+
+def __getattr__(name: str) -> Any:
+    """The builder modules and `base`'s names, imported on first use (they import JAX)."""
+    if name in _MODULES:
+        return importlib.import_module(f"a3c_jax.algorithms.{name}")
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("a3c_jax.algorithms.base"), name)
+    raise AttributeError(f"module 'a3c_jax.algorithms' has no attribute {name!r}")
+
 
 __all__ = [
     "ALGORITHM_BUILDERS",
+    "REGISTRY",
     "Algorithm",
+    "AlgorithmSpec",
     "UpdateFn",
     "ac_replay",
     "actor_critic",

@@ -99,4 +99,4 @@ def make_ac_replay(
         )
         return train_state, env_carry, buffer, UpdateOutput(traj, valid, metrics)
 
-    return Algorithm(init, update, fixed_batch=False)
+    return Algorithm(init, update)

@@ -198,4 +198,4 @@ def make_episodic(
         )
         return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
 
-    return Algorithm(no_state, update, fixed_batch=False)
+    return Algorithm(no_state, update)

@@ -15,8 +15,9 @@ UpdateFn = Callable[
 
 
 class Algorithm(NamedTuple):
-    """`init(params, key) -> algo_state` and one `update`; `fixed_batch` is True when every
-    update plays exactly `config.num_envs * config.n_steps` environment steps."""
+    """`init(params, key) -> algo_state` and one `update`. `fixed_batch` is True when every
+    update plays exactly `config.num_envs * config.n_steps` environment steps: the registry sets
+    it from its entry's `episodic` (`registry.StampedBuilder`); builders leave it."""
 
     init: Callable[[Params, PRNGKey], Any]
     update: UpdateFn

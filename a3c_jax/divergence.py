@@ -1,0 +1,80 @@
+"""What the host does when training diverged: `DivergenceError` and `check_finite`.
+
+The jitted loop records a non-finite update in `RunnerState.diverged` (`train.guarded`) instead of
+raising; these read that record on the host and explain it.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from a3c_jax.types import (
+    DIVERGED_GRADIENT,
+    DIVERGED_LOSS,
+    DIVERGED_PARAMS,
+    RunnerState,
+    TrainResult,
+)
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped because an update produced a non-finite loss, gradient or parameter.
+
+    `update` is the 1-based index of that update, `quantities` names what was not finite,
+    `seeds` lists the seed indices affected (`(0,)` for an unbatched run), `checkpoint` the file
+    holding the last good state (after update `update - 1`), if one was written."""
+
+    def __init__(
+        self,
+        message: str,
+        update: int,
+        quantities: tuple[str, ...],
+        seeds: tuple[int, ...],
+        checkpoint: str | None = None,
+    ):
+        super().__init__(message)
+        self.update, self.quantities, self.seeds, self.checkpoint = (
+            update,
+            quantities,
+            seeds,
+            checkpoint,
+        )
+
+
+_QUANTITIES = (
+    (DIVERGED_LOSS, "loss"),
+    (DIVERGED_GRADIENT, "gradient norm"),
+    (DIVERGED_PARAMS, "parameters"),
+)
+
+
+def check_finite(
+    state: RunnerState | TrainResult, checkpoint: str | None = None, num_seeds: int | None = None
+) -> None:
+    """Raises `DivergenceError` if the divergence guard stopped training in `state` (a
+    `RunnerState` or `TrainResult`, one seed or vmapped over seeds); else returns None.
+
+    The message names the first bad update, the non-finite quantities and the seeds. Give
+    `num_seeds` where the flags also carry a device axis (`parallel_backend="pmap"`)."""
+    runner = state.runner_state if isinstance(state, TrainResult) else state
+    codes, updates = (
+        np.asarray(x).reshape(num_seeds or -1, -1)[:, 0] if num_seeds else np.atleast_1d(x)
+        for x in jax.device_get((runner.diverged, runner.updates))
+    )
+    bad = np.flatnonzero(codes)
+    if bad.size == 0:
+        return
+    first = int(bad[np.argmin(updates[bad])])
+    update = int(updates[first]) + 1
+    names = tuple(name for bit, name in _QUANTITIES if codes[first] & bit)
+    seeds = tuple(int(i) for i in bad)
+    where = f"seed {', '.join(map(str, seeds))}: " if codes.shape[0] > 1 else ""
+    message = (
+        f"training diverged: {where}update {update} produced a non-finite "
+        f"{' and '.join(names)}; later updates were skipped"
+    )
+    if checkpoint:
+        message += f"; the last good state (update {update - 1}) is saved in {checkpoint}"
+    message += ". Lower lr, keep max_grad_norm finite, or check reward_scale."
+    raise DivergenceError(message, update, names, seeds, checkpoint)

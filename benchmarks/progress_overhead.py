@@ -18,47 +18,19 @@ Variants, all the same training run:
   chunk dispatched before this one's host work;
 - `debug.callback every k`: the whole-run scan, with a `jax.debug.callback` that hands the
   update's metrics to the host every k updates;
-- `no guard`: the whole-run jit without the divergence guard (its check, select and `lax.cond`
-  patched out), to price the guard.
+- `no guard`: the whole-run jit without the divergence guard (`jit_train(config, guard=False)`:
+  a plain `lax.scan`, no finiteness check, no stopping test), to price the guard.
 
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-
-
-@contextlib.contextmanager
-def no_guard():
-    """Patches `a3c_jax.train` to run fixed-size updates as a plain `lax.scan` without the
-    divergence guard (its finiteness check and the while loop's stopping test)."""
-    import jax
-
-    from a3c_jax import train
-
-    saved = train.guarded, train._run_while
-
-    def unguarded(update_step):
-        def step(runner):
-            new, metrics = update_step(runner)
-            return new._replace(updates=runner.updates + 1), metrics
-
-        return step
-
-    def run_scan(update_step, runner, num_updates, keep_going):
-        return jax.lax.scan(lambda r, _: update_step(r), runner, None, length=num_updates)
-
-    train.guarded, train._run_while = unguarded, run_scan
-    try:
-        yield
-    finally:
-        train.guarded, train._run_while = saved
 
 
 def main() -> int:
@@ -67,6 +39,7 @@ def main() -> int:
     import a3c_jax
     from a3c_jax import runs
     from a3c_jax.cli import parse_overrides
+    from a3c_jax.xla import compiler_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -112,7 +85,7 @@ def main() -> int:
 
     # 3. jax.debug.callback from inside the whole-run scan.
     trainer = a3c_jax.make_trainer(config)
-    options = a3c_jax.train.compiler_options(config)
+    options = compiler_options(config)
     for every in args.callback_every:
 
         def on_host(update, env_steps, episode_return):
@@ -143,13 +116,12 @@ def main() -> int:
         )
 
     # 4. The whole run without the divergence guard.
-    with no_guard():
-        t0 = time.perf_counter()
-        unguarded = a3c_jax.jit_train(config).lower(key).compile()
-        variants["whole-run jit, no divergence guard"] = (
-            time.perf_counter() - t0,
-            lambda: jax.block_until_ready(unguarded(key)),
-        )
+    t0 = time.perf_counter()
+    unguarded = a3c_jax.jit_train(config, guard=False).lower(key).compile()
+    variants["whole-run jit, no divergence guard"] = (
+        time.perf_counter() - t0,
+        lambda: jax.block_until_ready(unguarded(key)),
+    )
 
     # Interleaved repeats (after a warm-up), so that the machine's load hits every variant alike.
     walls: dict[str, list[float]] = {name: [] for name in variants}

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from a3c_jax.algorithms import registry
 from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_config_file
 
 EXIT_READ_ERROR = 1
@@ -69,9 +70,7 @@ def _positive(name: str, value: int | None) -> None:
         raise ConfigError(f"{name}={value} must be a positive integer")
 
 
-def train_command(args: argparse.Namespace) -> int:
-    from a3c_jax import runs
-
+def _check_train_options(args: argparse.Namespace) -> None:
     for name in ("--num-seeds", "--chunk-updates", "--checkpoint-every", "--stop-after"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     _positive("--keep-checkpoints", args.keep_checkpoints)
@@ -79,23 +78,44 @@ def train_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--checkpoint-seconds={args.checkpoint_seconds} must be positive")
     if args.episodes < 0:
         raise ConfigError(f"--episodes={args.episodes} must be 0 (no evaluation) or more")
+    if args.tensorboard:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError as error:
+            raise ConfigError(
+                "--tensorboard needs tensorboardX: pip install 'a3c_jax[tensorboard]'"
+            ) from error
+
+
+def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Config, Path, int]:
+    """The saved run's config (with `fields` over it, which must not change it), its folder
+    and number of seeds."""
+    from a3c_jax import checkpoint as ckpt
+    from a3c_jax import runs
+
+    if args.out or args.overwrite:
+        raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
+    run_dir = Path(args.resume)
+    checkpoint = runs.find_checkpoint(run_dir)
+    saved = ckpt.read_checkpoint(checkpoint)
+    config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
+    num_seeds = saved.meta.get("num_seeds", 1)
+    if args.num_seeds is not None and args.num_seeds != num_seeds:
+        raise ConfigError(
+            f"--num-seeds={args.num_seeds}: the run in {run_dir} has {num_seeds} seed(s)"
+        )
+    ckpt.check_config(saved.config, config, str(checkpoint))
+    print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
+    return config, run_dir, num_seeds
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from a3c_jax import runs
+
+    _check_train_options(args)
     fields = requested_fields(args)
     if args.resume:
-        if args.out or args.overwrite:
-            raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
-        run_dir = Path(args.resume)
-        checkpoint = runs.find_checkpoint(run_dir)
-        from a3c_jax import checkpoint as ckpt
-
-        saved = ckpt.read_checkpoint(checkpoint)
-        config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
-        num_seeds = saved.meta.get("num_seeds", 1)
-        if args.num_seeds is not None and args.num_seeds != num_seeds:
-            raise ConfigError(
-                f"--num-seeds={args.num_seeds}: the run in {run_dir} has {num_seeds} seed(s)"
-            )
-        ckpt.check_config(saved.config, config, str(checkpoint))
-        print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
+        config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
         if config.asynchronous and not args.dry_run:
@@ -105,29 +125,31 @@ def train_command(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
         if not args.dry_run:
             runs.prepare_new_run_dir(run_dir, args.overwrite)  # fails before any compile
-    if args.tensorboard:
-        try:
-            import tensorboardX  # noqa: F401
-        except ImportError as error:
-            raise ConfigError(
-                "--tensorboard needs tensorboardX: pip install 'a3c_jax[tensorboard]'"
-            ) from error
-
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-
     import jax
-    import numpy as np
 
-    import a3c_jax
+    from a3c_jax.xla import enable_compilation_cache
 
     if not args.no_cache:
-        a3c_jax.enable_compilation_cache()
+        enable_compilation_cache()
     if jax.process_count() > 1:
         # A run over several processes (a3c_jax.launch): all train the whole run under one jit,
         # process 0 alone reports. Run folders, checkpoints and resume are single-process.
         return _train_multiprocess(args, config, num_seeds)
+    return _train_in_folder(args, config, run_dir, num_seeds)
+
+
+def _train_in_folder(
+    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
+) -> int:
+    """`runs.train_run` with the command line's options, then its report and evaluation."""
+    import jax
+    import numpy as np
+
+    from a3c_jax import runs
+
     print(config)
     print(f"run folder: {run_dir}")
     t0 = time.perf_counter()
@@ -158,12 +180,9 @@ def train_command(args: argparse.Namespace) -> int:
         "(median over chunks)"
     )
     print(f"checkpoint: {outcome.checkpoint}")
-    if outcome.status == "interrupted":
+    if outcome.status in ("interrupted", "stopped"):
         print(f"resume with: a3c-jax train --resume {run_dir}")
-        return EXIT_INTERRUPTED
-    if outcome.status == "stopped":
-        print(f"resume with: a3c-jax train --resume {run_dir}")
-        return 0
+        return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
     params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
     _report_greedy(config, _seeds(params, num_seeds), args.episodes)
     return 0
@@ -335,14 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and plot actor-critic agents on gymnax environments.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_plot_parser(sub)
+    return parser
 
+
+def _add_train_parser(sub: Any) -> None:
     train = sub.add_parser(
         "train",
         help="train an agent into a run folder (and evaluate it greedily)",
         epilog=_fields_help(),
     )
     train.add_argument("--env", help="a gymnax environment name (default CartPole-v1)")
-    train.add_argument("--algo", help="the algorithm (default a2c)")
+    train.add_argument("--algo", help=f"the algorithm: {', '.join(registry.names())} (default a2c)")
     train.add_argument(
         "--config", metavar="FILE", help="a .json/.yaml file of Config fields (--set wins)"
     )
@@ -382,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="wall-clock seconds between checkpoints when --checkpoint-every is not given",
     )
+    _add_run_options(train)
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--keep-checkpoints", type=int, default=3, help="newest ones kept")
     train.add_argument(
         "--stop-after",
@@ -407,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="check the options, print the config, exit"
     )
 
+
+def _add_eval_parser(sub: Any) -> None:
     ev = sub.add_parser("eval", help="evaluate a saved run, optionally record a video")
     ev.add_argument("run_dir", help="a run folder (or a checkpoint file)")
     ev.add_argument("--episodes", type=int, default=100)
@@ -418,11 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-steps", type=int, default=1000, help="at most this many frames in the video"
     )
 
+
+def _add_plot_parser(sub: Any) -> None:
     plot = sub.add_parser("plot", help="learning curves of runs to a PNG")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--out", default="curves.png", help="PNG file (default curves.png)")
     plot.add_argument("--title", default=None)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

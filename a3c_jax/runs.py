@@ -367,6 +367,46 @@ class _Reporter:
         self.bar.update(int(np.mean(env_steps)), rate, mean_return)
 
 
+def _observed_loop(
+    run: _Run,
+    compiled: Any,
+    schedule: _Schedule,
+    progress: bool,
+    tensorboard: bool,
+    log: Callable[[str], None],
+) -> tuple[str, float, Path]:
+    """`_chunk_loop` with its metrics writers, progress bar and Ctrl-C handler open, then the
+    final checkpoint. Returns the status, the training seconds and that checkpoint."""
+    writers = open_writers(run.folder, run.num_seeds, tensorboard)
+    start_steps = per_seed(jax.device_get(run.runner.train_state.env_steps), run.num_seeds)
+    bar = Progress(run.config.total_timesteps, int(np.mean(start_steps)), progress)
+    try:
+        with interruptible(log) as stop:
+            report = _Reporter(run, writers, bar)
+            status, train_s = _chunk_loop(run, compiled, schedule, report, stop)
+            return status, train_s, run.save(run.runner, status)
+    finally:
+        bar.close()
+        writers.close()
+
+
+def _begin(run: _Run, chunk_updates: int | None, keep_checkpoints: int) -> None:
+    """Settles the run's chunk size and checkpointer and writes config.json and run.json."""
+    config = run.config
+    run.chunk = int(chunk_updates or run.chunk or default_chunk_updates(config.num_updates))
+    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, config, keep_checkpoints)
+    run.info.update(
+        versions=run_folder.versions(),
+        command=sys.argv,
+        seed=run.seed,
+        num_seeds=run.num_seeds,
+        chunk_updates=run.chunk,
+        status="running",
+    )
+    run.folder.write_config(config)
+    run.folder.write_info(run.info)
+
+
 def train_run(
     config: Config,
     run_dir: str | os.PathLike[str],
@@ -419,18 +459,7 @@ def train_run(
     else:
         run = _new_run(config, Path(run_dir), trainer, seed, num_seeds, overwrite)
     run.clock.start = clock_start
-    run.chunk = int(chunk_updates or run.chunk or default_chunk_updates(config.num_updates))
-    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, config, keep_checkpoints)
-    run.info.update(
-        versions=run_folder.versions(),
-        command=sys.argv,
-        seed=run.seed,
-        num_seeds=num_seeds,
-        chunk_updates=run.chunk,
-        status="running",
-    )
-    run.folder.write_config(config)
-    run.folder.write_info(run.info)
+    _begin(run, chunk_updates, keep_checkpoints)
     t0 = time.perf_counter()
     compiled = compiled_chunk(trainer, config, run.chunk, run.runner)
     compile_s = time.perf_counter() - t0
@@ -440,17 +469,7 @@ def train_run(
         math.ceil(checkpoint_every / run.chunk) if checkpoint_every else 0,
         checkpoint_seconds,
     )
-    writers = open_writers(run.folder, num_seeds, tensorboard)
-    start_steps = per_seed(jax.device_get(run.runner.train_state.env_steps), num_seeds)
-    bar = Progress(config.total_timesteps, int(np.mean(start_steps)), progress)
-    try:
-        with interruptible(log) as stop:
-            report = _Reporter(run, writers, bar)
-            status, train_s = _chunk_loop(run, compiled, schedule, report, stop)
-            path = run.save(run.runner, status)
-    finally:
-        bar.close()
-        writers.close()
+    status, train_s, path = _observed_loop(run, compiled, schedule, progress, tensorboard, log)
     update = int(np.max(per_seed(jax.device_get(run.runner.updates), num_seeds)))
     state = public_state(run.runner, num_seeds)
     return RunOutcome(status, run.folder.path, state, update, path, compile_s, train_s)

@@ -255,7 +255,7 @@ def make_async_parts(config: Config) -> AsyncParts:
         )
         grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
         out = UpdateOutput(
-            traj, jnp.ones(traj.reward.shape, bool), {**loss_metrics, "learning_rate": nan}
+            traj, jnp.ones(traj.reward.shape, bool), loss_metrics | {"learning_rate": nan}
         )
         metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
         stacked = jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])

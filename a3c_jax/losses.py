@@ -11,7 +11,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-Metrics = dict[str, jax.Array]
+from a3c_jax.types import LossMetrics
+
+Metrics = dict[str, jax.Array]  # what each loss piece reports about itself
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -55,6 +57,19 @@ def entropy_loss(entropy: jax.Array, mask: jax.Array | None = None) -> tuple[jax
     return -mean_entropy, {"entropy": mean_entropy}
 
 
+def combine(
+    actor: jax.Array,
+    critic: jax.Array,
+    mean_entropy: jax.Array,
+    vf_coef: float,
+    ent_coef: float,
+) -> tuple[jax.Array, LossMetrics]:
+    """The total loss `actor + vf_coef · critic - ent_coef · entropy` of the pieces' values
+    (`policy_gradient_loss`, `value_loss`, `entropy_loss`'s mean entropy) and its metrics."""
+    total = actor + vf_coef * critic - ent_coef * mean_entropy
+    return total, LossMetrics(total, actor, critic, mean_entropy)
+
+
 def actor_critic_loss(
     log_probs: jax.Array,
     entropy: jax.Array,
@@ -64,13 +79,12 @@ def actor_critic_loss(
     vf_coef: float,
     ent_coef: float,
     mask: jax.Array | None = None,
-) -> tuple[jax.Array, Metrics]:
-    """`actor + vf_coef · critic - ent_coef · entropy`, with every part's value in the metrics."""
-    actor, actor_metrics = policy_gradient_loss(log_probs, advantages, mask)
-    critic, critic_metrics = value_loss(values, targets, mask)
-    neg_entropy, entropy_metrics = entropy_loss(entropy, mask)
-    total = actor + vf_coef * critic + ent_coef * neg_entropy
-    return total, {"total_loss": total, **actor_metrics, **critic_metrics, **entropy_metrics}
+) -> tuple[jax.Array, LossMetrics]:
+    """`actor + vf_coef · critic - ent_coef · entropy` over one batch (`combine`)."""
+    actor, _ = policy_gradient_loss(log_probs, advantages, mask)
+    critic, _ = value_loss(values, targets, mask)
+    neg_entropy, _ = entropy_loss(entropy, mask)
+    return combine(actor, critic, -neg_entropy, vf_coef, ent_coef)
 
 
 def normalize(x: jax.Array, mask: jax.Array | None = None, eps: float = 1e-8) -> jax.Array:

@@ -11,7 +11,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import optax
 
-from a3c_jax.types import Params, TrainState
+from a3c_jax.types import LossMetrics, Params, TrainState
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -70,12 +70,12 @@ def flatten(tree: Any) -> jax.Array:
     return jax.flatten_util.ravel_pytree(tree)[0]
 
 
-def device_mean(tree: Any, axis_name: str, weight: jax.Array | int | None = None) -> Any:
+def device_mean(tree: Any, axis_name: str, weight: jax.Array | None = None) -> Any:
     """The mean of `tree` over the devices of `axis_name`: plain (`lax.pmean`) when every device
-    weighs the same (`weight` None or a Python int), else weighted by each device's `weight` `[]`
-    (its number of samples), so that per-device means of unequal batches average to the mean of
-    the whole batch: `Σ_d w_d x_d / Σ_d w_d`."""
-    if weight is None or isinstance(weight, int):
+    weighs the same (`weight` None), else weighted by each device's `weight` `[]` (its number of
+    samples), so that per-device means of unequal batches average to the mean of the whole
+    batch: `Σ_d w_d x_d / Σ_d w_d`."""
+    if weight is None:
         return jax.lax.pmean(tree, axis_name)
     weight = jnp.asarray(weight, jnp.float32)
     total = jax.lax.psum(weight, axis_name)
@@ -85,12 +85,12 @@ def device_mean(tree: Any, axis_name: str, weight: jax.Array | int | None = None
 
 
 def compute_gradients(
-    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    loss_fn: Callable[..., tuple[jax.Array, LossMetrics]],
     params: Params,
     *batch: Any,
     axis_name: str | None = None,
-    weight: jax.Array | int | None = None,
-) -> tuple[Params, dict[str, jax.Array]]:
+    weight: jax.Array | None = None,
+) -> tuple[Params, LossMetrics]:
     """Gradients of `loss_fn(params, *batch) -> (loss, metrics)` with respect to `params`.
 
     Returns the gradients and the loss's metrics with `grad_norm` (before clipping) added. This is
@@ -110,7 +110,7 @@ def compute_gradients(
         local_params = jax.lax.pcast(params, axis_name, to="varying")
         grads, metrics = jax.grad(loss_fn, has_aux=True)(local_params, *batch)
         grads, metrics = device_mean((grads, metrics), axis_name, weight)
-    return grads, {**metrics, "grad_norm": jnp.linalg.norm(flatten(grads))}
+    return grads, metrics | {"grad_norm": jnp.linalg.norm(flatten(grads))}
 
 
 def apply_gradients(
@@ -134,27 +134,29 @@ def apply_gradients(
 
 
 def gradient_step(
-    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    loss_fn: Callable[..., tuple[jax.Array, LossMetrics]],
     optimizer: Optimizer,
     train_state: TrainState,
     env_steps: jax.Array | int,
     *batch: Any,
-) -> tuple[TrainState, dict[str, jax.Array]]:
+    weigh_devices: bool = False,
+) -> tuple[TrainState, LossMetrics]:
     """`compute_gradients` then `apply_gradients`: one optimiser step on `loss_fn(params, *batch)`
     that consumed `env_steps` environment steps.
 
     Returns the new state and the loss's metrics with `grad_norm` and `learning_rate` added. With
     the optimiser's `axis_name`, each device passes its own batch and `env_steps`; gradients are
-    averaged weighing each device by its `env_steps` (`compute_gradients`).
+    averaged, each device weighed by its `env_steps` if `weigh_devices` (batches that differ in
+    size: episodic algorithms), else equally.
     """
     grads, metrics = compute_gradients(
         loss_fn,
         train_state.params,
         *batch,
         axis_name=optimizer.axis_name,
-        weight=env_steps,
+        weight=jnp.asarray(env_steps, jnp.float32) if weigh_devices else None,
     )
-    metrics["learning_rate"] = optimizer.learning_rate(train_state.env_steps)
+    metrics = metrics | {"learning_rate": optimizer.learning_rate(train_state.env_steps)}
     return apply_gradients(optimizer, train_state, grads, env_steps), metrics
 
 

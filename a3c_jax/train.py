@@ -86,7 +86,7 @@ def update_metrics(
     mean_return, lowest, highest, mean_length, count = episode_stats(
         out.transitions, out.valid, last_return, last_length, axis_name
     )
-    loss_metrics = out.loss_metrics
+    loss = out.loss_metrics
     return UpdateMetrics(
         env_steps=env_steps,
         episode_return=mean_return,
@@ -94,12 +94,12 @@ def update_metrics(
         episode_return_max=highest,
         episode_length=mean_length,
         episodes=count,
-        total_loss=loss_metrics["total_loss"],
-        actor_loss=loss_metrics["actor_loss"],
-        critic_loss=loss_metrics["critic_loss"],
-        entropy=loss_metrics["entropy"],
-        grad_norm=loss_metrics["grad_norm"],
-        learning_rate=loss_metrics["learning_rate"],
+        total_loss=loss.total_loss,
+        actor_loss=loss.actor_loss,
+        critic_loss=loss.critic_loss,
+        entropy=loss.entropy,
+        grad_norm=loss.grad_norm,
+        learning_rate=loss.learning_rate,
     )
 
 

@@ -84,12 +84,33 @@ DIVERGED_GRADIENT = 2  # the gradient's global norm was nan or inf
 DIVERGED_PARAMS = 4  # a parameter was nan or inf after the optimiser step
 
 
+class LossMetrics(NamedTuple):
+    """The scalars `[]` one gradient step reports: the losses compose them (`losses.combine`),
+    the optimiser adds `grad_norm` and `learning_rate` (`optim.gradient_step`).
+
+    Read by field (`m.actor_loss`); `m["actor_loss"]` and `m | {"grad_norm": g}` also work, as
+    on the dicts that older code passed around."""
+
+    total_loss: jax.Array  # actor + vf_coef · critic - ent_coef · entropy
+    actor_loss: jax.Array
+    critic_loss: jax.Array
+    entropy: jax.Array  # mean policy entropy over the (valid) batch
+    grad_norm: jax.Array | None = None  # global gradient norm before clipping
+    learning_rate: jax.Array | None = None  # of the step
+
+    def __getitem__(self, key: int | str) -> Any:
+        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+
+    def __or__(self, changes: dict[str, Any]) -> LossMetrics:
+        return self._replace(**changes)
+
+
 class UpdateOutput(NamedTuple):
     """What one update reports besides its new state."""
 
     transitions: Transition  # [T, B, ...] the environment steps the update played
     valid: jax.Array  # [T, B] bool: real steps (False: padding after an episode's end)
-    loss_metrics: dict[str, jax.Array]  # scalars: losses, entropy, grad_norm, learning_rate
+    loss_metrics: LossMetrics
 
 
 class UpdateMetrics(NamedTuple):

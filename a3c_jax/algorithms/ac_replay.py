@@ -21,7 +21,15 @@ from a3c_jax import losses, replay
 from a3c_jax.algorithms.actor_critic import advantages_and_targets, episode_collect
 from a3c_jax.algorithms.base import Algorithm
 from a3c_jax.optim import Optimizer, gradient_step
-from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
+from a3c_jax.types import (
+    EnvCarry,
+    LossMetrics,
+    Params,
+    PRNGKey,
+    TrainState,
+    Transition,
+    UpdateOutput,
+)
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -39,7 +47,7 @@ def replay_loss(
     *,
     config: Config,
     networks: Networks,
-) -> tuple[jax.Array, losses.Metrics]:
+) -> tuple[jax.Array, LossMetrics]:
     """Actor (and entropy) loss on the episodes' valid steps plus the critic's one-step TD loss
     on a replayed minibatch.
 
@@ -53,13 +61,12 @@ def replay_loss(
     )
     if config.normalize_advantages:
         advantages = losses.normalize(advantages, valid)
-    actor, actor_metrics = losses.policy_gradient_loss(pi.log_prob(traj.action), advantages, valid)
-    neg_entropy, entropy_metrics = losses.entropy_loss(pi.entropy(), valid)
+    actor, _ = losses.policy_gradient_loss(pi.log_prob(traj.action), advantages, valid)
+    neg_entropy, _ = losses.entropy_loss(pi.entropy(), valid)
     bootstrap = jnp.where(batch.terminated, 0.0, config.gamma * batch_next_values)
     targets = batch.reward * config.reward_scale + bootstrap
-    critic, critic_metrics = losses.value_loss(networks.value(params, batch.obs), targets)
-    total = actor + config.vf_coef * critic + config.ent_coef * neg_entropy
-    return total, {"total_loss": total, **actor_metrics, **critic_metrics, **entropy_metrics}
+    critic, _ = losses.value_loss(networks.value(params, batch.obs), targets)
+    return losses.combine(actor, critic, -neg_entropy, config.vf_coef, config.ent_coef)
 
 
 def make_ac_replay(
@@ -96,6 +103,7 @@ def make_ac_replay(
             valid,
             batch,
             batch_next_values,
+            weigh_devices=True,
         )
         return train_state, env_carry, buffer, UpdateOutput(traj, valid, metrics)
 

@@ -24,7 +24,15 @@ from a3c_jax import envs, losses, returns
 from a3c_jax.algorithms.base import Algorithm, no_state
 from a3c_jax.optim import Optimizer, gradient_step
 from a3c_jax.rollout import rollout, rollout_episodes, sampling_policy
-from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
+from a3c_jax.types import (
+    EnvCarry,
+    LossMetrics,
+    Params,
+    PRNGKey,
+    TrainState,
+    Transition,
+    UpdateOutput,
+)
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -71,7 +79,7 @@ def nstep_loss(
     *,
     config: Config,
     networks: Networks,
-) -> tuple[jax.Array, losses.Metrics]:
+) -> tuple[jax.Array, LossMetrics]:
     """The actor-critic loss of one rollout, averaged over its (valid) steps.
 
     Args:
@@ -194,7 +202,14 @@ def make_episodic(
             spec, networks, config, train_state.params, env_carry, key
         )
         train_state, metrics = gradient_step(
-            loss_fn, optimizer, train_state, jnp.sum(valid), traj, next_values, valid
+            loss_fn,
+            optimizer,
+            train_state,
+            jnp.sum(valid),
+            traj,
+            next_values,
+            valid,
+            weigh_devices=True,
         )
         return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
 

@@ -11,26 +11,25 @@ import jax.numpy as jnp
 from a3c_jax import envs
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
-from a3c_jax.rollout import PolicyFn
-from a3c_jax.types import EnvCarry, Params, PRNGKey
+from a3c_jax.rollout import EpisodeState, PolicyFn, episode_step, rollout_keys, start_episodes
+from a3c_jax.types import Params, PRNGKey
 
 
-def _select_action(
-    networks: Networks,
-    spec: envs.EnvSpec,
-    greedy: bool,
-    params: Params,
-    obs: jax.Array,
-    key: PRNGKey | None,
-) -> jax.Array:
-    pi = networks.policy(params, jnp.asarray(obs, jnp.float32))
-    return envs.clip_action(spec, pi.mode() if greedy else pi.sample(key))
+def acting_policy(networks: Networks, spec: envs.EnvSpec, greedy: bool) -> PolicyFn:
+    """The policy of trained parameters: the distribution's mode (`greedy`) or a sample,
+    clipped to the action bounds; `(params, obs [B, O...], key) -> action [B, A...]`."""
+
+    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey | None) -> jax.Array:
+        pi = networks.policy(params, jnp.asarray(obs, jnp.float32))
+        return envs.clip_action(spec, pi.mode() if greedy else pi.sample(key))
+
+    return policy_fn
 
 
 @functools.lru_cache(maxsize=64)
 def _jitted_act(config: Config, greedy: bool) -> Callable:
     spec = envs.make_env(config.env_name)
-    return jax.jit(functools.partial(_select_action, make_networks(config, spec), spec, greedy))
+    return jax.jit(acting_policy(make_networks(config, spec), spec, greedy))
 
 
 def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..., jax.Array]:
@@ -53,30 +52,29 @@ def play_episodes(
     spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, key: PRNGKey, num_episodes: int
 ) -> jax.Array:
     """Undiscounted returns `[num_episodes]` of whole episodes, one per environment, played in
-    parallel with `policy_fn(params, obs [N, O...], key) -> action [N, A...]` until each ends
-    (termination or time limit; at most 100,000 steps for environments without a limit)."""
+    parallel with `policy_fn(params, obs [N, O...], key) -> action [N, A...]` (each environment
+    acting on its own observation with its own key: `rollout.episode_step`) until each ends
+    (termination or time limit; at most 100,000 steps for environments without a limit). A
+    `while_loop` that stops with the longest episode; each step's keys are drawn in the loop."""
     max_steps = spec.max_episode_steps or 100_000
     key, reset_key = jax.random.split(key)
+    Loop = tuple[EpisodeState, PRNGKey, jax.Array, jax.Array]  # state, key, totals [N], step
 
-    def cond(state: tuple) -> jax.Array:
-        _, _, active, _, t = state
-        return jnp.any(active) & (t < max_steps)
+    def cond(loop: Loop) -> jax.Array:
+        state, _, _, t = loop
+        return jnp.any(state.alive) & (t < max_steps)
 
-    def body(state: tuple) -> tuple:
-        carry, key, active, totals, t = state
-        key, act_key, step_key = jax.random.split(key, 3)
-        carry, transition = envs.step(spec, step_key, carry, policy_fn(params, carry.obs, act_key))
-        totals = totals + jnp.where(active, transition.reward, 0.0)
-        return carry, key, active & ~transition.done, totals, t + 1
+    def body(loop: Loop) -> Loop:
+        state, key, totals, t = loop
+        key, step_key = jax.random.split(key)
+        keys = rollout_keys(step_key, state.carry.env_id, 1)[0]
+        state, (transition, valid) = episode_step(spec, policy_fn, params, state, keys)
+        return state, key, totals + jnp.where(valid, transition.reward, 0.0), t + 1
 
-    state: tuple[EnvCarry, PRNGKey, jax.Array, jax.Array, jax.Array] = (
-        envs.reset(spec, reset_key, num_episodes),
-        key,
-        jnp.ones((num_episodes,), bool),
-        jnp.zeros((num_episodes,), jnp.float32),
-        jnp.zeros((), jnp.int32),
-    )
-    return jax.lax.while_loop(cond, body, state)[3]
+    carry = envs.reset(spec, reset_key, num_episodes)
+    totals = jnp.zeros((num_episodes,), jnp.float32)
+    loop = (start_episodes(carry), key, totals, jnp.zeros((), jnp.int32))
+    return jax.lax.while_loop(cond, body, loop)[2]
 
 
 @functools.lru_cache(maxsize=64)
@@ -84,7 +82,7 @@ def _make_evaluator(
     config: Config, num_episodes: int, greedy: bool
 ) -> Callable[[Params, PRNGKey], jax.Array]:
     spec = envs.make_env(config.env_name)
-    policy_fn = functools.partial(_select_action, make_networks(config, spec), spec, greedy)
+    policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
     return jax.jit(lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes))
 
 

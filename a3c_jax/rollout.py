@@ -1,12 +1,15 @@
 """Rollouts: the policy acting in vectorised environments, `[T, B]` time-major.
 
 `rollout` plays a fixed number of steps; `rollout_episodes` plays whole episodes, padded to a
-fixed length and masked. Both are a `lax.scan` taking each step with `policy_step`.
+fixed length and masked. Both are a `lax.scan` taking each step with `policy_step`. Every loop
+that plays each environment's first episode (`rollout_episodes` for training,
+`evaluation.play_episodes`, `video.play_recorded`) steps with `episode_step`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +86,31 @@ def sampling_policy(networks: Networks) -> PolicyFn:
     return policy_fn
 
 
+class EpisodeState(NamedTuple):
+    """The carry of a loop over each environment's first episode."""
+
+    carry: EnvCarry
+    alive: jax.Array  # [B] bool: the environment's first episode has not ended yet
+
+
+def start_episodes(carry: EnvCarry) -> EpisodeState:
+    """Every environment of `carry` at the start of its first episode."""
+    return EpisodeState(carry, jnp.ones(carry.obs.shape[:1], bool))
+
+
+def episode_step(
+    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, state: EpisodeState, keys: jax.Array
+) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
+    """One `policy_step` (keys `[2, B]`) that marks each environment's first episode.
+
+    Returns the new state, the transition and `valid` `[B]`: True where the step belongs to the
+    first episode (up to and including its `done`). Environments whose episode ended keep
+    stepping (into their auto-reset next episode), with `valid` False.
+    """
+    carry, transition = policy_step(spec, policy_fn, params, state.carry, keys)
+    return EpisodeState(carry, state.alive & ~transition.done), (transition, state.alive)
+
+
 def rollout_episodes(
     spec: envs.EnvSpec,
     policy_fn: PolicyFn,
@@ -95,24 +123,20 @@ def rollout_episodes(
     episodic algorithms (`da2c`, `ac_replay`); with `max_steps` at least the time limit, every
     environment finishes the episode it is in.
 
-    Environments whose episode ended keep stepping (into their auto-reset next episode), but
-    those steps are marked invalid and must count for nothing. A fixed-length `lax.scan`, not a
-    `while_loop` that stops with the longest episode: under `vmap` over seeds a `while_loop`
-    copies its whole carry (the `[T, B]` buffers) at every step, and the loss costs the same
-    `[T, B]` either way.
+    Steps after an environment's episode ended are marked invalid and must count for nothing
+    (`episode_step`). A fixed-length `lax.scan`, not a `while_loop` that stops with the longest
+    episode: under `vmap` over seeds a `while_loop` copies its whole carry (the `[T, B]` buffers)
+    at every step, and the loss costs the same `[T, B]` either way.
 
     Returns the carry after the last step, the transitions `[max_steps, B, ...]` and `valid`
     `[max_steps, B]` bool: True up to and including each environment's first `done`.
     """
 
     def body(
-        state: tuple[EnvCarry, jax.Array], keys: jax.Array
-    ) -> tuple[tuple[EnvCarry, jax.Array], tuple[Transition, jax.Array]]:
-        carry, alive = state
-        carry, transition = policy_step(spec, policy_fn, params, carry, keys)
-        return (carry, alive & ~transition.done), (transition, alive)
+        state: EpisodeState, keys: jax.Array
+    ) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
+        return episode_step(spec, policy_fn, params, state, keys)
 
-    alive = jnp.ones(carry.obs.shape[:1], bool)
     keys = rollout_keys(key, carry.env_id, max_steps)
-    (carry, _), (traj, valid) = jax.lax.scan(body, (carry, alive), keys)
-    return carry, traj, valid
+    state, (traj, valid) = jax.lax.scan(body, start_episodes(carry), keys)
+    return state.carry, traj, valid

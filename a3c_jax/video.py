@@ -22,8 +22,9 @@ import numpy as np
 
 from a3c_jax import envs
 from a3c_jax.config import Config
-from a3c_jax.evaluation import _select_action
+from a3c_jax.evaluation import acting_policy
 from a3c_jax.networks import make_networks
+from a3c_jax.rollout import EpisodeState, episode_step, rollout_keys, start_episodes
 from a3c_jax.types import Params, PRNGKey
 
 WIDTH, HEIGHT = 360, 240
@@ -44,33 +45,29 @@ _PALETTE = [  # channel colours of grid observations (background black)
 def play_recorded(
     config: Config, params: Params, key: PRNGKey, max_steps: int, greedy: bool = True
 ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-    """Plays one episode (at most `max_steps` steps) under `jit`.
+    """Plays one episode (at most `max_steps` steps) under `jit`, stepping as every episode loop
+    does (`rollout.episode_step`).
 
     Returns the environment states and observations before each action (leaves `[max_steps,
     ...]`), the rewards `[max_steps]` and the number of steps the episode took (the rest of the
     arrays belong to the next, auto-reset episode).
     """
     spec = envs.make_env(config.env_name)
-    networks = make_networks(config, spec)
+    policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
 
     @jax.jit
     def play(params: Params, key: PRNGKey) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
         reset_key, key = jax.random.split(key)
         carry = envs.reset(spec, reset_key, 1)
 
-        def body(state: tuple, step_key: PRNGKey) -> tuple:
-            carry, done_before = state
-            act_key, env_key = jax.random.split(step_key)
-            action = _select_action(networks, spec, greedy, params, carry.obs, act_key)
-            new_carry, transition = envs.step(spec, env_key, carry, action)
-            out = (carry.env_state, carry.obs[0], transition.reward[0], transition.done[0])
-            return (new_carry, done_before | transition.done[0]), out
+        def body(state: EpisodeState, keys: jax.Array) -> tuple[EpisodeState, tuple]:
+            before = state.carry
+            state, (transition, valid) = episode_step(spec, policy_fn, params, state, keys)
+            return state, (before.env_state, before.obs[0], transition.reward[0], valid[0])
 
-        _, (states, obs, rewards, dones) = jax.lax.scan(
-            body, (carry, jnp.zeros((), bool)), jax.random.split(key, max_steps)
-        )
-        length = jnp.where(jnp.any(dones), jnp.argmax(dones) + 1, max_steps)
-        return states, obs, rewards, length
+        keys = rollout_keys(key, carry.env_id, max_steps)
+        _, (states, obs, rewards, valid) = jax.lax.scan(body, start_episodes(carry), keys)
+        return states, obs, rewards, jnp.sum(valid)
 
     states, obs, rewards, length = jax.device_get(play(params, key))
     states = jax.tree.map(lambda x: x[:, 0], states)  # drop the one-environment axis

@@ -4,6 +4,14 @@
 with a seed axis `[S, ...]` (S >= 1) and never touches a file name. On disk a one-seed state is
 kept without the seed axis (`meta["batched"]` False), as a3c_jax has always written it, so old
 checkpoints load and new ones load in older versions.
+
+A run over several processes (`a3c_jax.launch`) keeps one file per process, in the same format,
+in that process's own folder (`run_folder.RunFolder.checkpoint_dir`): each replicated array once
+(parameters, optimiser state, keys, counters) and, of each array split over the devices (the
+environments, replay), this process's shards stacked in device order (`meta["split"]`). Every
+process writes and reads only its own file, so no filesystem needs to be shared between hosts
+and nothing runs in background threads; orbax, the field's tool for multi-host checkpoints,
+would need a filesystem all hosts see and brings its own threads and format.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from a3c_jax import checkpoint as ckpt
 from a3c_jax.config import Config
@@ -42,20 +51,63 @@ def seeds_in(meta: Mapping[str, Any]) -> int:
     return int(meta.get("num_seeds", 1)) if meta.get("batched") else 1
 
 
+def process_arrays(state: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """This process's part of a multi-process `state`: `{key path: array}` with each replicated
+    leaf once and each leaf split over processes as its local shards stacked `[n, ...]` (in
+    device-id order); and the key paths of the latter."""
+    arrays, split = {}, []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        name = jax.tree_util.keystr(path)
+        if leaf.is_fully_replicated:
+            arrays[name] = np.asarray(leaf.addressable_data(0))
+        else:
+            shards = sorted(leaf.addressable_shards, key=lambda s: s.device.id)
+            arrays[name] = np.stack([np.asarray(s.data) for s in shards])
+            split.append(name)
+    return arrays, split
+
+
+def assemble(content: ckpt.Checkpoint, like: Any, source: str) -> Any:
+    """The global state of a multi-process run from this process's file (`process_arrays`);
+    `like`, a state of the same run (fresh from `init`), gives each leaf's shape and sharding."""
+    split = set(content.meta.get("split", ()))
+
+    def one(path: Any, leaf: jax.Array) -> jax.Array:
+        name = jax.tree_util.keystr(path)
+        if name not in content.arrays:
+            raise ckpt.CheckpointError(f"{source} does not fit this training state: no {name}")
+        devices = sorted(leaf.sharding.addressable_devices, key=lambda d: d.id)
+        data = content.arrays[name]
+        pieces = list(data) if name in split else [data] * len(devices)
+        arrays = [jax.device_put(p, d) for p, d in zip(pieces, devices, strict=True)]
+        return jax.make_array_from_single_device_arrays(leaf.shape, leaf.sharding, arrays)
+
+    return jax.tree_util.tree_map_with_path(one, like)
+
+
 def restore(
     path: str | os.PathLike[str],
     config: Config | None = None,
     init: Callable[[PRNGKey], RunnerState] | None = None,
+    like: RunnerState | None = None,
 ) -> tuple[ckpt.Checkpoint, RunnerState]:
     """Reads a checkpoint file into a `RunnerState` with the seed axis `[S, ...]`.
 
     `init` is the saved config's `Trainer.init` (built here if not given): the template of the
-    arrays. If `config` is given and differs from the saved one, raises `ConfigMismatchError`
-    naming the fields; damaged files and states of another shape raise `CheckpointError`.
+    arrays. A multi-process run's file needs `like`, a state of the run (`assemble`). If `config`
+    is given and differs from the saved one, raises `ConfigMismatchError` naming the fields;
+    damaged files and states of another shape raise `CheckpointError`.
     """
     content = ckpt.read_checkpoint(path)
     if config is not None:
         ckpt.check_config(content.config, config, str(path))
+    if content.meta.get("processes", 1) > 1:
+        if like is None or jax.process_count() != content.meta["processes"]:
+            raise ckpt.CheckpointError(
+                f"{path} is one process's part of a run over {content.meta['processes']} "
+                "processes: resume it with python -m a3c_jax.launch and as many processes"
+            )
+        return content, assemble(content, like, str(path))
     if init is None:
         from a3c_jax.train import make_trainer
 
@@ -77,8 +129,14 @@ class Checkpointer:
         `meta` (and `batched`), then deletes all but the newest `keep`. Returns its path."""
         num_seeds = int(meta["num_seeds"])
         path = ckpt.checkpoint_path(self.folder, int(meta["update"]))
-        meta = {**meta, "batched": num_seeds > 1}
-        ckpt.save_checkpoint(path, to_file(state, num_seeds), self.config, meta)
+        if jax.process_count() > 1:
+            arrays, split = process_arrays(state)
+            processes = {"processes": jax.process_count(), "process": jax.process_index()}
+            meta = {**meta, "batched": True, **processes, "split": split}
+            ckpt.write_atomic(path, ckpt.encode(arrays, self.config, meta))
+        else:
+            meta = {**meta, "batched": num_seeds > 1}
+            ckpt.save_checkpoint(path, to_file(state, num_seeds), self.config, meta)
         ckpt.prune_checkpoints(self.folder, self.keep)
         return path
 

@@ -124,34 +124,44 @@ def train_command(args: argparse.Namespace) -> int:
         num_seeds = args.num_seeds or 1
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
         if not args.dry_run:
-            runs.prepare_new_run_dir(run_dir, args.overwrite)  # fails before any compile
+            _check_new_run_dir(args, run_dir)  # fails before any compile
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    import jax
-
     from a3c_jax.xla import enable_compilation_cache
 
     if not args.no_cache:
         enable_compilation_cache()
-    if jax.process_count() > 1:
-        # A run over several processes (a3c_jax.launch): all train the whole run under one jit,
-        # process 0 alone reports. Run folders, checkpoints and resume are single-process.
-        return _train_multiprocess(args, config, num_seeds)
+    # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
+    # folder and reports, each process keeps its own checkpoints (`runs.train_run`).
     return _train_in_folder(args, config, run_dir, num_seeds)
+
+
+def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
+    import jax
+
+    from a3c_jax import distributed, runs
+
+    if jax.process_count() > 1 and not args.out:
+        raise ConfigError(
+            "a run over several processes needs --out DIR: the same run folder on every process"
+        )
+    if distributed.is_output_process():
+        runs.prepare_new_run_dir(run_dir, args.overwrite)
 
 
 def _train_in_folder(
     args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
 ) -> int:
     """`runs.train_run` with the command line's options, then its report and evaluation."""
-    import jax
     import numpy as np
 
-    from a3c_jax import runs
+    from a3c_jax import distributed, runs
 
-    print(config)
-    print(f"run folder: {run_dir}")
+    output = distributed.is_output_process()
+    if output:
+        print(config)
+        print(f"run folder: {run_dir}")
     t0 = time.perf_counter()
     outcome = runs.train_run(
         config,
@@ -167,9 +177,12 @@ def _train_in_folder(
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
         overwrite=args.overwrite,
+        log=print if output else lambda _: None,
     )
     elapsed = time.perf_counter() - t0
-    env_steps = np.asarray(jax.device_get(outcome.runner_state.train_state.env_steps))
+    if not output:
+        return 0
+    env_steps = distributed.fetch(outcome.runner_state.train_state.env_steps)
     steps = int(np.sum(env_steps))
     metrics = runs.read_metrics(run_dir)
     rate = float(np.median(metrics["steps_per_second"])) if metrics["update"].size else 0.0
@@ -183,7 +196,7 @@ def _train_in_folder(
     if outcome.status in ("interrupted", "stopped"):
         print(f"resume with: a3c-jax train --resume {run_dir}")
         return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
-    params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
+    params = distributed.fetch(runs.policy_params(config, outcome.runner_state, num_seeds > 1))
     _report_greedy(config, _seeds(params, num_seeds), args.episodes)
     return 0
 
@@ -219,37 +232,6 @@ def _seeds(params: Any, num_seeds: int) -> list[Any]:
     if num_seeds == 1:
         return [params]
     return [jax.tree.map(lambda x, i=i: x[i], params) for i in range(num_seeds)]
-
-
-def _train_multiprocess(args: argparse.Namespace, config: Config, num_seeds: int) -> int:
-    import jax
-    import numpy as np
-
-    import a3c_jax
-    from a3c_jax import distributed
-
-    # In a run over several processes (a3c_jax.launch) all train; process 0 alone reports.
-    output = distributed.is_output_process()
-    if output:
-        print(config)
-    train = a3c_jax.jit_train(config, num_seeds=num_seeds if num_seeds > 1 else None)
-    key = jax.random.PRNGKey(args.seed)
-    keys = jax.random.split(key, num_seeds) if num_seeds > 1 else key
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    t1 = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    t2 = time.perf_counter()
-    if not output:
-        return 0
-    # Environment steps actually played (episodic algorithms stop at the budget).
-    steps = int(np.sum(distributed.fetch(result.runner_state.train_state.env_steps)))
-    rate = steps / (t2 - t1)
-    print(f"trace+compile {t1 - t0:.2f} s, train {t2 - t1:.2f} s, {rate:,.0f} env steps/s")
-    final = distributed.fetch(result.metrics.episode_return).reshape(num_seeds, -1)[:, -1]
-    params = _seeds(distributed.fetch(result.params), num_seeds)
-    _report_greedy(config, params, args.episodes, final)
-    return 0
 
 
 def train_async_command(config: Config, args: argparse.Namespace) -> int:

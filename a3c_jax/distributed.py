@@ -107,6 +107,6 @@ def fetch(tree: Any) -> Any:
             if not x.is_fully_replicated:
                 raise ValueError(f"cannot fetch an array split over processes: {x.sharding}")
             return np.asarray(x.addressable_data(0))
-        return np.asarray(x)
+        return x
 
-    return jax.tree.map(one, tree)
+    return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(one, tree)))

@@ -6,9 +6,9 @@ raising; these read that record on the host and explain it.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
+from a3c_jax import distributed
 from a3c_jax.types import (
     DIVERGED_GRADIENT,
     DIVERGED_LOSS,
@@ -60,7 +60,7 @@ def check_finite(
     runner = state.runner_state if isinstance(state, TrainResult) else state
     codes, updates = (
         np.asarray(x).reshape(num_seeds or -1, -1)[:, 0] if num_seeds else np.atleast_1d(x)
-        for x in jax.device_get((runner.diverged, runner.updates))
+        for x in distributed.fetch((runner.diverged, runner.updates))
     )
     bad = np.flatnonzero(codes)
     if bad.size == 0:

@@ -21,7 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+
 from a3c_jax import checkpoint as ckpt
+from a3c_jax import distributed
 from a3c_jax.config import Config, ConfigError
 
 CONFIG_FILE = "config.json"
@@ -60,9 +63,18 @@ def versions() -> dict[str, str]:
 
 
 class RunFolder(NamedTuple):
-    """The paths of one run folder and its JSON files (`config.json`, `run.json`)."""
+    """The paths of one run folder and its JSON files (`config.json`, `run.json`).
+
+    In a run over several processes (`a3c_jax.launch`) process 0 alone writes the folder's
+    files (`writes`); each process keeps its own checkpoints, in `checkpoints/process_{i}/`.
+    """
 
     path: Path
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the folder's shared files (config, run.json, metrics)."""
+        return distributed.is_output_process()
 
     @property
     def config_file(self) -> Path:
@@ -78,21 +90,26 @@ class RunFolder(NamedTuple):
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.path / CHECKPOINT_DIR
+        """`checkpoints/`, or this process's `checkpoints/process_{i}/` in a multi-process run."""
+        if jax.process_count() == 1:
+            return self.path / CHECKPOINT_DIR
+        return self.path / CHECKPOINT_DIR / f"process_{jax.process_index()}"
 
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / TENSORBOARD_DIR
 
     def write_config(self, config: Config) -> None:
-        write_json(self.config_file, config.to_dict())
+        if self.writes:
+            write_json(self.config_file, config.to_dict())
 
     def read_info(self) -> dict[str, Any]:
         """`run.json` (empty if the run has none: a folder written by an older a3c_jax)."""
         return read_json(self.run_file) if self.run_file.exists() else {}
 
     def write_info(self, info: dict[str, Any]) -> None:
-        write_json(self.run_file, info)
+        if self.writes:
+            write_json(self.run_file, info)
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -126,10 +143,11 @@ def prepare_new_run_dir(path: str | os.PathLike[str], overwrite: bool = False) -
 
 
 def create(path: str | os.PathLike[str], overwrite: bool = False) -> RunFolder:
-    """A new run folder at `path` (`prepare_new_run_dir`, then created)."""
-    path = prepare_new_run_dir(path, overwrite)
-    path.mkdir(parents=True, exist_ok=True)
-    return RunFolder(path)
+    """A new run folder at `path` (`prepare_new_run_dir`, then created; by process 0 alone)."""
+    folder = RunFolder(Path(path))
+    if folder.writes:
+        prepare_new_run_dir(path, overwrite).mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def default_run_dir(config: Config, root: str | os.PathLike[str] = "runs") -> Path:

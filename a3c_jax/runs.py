@@ -26,13 +26,14 @@ import jax
 import numpy as np
 
 from a3c_jax import checkpoint as ckpt
-from a3c_jax import checkpointer, run_folder
+from a3c_jax import checkpointer, distributed, run_folder
 from a3c_jax.compiled import compiled_chunk, compiled_init
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import check_finite
 from a3c_jax.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metrics: runs' API)
     METRIC_COLUMNS,
     MetricsWriter,
+    MetricsWriters,
     chunk_rows,
     open_writers,
     read_metrics,
@@ -149,10 +150,10 @@ def save(
         checkpointer.state_template(make_trainer(config).init, num_seeds),
         "the result to save",
     )
-    env_steps = int(np.max(jax.device_get(runner.train_state.env_steps)))
-    diverged = np.any(jax.device_get(runner.diverged))
+    env_steps = int(np.max(distributed.fetch(runner.train_state.env_steps)))
+    diverged = np.any(distributed.fetch(runner.diverged))
     meta = {
-        "update": int(np.max(jax.device_get(runner.updates))),
+        "update": int(np.max(distributed.fetch(runner.updates))),
         "env_steps": env_steps,
         "num_seeds": num_seeds,
         "seed": seed,
@@ -223,7 +224,7 @@ class _Run:
         """A checkpoint of `state` with its progress and `status`; run.json follows it."""
         updates, env_steps = (
             per_seed(x, self.num_seeds)
-            for x in jax.device_get((state.updates, state.train_state.env_steps))
+            for x in distributed.fetch((state.updates, state.train_state.env_steps))
         )
         meta = {
             "update": int(np.max(updates)),
@@ -232,6 +233,7 @@ class _Run:
             "seed": self.seed,
             "time_s": self.clock(),
             "status": status,
+            "chunk_updates": self.chunk,
         }
         path = self.saver.save(state, meta)
         self.info.update(meta, batched=self.num_seeds > 1, checkpoint=path.name)
@@ -252,7 +254,10 @@ def _resumed_run(
     config: Config, run_dir: Path, trainer: Trainer, seed: int, num_seeds: int
 ) -> _Run:
     path = find_checkpoint(run_dir)
-    content, runner = checkpointer.restore(path, config, trainer.init)
+    like = None
+    if jax.process_count() > 1:  # the shapes and shardings of this run's global arrays
+        like = compiled_init(trainer, config, num_seeds)(seed_keys(seed, num_seeds))
+    content, runner = checkpointer.restore(path, config, trainer.init, like)
     saved_seeds = content.meta.get("num_seeds", 1)
     if saved_seeds != num_seeds:
         raise RunDirError(f"--resume {run_dir}: the run has {saved_seeds} seed(s), not {num_seeds}")
@@ -260,9 +265,10 @@ def _resumed_run(
     folder = RunFolder(run_dir)
     info = folder.read_info()
     seed = seed if content.meta.get("seed") is None else content.meta["seed"]
-    truncate_metrics(run_dir, int(content.meta["update"]))
+    if folder.writes:
+        truncate_metrics(run_dir, int(content.meta["update"]))
     clock = _Clock(float(content.meta.get("time_s") or 0.0))
-    chunk = int(info.get("chunk_updates") or 0)
+    chunk = int(content.meta.get("chunk_updates") or info.get("chunk_updates") or 0)
     return _Run(config, folder, seed, num_seeds, chunk, runner, info, clock)
 
 
@@ -289,7 +295,7 @@ def _chunk_loop(
     def finished(env_steps: np.ndarray) -> bool:
         return all(budget_spent(run.config, int(n)) for n in env_steps)
 
-    env_steps = per_seed(jax.device_get(run.runner.train_state.env_steps), run.num_seeds)
+    env_steps = per_seed(distributed.fetch(run.runner.train_state.env_steps), run.num_seeds)
     train_start = last_checkpoint = run.clock()
     pending, chunks_run = None, 0
     if not finished(env_steps) and schedule.max_chunks > 0:
@@ -300,7 +306,7 @@ def _chunk_loop(
         pending = None
         if chunks_run < schedule.max_chunks and not stop.is_set():
             pending = (run.runner, compiled(run.runner, budget_left))  # runs while we log
-        metrics, updates, env_steps, diverged = jax.device_get(
+        metrics, updates, env_steps, diverged = distributed.fetch(
             (
                 metrics._asdict(),
                 run.runner.updates,
@@ -333,7 +339,7 @@ def _save_last_good(run: _Run, compiled: Any, start: RunnerState) -> None:
     """After a divergence: replays the chunk from `start` up to each seed's last good update
     (the same compiled chunk, so bitwise the state before the bad update), saves it, and raises
     `DivergenceError` naming that checkpoint."""
-    until = np.asarray(jax.device_get(run.runner.updates), np.int32)
+    until = np.asarray(distributed.fetch(run.runner.updates), np.int32)
     good, _ = compiled(start, until)
     path = run.save(good._replace(diverged=run.runner.diverged), "diverged")
     try:
@@ -351,7 +357,7 @@ class _Reporter:
         self.writers, self.bar = writers, bar
         self.updates, self.env_steps = (
             per_seed(x, run.num_seeds)
-            for x in jax.device_get((run.runner.updates, run.runner.train_state.env_steps))
+            for x in distributed.fetch((run.runner.updates, run.runner.train_state.env_steps))
         )
         self.last_time = run.clock()
 
@@ -377,9 +383,10 @@ def _observed_loop(
 ) -> tuple[str, float, Path]:
     """`_chunk_loop` with its metrics writers, progress bar and Ctrl-C handler open, then the
     final checkpoint. Returns the status, the training seconds and that checkpoint."""
-    writers = open_writers(run.folder, run.num_seeds, tensorboard)
-    start_steps = per_seed(jax.device_get(run.runner.train_state.env_steps), run.num_seeds)
-    bar = Progress(run.config.total_timesteps, int(np.mean(start_steps)), progress)
+    writes = run.folder.writes  # process 0 of a multi-process run; the only one otherwise
+    writers = open_writers(run.folder, run.num_seeds, tensorboard) if writes else MetricsWriters([])
+    start_steps = per_seed(distributed.fetch(run.runner.train_state.env_steps), run.num_seeds)
+    bar = Progress(run.config.total_timesteps, int(np.mean(start_steps)), progress and writes)
     try:
         with interruptible(log) as stop:
             report = _Reporter(run, writers, bar)
@@ -470,6 +477,6 @@ def train_run(
         checkpoint_seconds,
     )
     status, train_s, path = _observed_loop(run, compiled, schedule, progress, tensorboard, log)
-    update = int(np.max(per_seed(jax.device_get(run.runner.updates), num_seeds)))
+    update = int(np.max(per_seed(distributed.fetch(run.runner.updates), num_seeds)))
     state = public_state(run.runner, num_seeds)
     return RunOutcome(status, run.folder.path, state, update, path, compile_s, train_s)

@@ -85,6 +85,15 @@ def assemble(content: ckpt.Checkpoint, like: Any, source: str) -> Any:
     return jax.tree_util.tree_map_with_path(one, like)
 
 
+def replicated_params(content: ckpt.Checkpoint, init: Callable[[PRNGKey], RunnerState]) -> Any:
+    """The parameters `[S, ...]` in one process's part of a multi-process run (replicated, so
+    whole in every part): what `a3c-jax eval` needs, read in a single process."""
+    prefix = ".train_state.params"
+    template = state_template(init, seeds_in(content.meta)).train_state.params
+    arrays = {k[len(prefix) :]: v for k, v in content.arrays.items() if k.startswith(prefix)}
+    return ckpt.unflatten_state(arrays, template, source=f"{content.meta.get('process')}")
+
+
 def restore(
     path: str | os.PathLike[str],
     config: Config | None = None,
@@ -98,7 +107,17 @@ def restore(
     is given and differs from the saved one, raises `ConfigMismatchError` naming the fields;
     damaged files and states of another shape raise `CheckpointError`.
     """
-    content = ckpt.read_checkpoint(path)
+    return restore_content(ckpt.read_checkpoint(path), str(path), config, init, like)
+
+
+def restore_content(
+    content: ckpt.Checkpoint,
+    path: str,
+    config: Config | None = None,
+    init: Callable[[PRNGKey], RunnerState] | None = None,
+    like: RunnerState | None = None,
+) -> tuple[ckpt.Checkpoint, RunnerState]:
+    """`restore` of a checkpoint already read (from `path`)."""
     if config is not None:
         ckpt.check_config(content.config, config, str(path))
     if content.meta.get("processes", 1) > 1:

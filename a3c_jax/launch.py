@@ -4,13 +4,15 @@ On one machine (loopback), start 2 processes that train as one, gradients averag
 devices of both (here each process forces 2 CPU devices, so `num_devices=all` is 4):
 
     python -m a3c_jax.launch --num-processes 2 --devices-per-process 2 \\
-        train --env CartPole-v1 --set num_devices=all num_envs=64
+        train --env CartPole-v1 --out runs/two --set num_devices=all num_envs=64
+    python -m a3c_jax.launch --num-processes 2 --devices-per-process 2 train --resume runs/two
 
 Everything after the launcher's own options is an `a3c-jax` command line (or, with `--script`,
 a Python script and its arguments). Each process gets `A3C_JAX_COORDINATOR`,
 `A3C_JAX_NUM_PROCESSES`, `A3C_JAX_PROCESS_ID` and `A3C_JAX_INIT_TIMEOUT` in its environment and
 calls `a3c_jax.distributed.initialize_from_env()` (the `a3c-jax` command does) before anything else;
-process 0 serves the coordinator and is the only one that reports. When one process fails, the
+process 0 serves the coordinator and is the only one that reports and writes the run folder
+(each process keeps its own checkpoints: `a3c_jax.checkpointer`). When one process fails, the
 launcher stops the others and exits with its status.
 
 On several machines, run one process per machine, each with its `--process-id` and the address

@@ -169,6 +169,8 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
         raise RunDirError(f"{path}: no such run folder or checkpoint file")
     folder = RunFolder(path)
     found = ckpt.list_checkpoints(folder.checkpoint_dir)
+    if not found and jax.process_count() == 1:  # a multi-process run: process 0's part
+        found = ckpt.list_checkpoints(path / CHECKPOINT_DIR / "process_0")
     if not found:
         raise RunDirError(f"{path}: holds no checkpoint (looked in {folder.checkpoint_dir})")
     return found[-1]

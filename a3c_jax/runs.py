@@ -60,7 +60,7 @@ class SavedRun(NamedTuple):
 
     config: Config
     params: Params  # ready for `a3c_jax.evaluate(config, params, key)` (one seed)
-    runner_state: RunnerState
+    runner_state: RunnerState | None  # None: one process's part of a multi-process run
     meta: dict[str, Any]  # update, env_steps, num_seeds, seed, time_s, status, checkpoint, ...
 
 
@@ -179,7 +179,10 @@ def load(
     Raises `CheckpointError` for a damaged file, `RunDirError` for a folder with no checkpoint.
     """
     path = find_checkpoint(run_dir)
-    content, runner = checkpointer.restore(path, config)
+    content = ckpt.read_checkpoint(path)
+    if content.meta.get("processes", 1) > jax.process_count():
+        return _load_params_only(content, path, config, index)
+    content, runner = checkpointer.restore_content(content, str(path), config)
     num_seeds = checkpointer.seeds_in(content.meta)
     if index is not None and not 0 <= index < num_seeds:
         if num_seeds == 1:
@@ -192,6 +195,27 @@ def load(
     meta = {**content.meta, "checkpoint": str(path)}
     batched = num_seeds > 1 and index is None
     return SavedRun(content.config, policy_params(content.config, runner, batched), runner, meta)
+
+
+def _load_params_only(
+    content: ckpt.Checkpoint, path: Path, config: Config | None, index: int | None
+) -> SavedRun:
+    """`load` of one process's part of a multi-process run in fewer processes: the parameters
+    (replicated, so whole in the part) without a `runner_state` (None); resume it with
+    `python -m a3c_jax.launch` and as many processes."""
+    from a3c_jax.train import make_trainer
+
+    if config is not None:
+        ckpt.check_config(content.config, config, str(path))
+    num_seeds = checkpointer.seeds_in(content.meta)
+    params = checkpointer.replicated_params(content, make_trainer(content.config).init)
+    if index is not None and not 0 <= index < num_seeds:
+        raise ValueError(f"index={index}: {path} holds seeds 0..{num_seeds - 1}")
+    params = jax.tree.map(lambda x: x[index], params) if index is not None else params
+    if index is None:
+        params = public_state(params, num_seeds)
+    meta = {**content.meta, "checkpoint": str(path), "batched": num_seeds > 1}
+    return SavedRun(content.config, params, None, meta)
 
 
 # --------------------------------------------------------------------------- the chunk loop

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
+import a3c_jax
 from a3c_jax import checkpoint
 
 TRAIN = ["--no-cache", "--episodes", "0", "--no-progress"]
@@ -64,3 +66,8 @@ def test_two_process_run_stops_resumes_and_ends_bitwise_equal(tmp_path):
     assert info["status"] == "finished" and info["update"] == 8
     assert [int(r["update"]) for r in _rows(resumed)] == [2, 4, 6, 8]
     assert _rows(resumed) == _rows(straight)
+    # One process loads the parameters (for a3c-jax eval); the split state needs both.
+    saved = a3c_jax.load(straight)
+    assert saved.runner_state is None and saved.meta["update"] == 8
+    returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
+    assert returns.shape == (2,) and np.all(returns >= 1)

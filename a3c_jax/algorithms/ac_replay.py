@@ -18,18 +18,14 @@ import jax
 import jax.numpy as jnp
 
 from a3c_jax import losses, replay
-from a3c_jax.algorithms.actor_critic import advantages_and_targets, episode_collect
-from a3c_jax.algorithms.base import Algorithm
-from a3c_jax.optim import Optimizer, gradient_step
-from a3c_jax.types import (
-    EnvCarry,
-    LossMetrics,
-    Params,
-    PRNGKey,
-    TrainState,
-    Transition,
-    UpdateOutput,
+from a3c_jax.algorithms.actor_critic import (
+    advantages_and_targets,
+    episode_collect,
+    episodes_step,
 )
+from a3c_jax.algorithms.base import Algorithm
+from a3c_jax.optim import Optimizer
+from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -47,7 +43,7 @@ def replay_loss(
     *,
     config: Config,
     networks: Networks,
-) -> tuple[jax.Array, LossMetrics]:
+) -> tuple[jax.Array, losses.LossMetrics]:
     """Actor (and entropy) loss on the episodes' valid steps plus the critic's one-step TD loss
     on a replayed minibatch.
 
@@ -93,17 +89,8 @@ def make_ac_replay(
         buffer = replay.replay_add(buffer, new, valid.reshape(-1))
         batch = replay.replay_sample(buffer, sample_key, config.replay_batch_size)
         batch_next_values = networks.value(params, batch.next_obs)
-        train_state, metrics = gradient_step(
-            loss_fn,
-            optimizer,
-            train_state,
-            jnp.sum(valid),
-            traj,
-            next_values,
-            valid,
-            batch,
-            batch_next_values,
-            weigh_devices=True,
+        train_state, metrics = episodes_step(
+            loss_fn, optimizer, train_state, traj, next_values, valid, batch, batch_next_values
         )
         return train_state, env_carry, buffer, UpdateOutput(traj, valid, metrics)
 

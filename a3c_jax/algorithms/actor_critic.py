@@ -15,6 +15,7 @@ with GAE(λ) advantages and value targets from `returns` (zero bootstrap after t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -24,15 +25,7 @@ from a3c_jax import envs, losses, returns
 from a3c_jax.algorithms.base import Algorithm, no_state
 from a3c_jax.optim import Optimizer, gradient_step
 from a3c_jax.rollout import rollout, rollout_episodes, sampling_policy
-from a3c_jax.types import (
-    EnvCarry,
-    LossMetrics,
-    Params,
-    PRNGKey,
-    TrainState,
-    Transition,
-    UpdateOutput,
-)
+from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -79,7 +72,7 @@ def nstep_loss(
     *,
     config: Config,
     networks: Networks,
-) -> tuple[jax.Array, LossMetrics]:
+) -> tuple[jax.Array, losses.LossMetrics]:
     """The actor-critic loss of one rollout, averaged over its (valid) steps.
 
     Args:
@@ -171,6 +164,32 @@ def episode_collect(
     return env_carry, traj, valid, bootstrap_values(spec, networks, params, traj)
 
 
+def episodes_step(
+    loss_fn: Callable[..., tuple[jax.Array, losses.LossMetrics]],
+    optimizer: Optimizer,
+    train_state: TrainState,
+    traj: Transition,
+    next_values: jax.Array,
+    valid: jax.Array,
+    *batch: Any,
+) -> tuple[TrainState, losses.LossMetrics]:
+    """The gradient step of the episodic algorithms on `loss_fn(params, traj, next_values,
+    valid, *batch)`: it consumed the `valid` `[T, B]` steps, and over several devices each
+    device's gradient weighs by its own count of them (`optim.gradient_step`)."""
+    env_steps = jnp.sum(valid)
+    return gradient_step(
+        loss_fn,
+        optimizer,
+        train_state,
+        env_steps,
+        traj,
+        next_values,
+        valid,
+        *batch,
+        weigh_devices=True,
+    )
+
+
 def make_nstep(
     config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
 ) -> Algorithm:
@@ -201,15 +220,8 @@ def make_episodic(
         env_carry, traj, valid, next_values = episode_collect(
             spec, networks, config, train_state.params, env_carry, key
         )
-        train_state, metrics = gradient_step(
-            loss_fn,
-            optimizer,
-            train_state,
-            jnp.sum(valid),
-            traj,
-            next_values,
-            valid,
-            weigh_devices=True,
+        train_state, metrics = episodes_step(
+            loss_fn, optimizer, train_state, traj, next_values, valid
         )
         return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
 

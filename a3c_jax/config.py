@@ -231,6 +231,10 @@ class Config:
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Checks of fields against each other and against the environment."""
         if self.episodic and self.total_timesteps < self.num_envs:
             raise ConfigError(
                 f"total_timesteps={self.total_timesteps} is smaller than one step in each of "

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from a3c_jax import envs, parallel
 from a3c_jax.algorithms import registry
-from a3c_jax.algorithms.base import Algorithm
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, check_finite  # noqa: F401 (their old home)
 from a3c_jax.networks import Networks, make_networks
@@ -19,6 +18,7 @@ from a3c_jax.types import (
     DIVERGED_GRADIENT,
     DIVERGED_LOSS,
     DIVERGED_PARAMS,
+    Algorithm,
     Params,
     PRNGKey,
     RunnerState,

@@ -152,3 +152,20 @@ class Trainer(NamedTuple):
     init: Callable[[PRNGKey], RunnerState]
     run: Callable[..., tuple[RunnerState, UpdateMetrics]]
     train: Callable[[PRNGKey], TrainResult]
+
+
+# update(train_state, env_carry, algo_state, key)
+#     -> (train_state, env_carry, algo_state, UpdateOutput)
+UpdateFn = Callable[
+    [TrainState, EnvCarry, Any, PRNGKey], tuple[TrainState, EnvCarry, Any, UpdateOutput]
+]
+
+
+class Algorithm(NamedTuple):
+    """`init(params, key) -> algo_state` and one `update`. `fixed_batch` is True when every
+    update plays exactly `config.num_envs * config.n_steps` environment steps: the registry sets
+    it from its entry's `episodic` (`registry.StampedBuilder`); builders leave it."""
+
+    init: Callable[[Params, PRNGKey], Any]
+    update: UpdateFn
+    fixed_batch: bool = True

@@ -91,7 +91,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
     """The saved run's config (with `fields` over it, which must not change it), its folder
     and number of seeds."""
     from a3c_jax import checkpoint as ckpt
-    from a3c_jax import runs
+    from a3c_jax import distributed, runs
 
     if args.out or args.overwrite:
         raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
@@ -105,7 +105,8 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
             f"--num-seeds={args.num_seeds}: the run in {run_dir} has {num_seeds} seed(s)"
         )
     ckpt.check_config(saved.config, config, str(checkpoint))
-    print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
+    if distributed.is_output_process():
+        print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
     return config, run_dir, num_seeds
 
 

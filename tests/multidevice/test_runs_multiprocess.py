@@ -4,6 +4,7 @@ and `--resume` ends bitwise equal to a run that never stopped."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -42,13 +43,19 @@ def _rows(run):
         ]
 
 
-def test_two_process_run_stops_resumes_and_ends_bitwise_equal(tmp_path):
+def test_two_process_run_resumes_and_ends_bitwise_equal(tmp_path):
+    """The run checkpoints at update 4; a copy of its folder cut back to that checkpoint (as a
+    run stopped there leaves it, metrics rows after it included) resumes to the same end."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _launch("--out", str(straight), *SETTINGS)
-    printed = _launch("--out", str(resumed), "--stop-after", "4", *SETTINGS)
-    assert "stopped at update 4 of 8" in printed
+    printed = _launch("--out", str(straight), "--checkpoint-every", "4", *SETTINGS)
+    assert "finished at update 8 of 8" in printed
     assert printed.count("run folder:") == 1  # process 0 alone reports
+    shutil.copytree(straight, resumed)
+    for later in resumed.glob("checkpoints/process_*/update_000000008.ckpt"):
+        later.unlink()
+    assert len(list(resumed.glob("checkpoints/process_*/update_000000004.ckpt"))) == 2
     printed = _launch("--resume", str(resumed))
+    assert "resuming" in printed and "(update 4)" in printed
     assert "finished at update 8 of 8" in printed
     for process in (0, 1):
         a, b = _newest(straight, process), _newest(resumed, process)

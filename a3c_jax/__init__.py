@@ -15,7 +15,9 @@ from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, check_finite
 from a3c_jax.evaluation import evaluate, make_act
-from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
+from a3c_jax.run_folder import RunDirError
+from a3c_jax.runs import train_run
+from a3c_jax.saving import SavedRun, load, save
 from a3c_jax.train import jit_train, make_train, make_trainer
 from a3c_jax.types import (
     EnvCarry,

@@ -1,41 +1,96 @@
-"""a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax."""
+"""a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax.
 
-# A process of a multi-process run (a3c_jax.launch) joins it first: importing gymnax below
-# initialises JAX's backend, after which jax.distributed.initialize is refused.
+`import a3c_jax` imports JAX, the configuration and the presets; every other public name is
+imported from its module when first used (PEP 562), so a command imports only what it runs
+(`tests/test_imports.py` checks that the heavy libraries stay out).
+"""
+
+# A process of a multi-process run (a3c_jax.launch) joins it first: anything that initialises
+# JAX's backend (gymnax's environments build arrays at import) makes jax.distributed refuse.
 from a3c_jax import distributed
 
 distributed.initialize_from_env()
 
 # ruff: noqa: E402
 
-from a3c_jax import distributions, envs, losses, networks, parallel, presets, returns, rollout
-from a3c_jax.algorithms import ALGORITHM_BUILDERS
-from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
-from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from a3c_jax import presets
 from a3c_jax.config import Config, ConfigError
-from a3c_jax.evaluation import evaluate, make_act
-from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
-from a3c_jax.train import (
-    DivergenceError,
-    Trainer,
-    check_finite,
-    enable_compilation_cache,
-    jit_train,
-    make_train,
-    make_trainer,
-)
-from a3c_jax.types import (
-    EnvCarry,
-    RunnerState,
-    TrainResult,
-    TrainState,
-    Transition,
-    UpdateMetrics,
-)
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
+    from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
+    from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
+    from a3c_jax.evaluation import evaluate, make_act
+    from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
+    from a3c_jax.train import (
+        DivergenceError,
+        Trainer,
+        check_finite,
+        enable_compilation_cache,
+        jit_train,
+        make_train,
+        make_trainer,
+    )
+    from a3c_jax.types import (
+        EnvCarry,
+        RunnerState,
+        TrainResult,
+        TrainState,
+        Transition,
+        UpdateMetrics,
+    )
+
+    ALGORITHMS: tuple[str, ...]
 
 __version__ = "0.1.0"
 
-ALGORITHMS = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
+_SUBMODULES = ("distributions", "envs", "losses", "networks", "parallel", "returns", "rollout")
+_LAZY: dict[str, str] = {  # public name -> the module that defines it
+    **dict.fromkeys(("AsyncMetrics", "AsyncResult", "UpdateRecord", "train_async"), "asynchronous"),
+    **dict.fromkeys(("CheckpointError", "ConfigMismatchError"), "checkpoint"),
+    **dict.fromkeys(("evaluate", "make_act"), "evaluation"),
+    **dict.fromkeys(("RunDirError", "SavedRun", "load", "save", "train_run"), "runs"),
+    **dict.fromkeys(
+        (
+            "DivergenceError",
+            "Trainer",
+            "check_finite",
+            "enable_compilation_cache",
+            "jit_train",
+            "make_train",
+            "make_trainer",
+        ),
+        "train",
+    ),
+    **dict.fromkeys(
+        ("EnvCarry", "RunnerState", "TrainResult", "TrainState", "Transition", "UpdateMetrics"),
+        "types",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name's module on first use and keeps the name here."""
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"a3c_jax.{name}")
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(f"a3c_jax.{_LAZY[name]}"), name)
+    elif name == "ALGORITHMS":
+        from a3c_jax.algorithms import ALGORITHM_BUILDERS
+
+        value = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
+    else:
+        raise AttributeError(f"module 'a3c_jax' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ALGORITHMS",

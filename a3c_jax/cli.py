@@ -18,13 +18,16 @@ diverged (the last good state is saved); 130 interrupted by Ctrl-C (a checkpoint
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from a3c_jax import presets
 from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_config_file
@@ -71,7 +74,9 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from a3c_jax import runs
+    from a3c_jax import runs, timing
+
+    phases = timing.Phases()  # startup: the interpreter and imports until here
 
     for name in ("--num-seeds", "--chunk-updates", "--checkpoint-every", "--stop-after"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -131,6 +136,11 @@ def train_command(args: argparse.Namespace) -> int:
         return _train_multiprocess(args, config, num_seeds)
     print(config)
     print(f"run folder: {run_dir}")
+    if args.episodes:  # the greedy evaluation's program compiles while training runs
+        from a3c_jax.evaluation import compile_evaluation
+
+        compile_evaluation(config, args.episodes)
+    phases.lap("config")
     t0 = time.perf_counter()
     outcome = runs.train_run(
         config,
@@ -148,6 +158,7 @@ def train_command(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     elapsed = time.perf_counter() - t0
+    phases.lap("build", compile=outcome.compile_s, train=outcome.train_s, write=outcome.write_s)
     env_steps = np.asarray(jax.device_get(outcome.runner_state.train_state.env_steps))
     steps = int(np.sum(env_steps))
     metrics = runs.read_metrics(run_dir)
@@ -167,6 +178,12 @@ def train_command(args: argparse.Namespace) -> int:
         return 0
     params = runs.policy_params(config, outcome.runner_state, num_seeds > 1)
     _report_greedy(config, _seeds(params, num_seeds), args.episodes)
+    phases.lap("evaluate")
+    runs.write_json(
+        run_dir / runs.RUN_FILE,
+        {**runs.read_json(run_dir / runs.RUN_FILE), "timings": phases.seconds},
+    )
+    print(f"wall-clock: {phases.summary()}")
     return 0
 
 
@@ -448,5 +465,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def run() -> NoReturn:
+    """The `a3c-jax` command (and `python -m a3c_jax`): `main`, then the process ends as a
+    normal exit does (threads joined, `atexit` handlers run, output flushed) but without the
+    interpreter's teardown of every module, which takes seconds once JAX is loaded."""
+    code = main()
+    getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit runs first
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

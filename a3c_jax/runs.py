@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from a3c_jax import background
 from a3c_jax import checkpoint as ckpt
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.types import Params, RunnerState, TrainResult
@@ -89,8 +90,9 @@ class RunOutcome(NamedTuple):
     runner_state: RunnerState
     update: int  # updates done (per seed)
     checkpoint: Path  # the checkpoint written last
-    compile_s: float  # seconds spent compiling the chunk (0 if it was compiled already)
+    compile_s: float  # seconds compiling the chunk (new run: and the initial state, at once)
     train_s: float  # seconds from the first chunk's dispatch to the last chunk's metrics
+    write_s: float = 0.0  # seconds writing the final checkpoint
 
 
 # --------------------------------------------------------------------------- run folders
@@ -660,16 +662,19 @@ def train_run(
     write_json(run_dir / CONFIG_FILE, config.to_dict())
     write_json(run_dir / RUN_FILE, info)
 
+    t0 = time.perf_counter()
+    ahead = None
     if not resume:
         key = jax.random.PRNGKey(seed)
         from a3c_jax.algorithms import ALGORITHM_BUILDERS
 
         init = _jitted_init(config, num_seeds, batched, ALGORITHM_BUILDERS[config.algo])
-        runner = init(jax.random.split(key, num_seeds) if batched else key)
-    t0 = time.perf_counter()
-    compiled = compiled_chunk(config, chunk, batched, runner)
+        keys = jax.random.split(key, num_seeds) if batched else key
+        ahead = background.compile_chunk_ahead(compiled_chunk, config, chunk, batched, init, keys)
+        runner = init(keys)
+    compiled = ahead.result() if ahead else compiled_chunk(config, chunk, batched, runner)
     compile_s = time.perf_counter() - t0
-    log(f"compiled a chunk of {chunk} updates in {compile_s:.2f} s")
+    log(f"compiled the initial state and a chunk of {chunk} updates in {compile_s:.2f} s")
 
     def save_state(state: RunnerState, status: str) -> Path:
         updates, env_steps = (
@@ -766,8 +771,12 @@ def train_run(
                     save_state(runner, "running")
                     last_checkpoint = clock()
             train_s = last_time - train_start
+            write_start = time.perf_counter()
             path = save_state(runner, status)
     finally:
         bar.close()
         logger.close()
-    return RunOutcome(status, run_dir, runner, int(np.max(updates)), path, compile_s, train_s)
+    write_s = time.perf_counter() - write_start
+    return RunOutcome(
+        status, run_dir, runner, int(np.max(updates)), path, compile_s, train_s, write_s
+    )

@@ -14,6 +14,7 @@ distributed.initialize_from_env()
 # ruff: noqa: E402
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from a3c_jax import presets
@@ -47,7 +48,6 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("distributions", "envs", "losses", "networks", "parallel", "returns", "rollout")
 _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("AsyncMetrics", "AsyncResult", "UpdateRecord", "train_async"), "asynchronous"),
     **dict.fromkeys(("CheckpointError", "ConfigMismatchError"), "checkpoint"),
@@ -73,15 +73,15 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
 
 
 def __getattr__(name: str) -> Any:
-    """Imports a public name's module on first use and keeps the name here."""
-    if name in _SUBMODULES:
-        value = importlib.import_module(f"a3c_jax.{name}")
-    elif name in _LAZY:
+    """Imports a public name's module (or a submodule) on first use and keeps the name here."""
+    if name in _LAZY:
         value = getattr(importlib.import_module(f"a3c_jax.{_LAZY[name]}"), name)
     elif name == "ALGORITHMS":
         from a3c_jax.algorithms import ALGORITHM_BUILDERS
 
         value = (*ALGORITHM_BUILDERS, *presets.ASYNCHRONOUS_ALGORITHMS)
+    elif not name.startswith("__") and importlib.util.find_spec(f"a3c_jax.{name}"):
+        value = importlib.import_module(f"a3c_jax.{name}")  # any submodule, as `a3c_jax.envs`
     else:
         raise AttributeError(f"module 'a3c_jax' has no attribute {name!r}")
     globals()[name] = value

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import resource
@@ -184,6 +185,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     sb3_runs = args.sb3_runs if args.sb3_runs is not None else (1 if args.quick else 5)
+    if sb3_runs and importlib.util.find_spec("stable_baselines3") is None:
+        print("SB3 skipped: stable-baselines3 not installed (pip install -e '.[bench]')")
+        sb3_runs = 0
     started = time.perf_counter()
     machine = common.machine_info(with_jax=False)
     loads = [machine["load_average_1min"]]

@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
 
@@ -86,14 +87,18 @@ def import_leaf(name: str) -> types.ModuleType:
     a submodule imports just that submodule, any other runs the package's `__init__` once. So a
     later `import gymnax; gymnax.make(...)` works as usual and shares these modules' classes.
     """
-    if name in sys.modules:
-        return sys.modules[name]
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        package = ".".join(parts[:i])
-        if package not in sys.modules:
-            _deferred_package(package)
-    return importlib.import_module(name)
+    with _IMPORT_LOCK:  # threads (a background compile) may create environments too
+        if name in sys.modules:
+            return sys.modules[name]
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            package = ".".join(parts[:i])
+            if package not in sys.modules:
+                _deferred_package(package)
+        return importlib.import_module(name)
+
+
+_IMPORT_LOCK = threading.RLock()
 
 
 def _deferred_package(name: str) -> None:
@@ -107,7 +112,11 @@ def _deferred_package(name: str) -> None:
         if importlib.util.find_spec(f"{name}.{attr}") is not None:
             return importlib.import_module(f"{name}.{attr}")
         del module.__dict__["__getattr__"]  # the real __init__ runs once, from here
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            module.__getattr__ = __getattr__  # still deferred: a later attribute tries again
+            raise
         return getattr(module, attr)
 
     module.__getattr__ = __getattr__

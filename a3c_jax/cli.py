@@ -18,13 +18,16 @@ diverged (the last good state is saved); 130 interrupted by Ctrl-C (a checkpoint
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from a3c_jax.algorithms import registry
 from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_config_file
@@ -111,8 +114,9 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from a3c_jax import runs
+    from a3c_jax import runs, timing
 
+    phases = timing.Phases()  # startup: the interpreter and imports until here
     _check_train_options(args)
     fields = requested_fields(args)
     if args.resume:
@@ -135,7 +139,7 @@ def train_command(args: argparse.Namespace) -> int:
         enable_compilation_cache()
     # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
     # folder and reports, each process keeps its own checkpoints (`runs.train_run`).
-    return _train_in_folder(args, config, run_dir, num_seeds)
+    return _train_in_folder(args, config, run_dir, num_seeds, phases)
 
 
 def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
@@ -152,17 +156,22 @@ def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
 
 
 def _train_in_folder(
-    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
+    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int, phases: Any
 ) -> int:
     """`runs.train_run` with the command line's options, then its report and evaluation."""
     import numpy as np
 
-    from a3c_jax import distributed, runs
+    from a3c_jax import distributed, run_folder, runs
 
     output = distributed.is_output_process()
     if output:
         print(config)
         print(f"run folder: {run_dir}")
+    if args.episodes and output:  # the greedy evaluation's program compiles while training runs
+        from a3c_jax.evaluation import compile_evaluation
+
+        compile_evaluation(config, args.episodes)
+    phases.lap("config")
     t0 = time.perf_counter()
     outcome = runs.train_run(
         config,
@@ -181,6 +190,7 @@ def _train_in_folder(
         log=print if output else lambda _: None,
     )
     elapsed = time.perf_counter() - t0
+    phases.lap("build", compile=outcome.compile_s, train=outcome.train_s, write=outcome.write_s)
     if not output:
         return 0
     env_steps = distributed.fetch(outcome.runner_state.train_state.env_steps)
@@ -199,6 +209,10 @@ def _train_in_folder(
         return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
     params = distributed.fetch(runs.policy_params(config, outcome.runner_state, num_seeds > 1))
     _report_greedy(config, _seeds(params, num_seeds), args.episodes)
+    phases.lap("evaluate")
+    folder = run_folder.RunFolder(run_dir)
+    folder.write_info({**folder.read_info(), "timings": phases.seconds})
+    print(f"wall-clock: {phases.summary()}")
     return 0
 
 
@@ -462,5 +476,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def run() -> NoReturn:
+    """The `a3c-jax` command (and `python -m a3c_jax`): `main`, then the process ends as a
+    normal exit does (threads joined, `atexit` handlers run, output flushed) but without the
+    interpreter's teardown of every module, which takes seconds once JAX is loaded."""
+    code = main()
+    getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit runs first
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -8,6 +8,7 @@ resumed in the same process finds its programs here instead of compiling them ag
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
@@ -86,3 +87,20 @@ def compiled_chunk(trainer: Trainer, config: Config, chunk: int, runner: RunnerS
         return jitted.lower(runner, np.zeros((num_seeds,), np.int32)).compile()
 
     return _remember(_CHUNKS, key, compile_chunk)
+
+
+def compiled_chunk_ahead(
+    trainer: Trainer, config: Config, chunk: int, keys: jax.Array
+) -> concurrent.futures.Future | None:
+    """Starts `compiled_chunk` for the state that `compiled_init(...)(keys)` will return, in a
+    background thread (its shapes from `jax.eval_shape`), so that the chunk compiles while the
+    initial state compiles and runs; the future holds the compiled chunk. None, nothing started,
+    over several devices or processes (there the state's placement is part of the program)."""
+    from a3c_jax import background, parallel
+
+    if parallel.num_devices(config) != 1 or jax.process_count() > 1:
+        return None
+    shapes = jax.eval_shape(compiled_init(trainer, config, int(keys.shape[0])), keys)
+    return background.start(
+        compiled_chunk, trainer, config, chunk, shapes, name="a3c_jax-compile-chunk"
+    )

@@ -377,13 +377,8 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_env_name(env_name: str) -> None:
-    import gymnax
+    from a3c_jax import envs
 
-    known = list(gymnax.registered_envs)
-    if env_name not in known:
-        close = difflib.get_close_matches(env_name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(
-            f"env_name={env_name!r} is not a registered gymnax environment{hint} "
-            f"(known: {', '.join(known)})"
-        )
+    message = envs.unknown_env_message(env_name)
+    if message is not None:
+        raise ConfigError(message)

@@ -1,14 +1,20 @@
-"""Acting with trained parameters: `make_act` for any loop, `evaluate` for returns."""
+"""Acting with trained parameters: `make_act` for any loop, `evaluate` for returns.
+
+`compile_evaluation` compiles `evaluate`'s program in a background thread while training runs,
+so that the evaluation after training runs at once instead of compiling a second program.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import envs
+from a3c_jax import background, envs
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.rollout import EpisodeState, PolicyFn, episode_step, rollout_keys, start_episodes
@@ -93,7 +99,68 @@ def evaluate(
 
     Episodes run in parallel, each from its own reset, until they end (termination or the
     environment's time limit). Greedy actions by default; `greedy=False` samples from the policy.
+    Runs the program `compile_evaluation` compiled for these arguments' shapes, if any.
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes} must be positive")
+    program = _precompiled(config, num_episodes, greedy, (params, key))
+    if program is not None:
+        return program(params, key)
     return _make_evaluator(config, num_episodes, greedy)(params, key)
+
+
+# --------------------------------------------------------------------------- compiled ahead
+
+# (config, num_episodes, greedy) -> future of (argument signature, compiled program)
+_AHEAD: dict[tuple[Config, int, bool], concurrent.futures.Future] = {}
+
+
+def _signature(args: Any) -> tuple:
+    """What a compiled program's arguments must match: structure, shapes and dtypes."""
+    leaves = jax.tree.leaves(args)
+    return jax.tree.structure(args), tuple((tuple(x.shape), jnp.dtype(x.dtype)) for x in leaves)
+
+
+def param_shapes(config: Config) -> Params:
+    """One seed's parameters of `config` as `jax.ShapeDtypeStruct`s (traced, not computed)."""
+    networks = make_networks(config, envs.make_env(config.env_name))
+    return jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+
+
+def compile_evaluation(
+    config: Config, num_episodes: int = 100, greedy: bool = True, params: Params | None = None
+) -> concurrent.futures.Future:
+    """Starts compiling `evaluate(config, params, key, num_episodes, greedy)` in a daemon
+    thread and returns at once. A later `evaluate` with arguments of these shapes (a
+    `jax.random.PRNGKey` and one seed's parameters, `params` if given: arrays or
+    `jax.ShapeDtypeStruct`s) runs the compiled program, waiting for it if need be.
+
+    The future holds (argument signature, compiled program); on a failure `evaluate` compiles.
+    """
+
+    def work() -> tuple[tuple, Callable]:
+        args = (
+            param_shapes(config) if params is None else params,
+            jax.eval_shape(jax.random.PRNGKey, 0),
+        )
+        program = _make_evaluator(config, num_episodes, greedy).lower(*args).compile()
+        return _signature(args), program
+
+    future = background.start(work, name="a3c_jax-compile-evaluation")
+    _AHEAD[(config, num_episodes, greedy)] = future
+    return future
+
+
+def _precompiled(config: Config, num_episodes: int, greedy: bool, args: Any) -> Callable | None:
+    """The program `compile_evaluation` made for `args`, or None (none, failed, or other
+    shapes or devices: arrays placed on another device than the default one)."""
+    future = _AHEAD.get((config, num_episodes, greedy))
+    if future is None or future.exception() is not None:
+        return None
+    signature, program = future.result()
+    default = jax.devices()[0]
+    placed_elsewhere = any(
+        isinstance(x, jax.Array) and x.sharding.device_set != {default}
+        for x in jax.tree.leaves(args)
+    )
+    return None if placed_elsewhere or _signature(args) != signature else program

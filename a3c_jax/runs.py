@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from a3c_jax import checkpointer, distributed, run_folder
-from a3c_jax.compiled import compiled_chunk, compiled_init
+from a3c_jax.compiled import compiled_chunk, compiled_chunk_ahead, compiled_init
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import check_finite
 from a3c_jax.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metrics: runs' API)
@@ -71,8 +71,9 @@ class RunOutcome(NamedTuple):
     runner_state: RunnerState  # one seed: no seed axis; several: `[num_seeds, ...]`
     update: int  # updates done (per seed)
     checkpoint: Path  # the checkpoint written last
-    compile_s: float  # seconds spent compiling the chunk (0 if it was compiled already)
+    compile_s: float  # seconds compiling the chunk (new run: and the initial state, at once)
     train_s: float  # seconds from the first chunk's dispatch to the last chunk's metrics
+    write_s: float = 0.0  # seconds writing the final checkpoint
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -274,9 +275,10 @@ def _observed_loop(
     progress: bool,
     tensorboard: bool,
     log: Callable[[str], None],
-) -> tuple[str, float, Path]:
+) -> tuple[str, float, Path, float]:
     """`_chunk_loop` with its metrics writers, progress bar and Ctrl-C handler open, then the
-    final checkpoint. Returns the status, the training seconds and that checkpoint."""
+    final checkpoint. Returns the status, the training seconds, that checkpoint and the seconds
+    writing it."""
     writes = run.folder.writes  # process 0 of a multi-process run; the only one otherwise
     writers = open_writers(run.folder, run.num_seeds, tensorboard) if writes else MetricsWriters([])
     start_steps = per_seed(distributed.fetch(run.runner.train_state.env_steps), run.num_seeds)
@@ -285,7 +287,9 @@ def _observed_loop(
         with interruptible(log) as stop:
             report = _Reporter(run, writers, bar)
             status, train_s = _chunk_loop(run, compiled, schedule, report, stop)
-            return status, train_s, run.save(run.runner, status)
+            write_start = time.perf_counter()
+            path = run.save(run.runner, status)
+            return status, train_s, path, time.perf_counter() - write_start
     finally:
         bar.close()
         writers.close()
@@ -355,22 +359,29 @@ def train_run(
         raise ConfigError(f"keep_checkpoints={keep_checkpoints} must be at least 1")
     clock_start = time.perf_counter()
     trainer = make_trainer(config)  # the one trainer of this run
+    ahead = None
     if resume:
         run = _resumed_run(config, Path(run_dir), trainer, seed, num_seeds)
+        t0 = time.perf_counter()
     else:
+        t0 = time.perf_counter()  # the chunk compiles while the initial state compiles and runs
+        chunk = int(chunk_updates or default_chunk_updates(config.num_updates))
+        ahead = compiled_chunk_ahead(trainer, config, chunk, seed_keys(seed, num_seeds))
         run = _new_run(config, Path(run_dir), trainer, seed, num_seeds, overwrite)
     run.clock.start = clock_start
     _begin(run, chunk_updates, keep_checkpoints)
-    t0 = time.perf_counter()
-    compiled = compiled_chunk(trainer, config, run.chunk, run.runner)
+    compiled = ahead.result() if ahead else compiled_chunk(trainer, config, run.chunk, run.runner)
     compile_s = time.perf_counter() - t0
-    log(f"compiled a chunk of {run.chunk} updates in {compile_s:.2f} s")
+    what = "a chunk" if resume else "the initial state and a chunk"
+    log(f"compiled {what} of {run.chunk} updates in {compile_s:.2f} s")
     schedule = _Schedule(
         math.inf if stop_after is None else math.ceil(stop_after / run.chunk),
         math.ceil(checkpoint_every / run.chunk) if checkpoint_every else 0,
         checkpoint_seconds,
     )
-    status, train_s, path = _observed_loop(run, compiled, schedule, progress, tensorboard, log)
+    status, train_s, path, write_s = _observed_loop(
+        run, compiled, schedule, progress, tensorboard, log
+    )
     update = int(np.max(per_seed(distributed.fetch(run.runner.updates), num_seeds)))
     state = public_state(run.runner, num_seeds)
-    return RunOutcome(status, run.folder.path, state, update, path, compile_s, train_s)
+    return RunOutcome(status, run.folder.path, state, update, path, compile_s, train_s, write_s)

@@ -173,6 +173,7 @@ def run_while(
     into `[max_updates]` rows. Rows after the last update repeat it, with `episodes = 0`, so
     curves against `env_steps` stay flat there. Chunks of any size can therefore be chained
     without overrunning the budget, and an update past the end costs nothing."""
+    update_step = jax.jit(update_step)  # traced once: for the rows' shapes, reused by the loop
     _, template = jax.eval_shape(update_step, runner)
     rows = jax.tree.map(lambda x: jnp.zeros((max_updates, *x.shape), x.dtype), template)
 

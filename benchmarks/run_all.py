@@ -35,6 +35,7 @@ SCRIPTS = (
     "vs_pytorch",
     "parallelism",
     "progression",
+    "startup",
 )
 BENCH_EXTRA = ("torch", "stable_baselines3", "gymnasium")
 

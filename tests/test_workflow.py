@@ -45,6 +45,9 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys):
     info = json.loads((out / "run.json").read_text())
     assert info["versions"]["a3c_jax"] == a3c_jax.__version__
     assert info["status"] == "finished" and info["num_seeds"] == 2 and info["update"] == 100
+    phases = ("config", "build", "compile", "train", "evaluate", "write")
+    assert all(info["timings"][p] >= 0.0 for p in phases), info["timings"]
+    assert "wall-clock: " in printed and "compile " in printed.split("wall-clock: ")[1]
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == runs.METRIC_COLUMNS

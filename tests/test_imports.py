@@ -1,0 +1,109 @@
+"""Start-up: `import a3c_jax` and `a3c-jax train --help` import only what they use, and gymnax's
+environments are created from their own modules (checked in fresh processes, not timed)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from a3c_jax import envs
+
+# Libraries that nothing at start-up needs: plotting, video, TensorBoard and gymnax's registry
+# of every environment family (which imports seaborn through gymnax.environments.misc.pong).
+HEAVY = (
+    "seaborn",
+    "pandas",
+    "matplotlib",
+    "scipy",
+    "PIL",
+    "tensorboardX",
+    "rich",
+    "gymnax",
+    "gymnasium",
+    "flax",
+    "optax",
+)
+
+
+def _modules_after(code: str) -> dict:
+    """Runs `code` in a fresh interpreter, which prints a JSON object as its last line."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in prefixes or m.startswith(prefixes))
+
+
+def test_import_and_help_load_no_heavy_module():
+    found = _modules_after(
+        "import json, sys, runpy\n"
+        "import a3c_jax\n"
+        "after_import = sorted(sys.modules)\n"
+        "sys.argv = ['a3c-jax', 'train', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('a3c_jax', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print(json.dumps({'import': after_import, 'help': sorted(sys.modules)}))"
+    )
+    assert "jax" in found["import"] and "a3c_jax.cli" in found["help"]  # the check can fail
+    assert _loaded(found["import"], HEAVY) == []
+    assert _loaded(found["help"], HEAVY) == []
+
+
+def test_an_environment_imports_its_own_module_only_and_gymnax_still_works():
+    found = _modules_after(
+        "import json, sys\n"
+        "from a3c_jax import envs\n"
+        "spec = envs.make_env('Breakout-MinAtar')\n"
+        "envs.make_env('CartPole-v1')\n"
+        "loaded = sorted(sys.modules)\n"
+        "import gymnax\n"  # the whole package afterwards: same classes, same registry
+        "env, params = gymnax.make('Breakout-MinAtar')\n"
+        "cartpole = gymnax.environments.classic_control.cartpole.CartPole\n"
+        "print(json.dumps({'loaded': loaded, 'registered': list(gymnax.registered_envs),\n"
+        "    'same_class': type(env) is type(spec.env)\n"
+        "        and cartpole is type(envs.make_env('CartPole-v1').env)}))"
+    )
+    gymnax_modules = [m for m in found["loaded"] if m.startswith("gymnax")]
+    assert "gymnax.environments.minatar.breakout" in gymnax_modules
+    assert not [m for m in gymnax_modules if "misc" in m or "bsuite" in m or "asterix" in m]
+    assert "gymnax.registration" not in gymnax_modules
+    assert _loaded(found["loaded"], ("seaborn", "pandas", "matplotlib", "scipy")) == []
+    assert found["same_class"]
+    # a3c_jax's own table of names is gymnax's registry, name for name.
+    assert sorted(found["registered"]) == sorted(envs.GYMNAX_ENVS)
+
+
+@pytest.mark.parametrize(
+    "name", ["Catch-bsuite", "SimpleBandit-bsuite", "Asterix-MinAtar", "FourRooms-misc"]
+)
+def test_environments_of_every_family_reset_and_step(name, key):
+    spec = envs.make_env(name)
+
+    def reset_and_step(key):
+        carry = envs.reset(spec, key, 3)
+        return envs.step(spec, key, carry, jnp.zeros((3, *spec.action_shape), jnp.int32))
+
+    carry, transition = jax.eval_shape(reset_and_step, key)  # traced, not compiled
+    assert carry.obs.shape == (3, *spec.obs_shape) and transition.reward.shape == (3,)
+
+
+def test_unknown_name_suggests_close_matches():
+    message = envs.unknown_env_message("Cartpole-v1")
+    assert "did you mean 'CartPole-v1'" in message
+    assert envs.unknown_env_message("CartPole-v1") is None
+    with pytest.raises(ValueError, match="not a registered gymnax environment"):
+        envs.make_gymnax("NoSuchEnv-v0")

@@ -34,4 +34,3 @@ def start(fn: Callable[..., Any], *args: Any, name: str = "a3c_jax-background") 
 def _wait_for_running() -> None:
     """XLA threads that outlive the interpreter crash it at exit: let running work end first."""
     concurrent.futures.wait(_STARTED)
-

@@ -383,22 +383,40 @@ def test_returns_and_gae_match_a_plain_python_reference(data):
     np.testing.assert_allclose(ones, g - values, rtol=1e-4, atol=1e-3)
 
 
-@settings(max_examples=30, deadline=None)
-@given(
-    st.lists(st.tuples(st.booleans(), st.booleans()), min_size=6, max_size=6),
-    st.floats(0.0, 1.0),
-)
-def test_truncation_matches_a_plain_python_reference(flags, gamma):
-    terminated = np.array([f[0] for f in flags])
-    truncated = np.array([f[1] for f in flags])
-    rewards = np.linspace(-1, 1, len(flags)).astype(np.float32)
-    next_values = np.linspace(3, 5, len(flags)).astype(np.float32)
+@st.composite
+def episode_ends(draw):
+    """Drawn `[T, B]` rewards, next values, termination and truncation flags, and a discount."""
+    length = draw(st.integers(1, 9))
+    batch = draw(st.integers(1, 4))
+    n = length * batch
+    floats = st.floats(-100, 100, width=32)
+
+    def array(elements, dtype):
+        values = draw(st.lists(elements, min_size=n, max_size=n))
+        return np.array(values, dtype).reshape(length, batch)
+
+    return (
+        array(floats, np.float32),
+        array(st.booleans(), bool),
+        array(st.booleans(), bool),
+        array(floats, np.float32),
+        draw(st.floats(0.0, 1.0)),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(episode_ends())
+def test_truncation_matches_a_plain_python_reference(data):
+    rewards, terminated, truncated, next_values, gamma = data
     r, d = truncate_episodes(rewards, terminated, truncated, next_values, gamma)
-    for t in range(len(flags)):
-        bootstrap = truncated[t] and not terminated[t]
-        expected_r = rewards[t] + (np.float32(gamma) * next_values[t] if bootstrap else 0.0)
-        np.testing.assert_allclose(r[t], expected_r, rtol=1e-6, atol=1e-6)
-        assert d[t] == pytest.approx(0.0 if (terminated[t] or truncated[t]) else gamma)
+    chex.assert_shape([r, d], rewards.shape)
+    r, d = np.asarray(r), np.asarray(d)
+    for t, b in np.ndindex(rewards.shape):
+        bootstrap = truncated[t, b] and not terminated[t, b]
+        expected_r = rewards[t, b] + (np.float32(gamma) * next_values[t, b] if bootstrap else 0.0)
+        np.testing.assert_allclose(r[t, b], expected_r, rtol=1e-6, atol=1e-5)
+        ended = terminated[t, b] or truncated[t, b]
+        assert d[t, b] == pytest.approx(0.0 if ended else gamma)
 
 
 BIG = float(np.float32(1e30))

@@ -227,13 +227,3 @@ def test_video_renderers_cover_the_preset_environments(key):
         pixels = np.asarray(video.draw_grid(np.asarray(obs))).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) >= 2
     assert not video.can_render("MetaMaze-misc")  # a vector observation, no renderer
-
-
-def test_preset_results_match_the_presets():
-    from a3c_jax import presets
-
-    for (env_name, algo), result in presets.PRESET_RESULTS.items():
-        config = Config(env_name=env_name, algo=algo)
-        assert result["env_steps"] == config.total_timesteps, (env_name, algo)
-        assert result["worst_seed"] <= result["return"]
-        assert result["return"] >= result["random"]

@@ -4,10 +4,12 @@ Ctrl-C, evaluate, plot, record a video, the save/load API, config files."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import chex
 import jax
@@ -16,8 +18,8 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import Config, runs
-from a3c_jax.checkpoint import flatten_state, unflatten_state
+from a3c_jax import Config, checkpoint, runs
+from a3c_jax.checkpoint import flatten_state
 from a3c_jax.cli import main
 
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
@@ -159,25 +161,38 @@ def test_save_load_api(tmp_path):
         a3c_jax.save(tmp_path / "other", result, other)
 
 
-def test_checkpoints_with_a_per_layer_optimizer_state_still_load():
-    """Checkpoints written before the optimiser state was kept over the flattened parameters
-    hold it as one array per layer below each state vector; they load into today's state."""
-    config = Config(num_envs=4, n_steps=4, total_timesteps=1600)
-    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
-    state = (result.params, result.opt_state)
-    arrays = flatten_state(state)
-    old_layout = {}
-    unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], result.params))[1]
-    for path, array in arrays.items():
-        if not path.startswith("[1]") or array.ndim < 2:  # parameters, step counts: unchanged
-            old_layout[path] = array
-            continue
-        # The optimiser's [seeds, P] vectors as the per-layer arrays an older version stored.
-        for sub, piece in flatten_state(jax.vmap(unravel)(array)).items():
-            old_layout[path + sub] = piece
-    assert len(old_layout) > len(arrays)  # the old layout really differs
-    restored = unflatten_state(old_layout, state)
-    _assert_states_equal(restored, state)
+# A run folder written by a3c_jax at commit 533e90d (`a3c-jax train --chunk-updates 25
+# --stop-after 50 --set hidden_sizes=8 num_envs=2 n_steps=4 total_timesteps=800`), stopped at
+# update 50 of 100, from before the optimiser state was kept over the flattened parameters: its
+# checkpoint holds Adam's moments as one array per layer.
+OLD_RUN = Path(__file__).parent / "data" / "run_533e90d"
+
+
+def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
+    raw = checkpoint.read_checkpoint(OLD_RUN / "checkpoints" / "update_000000050.ckpt").arrays
+    assert any("mu['params']['actor_head']['kernel']" in path for path in raw)  # really old
+    saved = a3c_jax.load(OLD_RUN)
+    assert saved.meta["update"] == 50 and saved.config.hidden_sizes == (8,)
+    train_state = saved.runner_state.train_state
+    params = flatten_state(train_state.params)
+    for path, array in params.items():
+        np.testing.assert_array_equal(array, raw[".train_state.params" + path], err_msg=path)
+    # Each moment's per-layer arrays, joined in the order of the flattened parameters.
+    adam = train_state.opt_state[1][0]
+    for moment in ("mu", "nu"):
+        prefix = f".train_state.opt_state[1][0].{moment}"
+        joined = np.concatenate([raw[prefix + path].ravel() for path in params])
+        np.testing.assert_array_equal(getattr(adam, moment), joined, err_msg=moment)
+    assert int(adam.count) == 50
+    # It resumes (in a copy) to the end of its budget, and evaluates.
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    outcome = runs.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
+    assert outcome.status == "finished" and outcome.update == 100
+    np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50, 75, 100])
+    chex.assert_tree_all_finite(outcome.runner_state.train_state.params)
+    returns = a3c_jax.evaluate(saved.config, a3c_jax.load(run).params, jax.random.PRNGKey(0), 2)
+    assert returns.shape == (2,)
 
 
 def test_config_file_yaml_and_json(tmp_path, capsys):

@@ -33,7 +33,7 @@ def _assert_states_equal(a, b):
         np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=path)
 
 
-def test_train_eval_plot_end_to_end(tmp_path, capsys):
+def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     options = ["--num-seeds", "2", "--episodes", "2", "--chunk-updates", "25", "--tensorboard"]
     code = main(["train", "--no-cache", "--out", str(out), *options, "--set", *TINY])
@@ -61,21 +61,76 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys):
     assert len(list((out / "tensorboard" / "seed_1").glob("events.out.tfevents.*"))) == 1
     assert [p.name for p in (out / "checkpoints").iterdir()][-1].endswith("100.ckpt")
 
-    # eval prints a number per seed and their mean; --video writes a GIF.
+    # The greedy report after training is evaluate's, seed by seed (key 10,000 + seed).
+    saved = a3c_jax.load(out)
+    seed_params = [jax.tree.map(lambda x, i=i: x[i], saved.params) for i in range(2)]
+    for i, params in enumerate(seed_params):
+        returns = np.asarray(
+            a3c_jax.evaluate(saved.config, params, jax.random.PRNGKey(10_000 + i), 2)
+        )
+        figure = f"{returns.mean():.1f} ± {returns.std():.1f}"
+        line = f"seed {i}: greedy evaluation over 2 episodes: {figure}"
+        assert line in printed, (line, printed)
+
+    # eval prints each seed's figure (key --seed + seed) and their mean; --video writes a GIF.
     gif = tmp_path / "episode.gif"
     code = main(["eval", str(out), "--episodes", "3", "--video", str(gif), "--video-steps", "50"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "seed 0: CartPole-v1 a2c, greedy over 3 episodes: " in printed
-    mean = float(printed.split("mean over 2 seeds: ")[1].split(" ±")[0])
-    assert 1.0 <= mean <= 500.0
+    means = []
+    for i, params in enumerate(seed_params):
+        returns = np.asarray(a3c_jax.evaluate(saved.config, params, jax.random.PRNGKey(i), 3))
+        line = f"seed {i}: CartPole-v1 a2c, greedy over 3 episodes: {returns.mean():.2f} ± "
+        assert line in printed, (line, printed)
+        means.append(returns.mean())
+    assert f"mean over 2 seeds: {np.mean(means):.2f} ± {np.std(means):.2f}" in printed
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    # --stochastic samples: evaluate's greedy=False with the same keys.
+    assert main(["eval", str(out), "--episodes", "3", "--stochastic", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    for i, params in enumerate(seed_params):
+        key = jax.random.PRNGKey(4 + i)
+        returns = np.asarray(a3c_jax.evaluate(saved.config, params, key, 3, greedy=False))
+        assert f"seed {i}: CartPole-v1 a2c, stochastic over 3 episodes: {returns.mean():.2f}" in (
+            printed
+        )
 
-    # plot writes a non-empty PNG.
+    # plot: for each axis (environment steps, wall-clock seconds), the mean over the seeds of
+    # their training returns and a band from the lowest seed to the highest.
+    import matplotlib.figure
+
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     png = tmp_path / "curves.png"
     assert main(["plot", str(out), "--out", str(png)]) == 0
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (figure,) = figures
+    metrics = runs.read_metrics(out)
+    steps_axis, time_axis = figure.axes
+    assert "environment steps" in steps_axis.get_xlabel()
+    assert "wall-clock" in time_axis.get_xlabel()
+    for ax, x_name in ((steps_axis, "env_steps"), (time_axis, "time_s")):
+        (line,) = ax.get_lines()
+        x, y = line.get_xdata(), line.get_ydata()
+        per_seed = []
+        for s in (0, 1):
+            rows = (metrics["seed"] == s) & np.isfinite(metrics["return_mean"])
+            order = np.argsort(metrics[x_name][rows])
+            per_seed.append(
+                np.interp(x, metrics[x_name][rows][order], metrics["return_mean"][rows][order])
+            )
+        np.testing.assert_allclose(y, np.mean(per_seed, axis=0), rtol=1e-6)
+        (band,) = ax.collections
+        band_y = band.get_paths()[0].vertices[:, 1]
+        np.testing.assert_allclose(band_y.min(), np.min(per_seed), rtol=1e-6)
+        np.testing.assert_allclose(band_y.max(), np.max(per_seed), rtol=1e-6)
+    assert time_axis.get_lines()[0].get_xdata().max() <= float(metrics["time_s"].max())
 
 
 def test_resume_is_bitwise_identical(tmp_path):
@@ -149,8 +204,12 @@ def test_save_load_api(tmp_path):
     chex.assert_trees_all_equal(loaded.params, result.params)
     one = a3c_jax.load(tmp_path / "run", index=1)
     chex.assert_trees_all_equal(one.params, jax.tree.map(lambda x: x[1], result.params))
-    returns = a3c_jax.evaluate(one.config, one.params, jax.random.PRNGKey(0), 2)
-    assert returns.shape == (2,) and np.all(returns >= 1)
+    # The loaded seed plays exactly as the trained one (same key: same episodes).
+    in_memory = jax.tree.map(lambda x: x[1], result.params)
+    np.testing.assert_array_equal(
+        a3c_jax.evaluate(one.config, one.params, jax.random.PRNGKey(0), 2),
+        a3c_jax.evaluate(config, in_memory, jax.random.PRNGKey(0), 2),
+    )
     with pytest.raises(ValueError, match=r"holds seeds 0\.\.1"):
         a3c_jax.load(tmp_path / "run", index=2)
     with pytest.raises(a3c_jax.RunDirError, match="--overwrite"):

@@ -270,19 +270,66 @@ def test_config_file_yaml_and_json(tmp_path, capsys):
 
 def test_resume_of_a_cli_run_and_overwrite(tmp_path, capsys):
     # The same config, seeds and chunk as the end-to-end test: the compiled chunk is reused.
-    out = str(tmp_path / "run")
-    base = ["train", "--no-cache", "--out", out, "--episodes", "0", "--num-seeds", "2"]
+    out = tmp_path / "run"
+    base = ["train", "--no-cache", "--out", str(out), "--episodes", "0", "--num-seeds", "2"]
     base += ["--chunk-updates", "25"]
-    assert main([*base, "--stop-after", "50", "--set", *TINY]) == 0
+    every = ["--checkpoint-every", "25"]
+    assert main([*base, *every, "--stop-after", "50", "--set", *TINY]) == 0
     assert "stopped at update 50 of 100" in capsys.readouterr().out
-    assert main(["train", "--no-cache", "--episodes", "0", "--resume", out]) == 0
+    # A crash after metrics.csv got the rows of update 75 but before their checkpoint: resuming
+    # from update 50 drops those rows and writes the real ones.
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(out / "metrics.csv", "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer.writerows({**row, "update": 75, "return_mean": 12345.0} for row in rows[-2:])
+    assert main(["train", "--no-cache", "--episodes", "0", *every, "--resume", str(out)]) == 0
     assert "finished at update 100 of 100" in capsys.readouterr().out
-    updates = runs.read_metrics(out)["update"]
-    np.testing.assert_array_equal(updates, [25, 25, 50, 50, 75, 75, 100, 100])
+    metrics = runs.read_metrics(out)
+    np.testing.assert_array_equal(metrics["update"], [25, 25, 50, 50, 75, 75, 100, 100])
+    assert not np.any(metrics["return_mean"] == 12345.0)
+    # A checkpoint every 25 updates (25, 50, then 75, 100 after the resume): the newest 3 kept.
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [f"update_{u:09d}.ckpt" for u in (50, 75, 100)]
     # --overwrite replaces the run (without it the folder is refused: see test_reliability).
-    assert main([*base, "--overwrite", "--stop-after", "25", "--set", *TINY]) == 0
-    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25])
-    assert a3c_jax.load(out).meta["update"] == 25
+    # --checkpoint-seconds: a checkpoint after every chunk once the time is up (1e-9 s: always;
+    # 1e9 s: never, only the last).
+    assert main([*base, "--overwrite", "--keep-checkpoints", "10", "--checkpoint-seconds", "1e-9",
+                 "--stop-after", "75", "--set", *TINY]) == 0  # fmt: skip
+    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25, 50, 50, 75, 75])
+    assert a3c_jax.load(out).meta["update"] == 75
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [f"update_{u:09d}.ckpt" for u in (25, 50, 75)]
+    assert main([*base, "--overwrite", "--checkpoint-seconds", "1e9", "--stop-after", "75",
+                 "--set", *TINY]) == 0  # fmt: skip
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["update_000000075.ckpt"]
+
+
+def test_run_json_is_written_atomically(tmp_path, monkeypatch):
+    """A crash while `run.json` is rewritten (here: at the final checkpoint) leaves the previous
+    version whole and no temporary file beside it."""
+    out = tmp_path / "run"
+    real_replace = os.replace
+    writes = []
+
+    def crash_on_the_last(src, dst):
+        if str(dst).endswith("run.json"):
+            writes.append(json.loads(Path(src).read_text())["status"])
+            if writes[-1] == "finished":
+                raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_the_last)
+    with pytest.raises(OSError, match="disk full"):
+        runs.train_run(
+            TINY_CONFIG.replace(total_timesteps=400), out, progress=False, log=lambda _: None
+        )
+    assert writes[0] == "running" and writes[-1] == "finished"
+    info = json.loads((out / "run.json").read_text())  # whole, valid JSON
+    assert info["status"] == "running"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["checkpoints", "config.json", "metrics.csv", "run.json"]
+    )
 
 
 def test_video_renderers_cover_the_preset_environments(key):

@@ -348,3 +348,46 @@ def test_video_renderers_cover_the_preset_environments(key):
         pixels = np.asarray(video.draw_grid(np.asarray(obs))).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) >= 2
     assert not video.can_render("MetaMaze-misc")  # a vector observation, no renderer
+
+
+CACHE_SCRIPT = """
+import sys
+
+import jax
+
+import a3c_jax
+
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+a3c_jax.enable_compilation_cache(sys.argv[1])
+config = a3c_jax.Config(num_envs=4, n_steps=4, total_timesteps=64)
+result = jax.block_until_ready(a3c_jax.jit_train(config)(jax.random.PRNGKey(0)))
+print("params", float(jax.flatten_util.ravel_pytree(result.params)[0].sum()))
+for name in ("cache_hits", "cache_misses"):
+    print(name, events.count("/jax/compilation_cache/" + name))
+"""
+
+
+def test_compilation_cache_lets_a_second_process_load_instead_of_compiling(tmp_path):
+    """`enable_compilation_cache`: the first process compiles and fills the cache; a second one
+    with the same config loads every program from it (no cache miss) and trains the same
+    parameters."""
+    script = tmp_path / "train.py"
+    script.write_text(CACHE_SCRIPT)
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(dict(line.split() for line in done.stdout.splitlines()))
+    first, second = outputs
+    assert int(first["cache_misses"]) >= 1 and int(first["cache_hits"]) == 0, first
+    # Every program the first process compiled, the second loaded.
+    assert int(second["cache_hits"]) == int(first["cache_misses"]), (first, second)
+    assert int(second["cache_misses"]) == 0, second
+    assert first["params"] == second["params"]
+    assert any((tmp_path / "cache").iterdir())

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -191,8 +192,49 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path):
     assert saved.meta["status"] == "interrupted"
     assert 0 < saved.meta["update"] < Config(total_timesteps=100000000).num_updates
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
-    returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
-    assert np.all(np.isfinite(returns))
+    # The checkpoint holds, bitwise, the state of the same run stopped at that update here.
+    straight = runs.train_run(
+        saved.config,
+        tmp_path / "straight",
+        chunk_updates=50,
+        stop_after=saved.meta["update"],
+        progress=False,
+        log=lambda _: None,
+    )
+    assert straight.update == saved.meta["update"]
+    _assert_states_equal(saved.runner_state, straight.runner_state)
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    """The first Ctrl-C asks for a checkpoint after the running chunk; a second one, before that
+    is done, raises KeyboardInterrupt at once: no checkpoint, run.json still says running."""
+    out = tmp_path / "run"
+    config = Config(num_envs=4, n_steps=4, total_timesteps=16 * 1_000_000)
+    main_thread = threading.main_thread().ident
+    messages = []
+
+    def first_ctrl_c_once_training():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            metrics = out / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) > 1:
+                signal.pthread_kill(main_thread, signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    def log(message):
+        messages.append(message)
+        if message.startswith("interrupted"):  # the handler of the first: send the second
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=first_ctrl_c_once_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_run(
+            config, out, chunk_updates=50, checkpoint_seconds=1e9, progress=False, log=log
+        )
+    assert any(m.startswith("interrupted: saving a checkpoint") for m in messages), messages
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
 
 
 def test_save_load_api(tmp_path):

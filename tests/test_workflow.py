@@ -433,3 +433,23 @@ def test_compilation_cache_lets_a_second_process_load_instead_of_compiling(tmp_p
     assert int(second["cache_misses"]) == 0, second
     assert first["params"] == second["params"]
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
+    """Without a terminal (pytest captures stderr) no bar is drawn: a plain line of steps,
+    percentage, rate and return, at most every `log_every_s` seconds; none when disabled."""
+    progress = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=0.0)
+    assert progress.bar is None
+    progress.update(500, 1234.4, 17.25)
+    progress.update(1_000, 99.0, float("nan"))
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "500/2,000 env steps (25%), 1,234 steps/s, return 17.2",
+        "1,000/2,000 env steps (50%), 99 steps/s, return -",
+    ]
+    slow = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=3600)
+    slow.update(500, 1.0, 1.0)
+    off = runs.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
+    off.update(500, 1.0, 1.0)
+    assert capsys.readouterr().err == ""

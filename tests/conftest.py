@@ -11,6 +11,9 @@ if os.environ.get("A3C_JAX_MULTIDEVICE") != "1":
     collect_ignore = ["multidevice"]
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The same strictness in every process a test starts (the CLI, the launcher, tests/multidevice):
+# JAX reads its options from JAX_* environment variables when it is imported.
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 
 
 @pytest.fixture

@@ -57,6 +57,11 @@ def test_replace_revalidates():
         ({"total_timesteps": 10, "num_envs": 4, "n_steps": 5}, "smaller than one rollout"),
         ({"torso": "cnn"}, "torso='cnn' needs image observations"),
         ({"anneal_lr": "yes"}, "anneal_lr"),
+        ({"cnn_channels": 0}, "cnn_channels=0 must be a positive integer"),
+        ({"replay_capacity": -5}, "replay_capacity=-5 must be a positive integer"),
+        ({"replay_batch_size": 0}, "replay_batch_size=0 must be a positive integer"),
+        ({"algo": "da2c", "num_envs": 8, "total_timesteps": 7}, "smaller than one step in each"),
+        ({"algo": "ac_replay", "num_envs": 4, "total_timesteps": 3}, "num_envs=4 environments"),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):
@@ -77,3 +82,9 @@ def test_every_algorithm_has_defaults_and_an_update():
     assert not asynchronous & set(ALGORITHM_BUILDERS)
     assert set(presets.ALGORITHM_DEFAULTS) == set(ALGORITHM_BUILDERS) | asynchronous
     assert set(a3c_jax.ALGORITHMS) == set(presets.ALGORITHM_DEFAULTS)
+
+
+def test_the_smallest_budgets_are_accepted():
+    """The controls of the budget errors above: one rollout, one step per environment."""
+    assert Config(num_envs=4, n_steps=5, total_timesteps=20).num_updates == 1
+    assert Config(algo="da2c", num_envs=8, total_timesteps=8).total_timesteps == 8

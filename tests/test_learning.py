@@ -41,6 +41,8 @@ def test_thresholds_are_far_above_random():
     assert _random_returns("CartPole-v1").mean() < 40
     assert _random_returns("Pendulum-v1").mean() < -1000
     assert _random_returns("Breakout-MinAtar").mean() < 1.5
+    assert _random_returns("Acrobot-v1").mean() < -400
+    assert _random_returns("Catch-bsuite").mean() < 0.0
 
 
 def test_a2c_solves_cartpole():
@@ -70,7 +72,7 @@ def test_a2c_cnn_learns_minatar_breakout():
 # The rest of the first deck's path, each with its own defaults and the default 200k-step budget.
 # Thresholds come from `benchmarks/progression.py` (8 seeds; README "The progression"): da2c
 # reaches a greedy return near 500 on most seeds; the online and replay variants are weaker and
-# vary more across seeds, so for them the test asserts they clearly beat a random policy (~22).
+# vary more across seeds (below).
 
 
 def test_da2c_learns_cartpole():
@@ -78,19 +80,62 @@ def test_da2c_learns_cartpole():
     assert returns.mean() >= 400.0, returns.mean()
 
 
-@pytest.mark.parametrize("algo", ["online_ac", "ac_replay"])
+# Greedy return over 20 episodes of each of 8 seeds (`split(PRNGKey(0), 8)`, vmapped), measured
+# on this project's 2-core CPU: online_ac 9, 500, 500, 500, 500, 78, 265, 500 (mean 357, standard
+# error of the mean 74); ac_replay 73, 444, 490, 170, 98, 500, 210, 24 (mean 251, s.e. 70). Single
+# seeds range from random-like to solved, hence 8 seeds; each threshold is the measured mean less
+# two standard errors (random policy: about 22).
+VARIANT_THRESHOLDS = {"online_ac": 200.0, "ac_replay": 110.0}
+
+
+@pytest.mark.parametrize("algo", sorted(VARIANT_THRESHOLDS))
 def test_online_and_replay_variants_beat_random_on_cartpole(algo):
-    # Over 8 seeds these reach greedy returns of 373 ± 182 (online_ac) and 252 ± 154
-    # (ac_replay): single seeds vary too much to test one, so train 4 at once (vmap) and assert
-    # their mean is over four times the random policy's.
     config = a3c_jax.Config(env_name="CartPole-v1", algo=algo)
-    results = a3c_jax.jit_train(config, num_seeds=4)(jax.random.split(jax.random.PRNGKey(0), 4))
-    means = [
+    means = _seed_means(config, 8, key_offset=0)
+    assert np.mean(means) >= VARIANT_THRESHOLDS[algo], (
+        means,
+        _random_returns("CartPole-v1").mean(),
+    )
+
+
+def _seed_means(config: a3c_jax.Config, num_seeds: int, key_offset: int) -> list[float]:
+    """Each seed's greedy return (20 episodes, key `key_offset + seed`) after training
+    `num_seeds` seeds `split(PRNGKey(0), num_seeds)` at once."""
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    results = a3c_jax.jit_train(config, num_seeds=num_seeds)(keys)
+    a3c_jax.check_finite(results)
+    return [
         float(
             a3c_jax.evaluate(
-                config, jax.tree.map(lambda x, s=s: x[s], results.params), jax.random.PRNGKey(s), 20
+                config,
+                jax.tree.map(lambda x, s=s: x[s], results.params),
+                jax.random.PRNGKey(key_offset + s),
+                20,
             ).mean()
         )
-        for s in range(4)
+        for s in range(num_seeds)
     ]
-    assert np.mean(means) >= 100.0, (means, _random_returns("CartPole-v1").mean())
+
+
+# The presets that train in well under a minute here, held to the figures the README's preset
+# table and `benchmarks/check_presets.py` take from `presets.PRESET_RESULTS` (same seeds,
+# evaluation keys and tolerance as the script). MountainCar-v0 is left out (its recorded figure
+# is the random policy's: nothing to hold), Pendulum-v1 and Breakout-MinAtar as too slow for CI.
+# Each also meets a floor of its own, what "solved" means there: Acrobot-v1 -100 (random -500),
+# Catch-bsuite 0.8 (random about -0.4), CartPole-v1 300 (random about 22).
+CHEAP_PRESETS = {"CartPole-v1": 300.0, "Acrobot-v1": -100.0, "Catch-bsuite": 0.8}
+
+
+@pytest.mark.parametrize("env_name", sorted(CHEAP_PRESETS))
+def test_cheap_presets_reach_their_recorded_figures(env_name):
+    from a3c_jax import presets
+
+    recorded = presets.PRESET_RESULTS[(env_name, "a2c")]
+    config = a3c_jax.Config(env_name=env_name, algo="a2c")
+    assert config.total_timesteps == recorded["env_steps"]
+    means = _seed_means(config, recorded["seeds"], key_offset=1000)
+    target = recorded["return"] - presets.PRESET_TOLERANCE * abs(
+        recorded["return"] - recorded["random"]
+    )
+    assert np.mean(means) >= target, (means, recorded)
+    assert np.mean(means) >= CHEAP_PRESETS[env_name], means

@@ -100,3 +100,63 @@ def test_orthogonal_kernels_of_mixed_shapes_in_one_draw(key):
         kernels[1],
         orthogonal_kernels(jax.random.PRNGKey(7), shapes, gains)[1],
     )
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_critic_loss_reaches_the_actor_torso_only_when_shared(shared, key):
+    """Separate networks (the default): the critic's loss has no gradient in the actor's torso
+    or head, and the actor's loss none in the critic's. A shared torso gets both."""
+    from a3c_jax import losses
+
+    spec = envs.make_env("CartPole-v1")
+    nets = make_networks(Config(shared_torso=shared), spec)
+    params = nets.init(key)
+    obs = jax.random.normal(key, (6, 4))
+    actions = jnp.arange(6) % 2
+
+    def critic(p):
+        return losses.value_loss(nets.value(p, obs), jnp.full(6, 10.0))[0]
+
+    def actor(p):
+        return losses.policy_gradient_loss(nets.policy(p, obs).log_prob(actions), obs[:, 0])[0]
+
+    def norms(grads):
+        return {name: float(optax_norm(tree)) for name, tree in grads["params"].items()}
+
+    critic_grads, actor_grads = norms(jax.grad(critic)(params)), norms(jax.grad(actor)(params))
+    assert critic_grads["critic_head"] > 0 and actor_grads["actor_head"] > 0
+    assert critic_grads["actor_head"] == 0 and actor_grads["critic_head"] == 0
+    if shared:
+        assert set(critic_grads) == {"torso", "actor_head", "critic_head"}
+        assert critic_grads["torso"] > 0 and actor_grads["torso"] > 0
+    else:
+        assert critic_grads["actor_torso"] == 0 and actor_grads["critic_torso"] == 0
+        assert critic_grads["critic_torso"] > 0 and actor_grads["actor_torso"] > 0
+
+
+def optax_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+class NetworksVariantsTest(chex.TestCase):
+    """The networks' pure functions give the same values under jit and without."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_apply_value_and_policy_agree(self):
+        for env_name in ("CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"):
+            spec = envs.make_env(env_name)
+            nets = make_networks(Config(env_name=env_name), spec)
+            params = nets.init(jax.random.PRNGKey(0))
+            obs = jax.random.uniform(jax.random.PRNGKey(1), (3, *spec.obs_shape))
+            pi, v = self.variant(nets.apply)(params, obs)
+            chex.assert_shape(v, (3,))
+            np.testing.assert_allclose(v, nets.value(params, obs), rtol=1e-5, atol=1e-6)
+            chex.assert_trees_all_close(pi, nets.policy(params, obs), rtol=1e-5, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_orthogonal_kernels(self):
+        kernels = self.variant(orthogonal_kernels, static_argnums=(1, 2))(
+            jax.random.PRNGKey(3), ((4, 8), (8, 3)), (1.0, 2.0)
+        )
+        np.testing.assert_allclose(kernels[0] @ kernels[0].T, np.eye(4), atol=1e-5)
+        np.testing.assert_allclose(kernels[1].T @ kernels[1], 4.0 * np.eye(3), atol=1e-4)

@@ -98,3 +98,57 @@ def test_multidevice_suite():
 def test_multidevice_learning():
     """A learning test on 2 devices (tests/multidevice, marked slow)."""
     _run_multidevice("slow")
+
+
+def _launch(tmp_path, script_text: str, *options: str, timeout: float = 240):
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
+    command = [sys.executable, "-m", "a3c_jax.launch", "--num-processes=2", *options]
+    return subprocess.run(
+        [*command, f"--script={script}"], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_launcher_stops_the_other_processes_when_one_fails(tmp_path):
+    """Process 1 fails at once; process 0 would wait for 10 minutes: the launcher returns
+    process 1's status and stops process 0 instead of leaving it waiting."""
+    script = f"""
+import os, sys, time
+from pathlib import Path
+rank = os.environ["{a3c_jax.distributed.ENV_PROCESS_ID}"]
+Path(r"{tmp_path}", f"pid_{{rank}}").write_text(str(os.getpid()))
+if rank == "1":
+    while not Path(r"{tmp_path}", "pid_0").exists():
+        time.sleep(0.05)
+    sys.exit(7)
+time.sleep(600)
+"""
+    start = time.monotonic()
+    done = _launch(tmp_path, script, timeout=120)
+    assert done.returncode == 7, done.stderr[-2000:]
+    assert time.monotonic() - start < 60
+    pid = int((tmp_path / "pid_0").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # process 0 is gone
+
+
+def test_launch_with_two_devices_per_process(tmp_path):
+    """--devices-per-process 2: each of the 2 processes has 2 local devices, 4 in all, and a
+    gradient mean over all of them (a psum of each device's index) sees every device."""
+    script = """
+import a3c_jax  # joins the run
+import jax, jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("d",))
+x = jax.make_array_from_process_local_data(
+    NamedSharding(mesh, P("d")), np.arange(2, dtype=np.float32) + 2 * jax.process_index()
+)
+total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(x)
+print("process", jax.process_index(), jax.process_count(), jax.local_device_count(),
+      jax.device_count(), float(total), flush=True)
+"""
+    done = _launch(tmp_path, script, "--devices-per-process=2", "--timeout=60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process"))
+    assert lines == ["process 0 2 2 4 6.0", "process 1 2 2 4 6.0"], done.stdout

@@ -2,6 +2,7 @@
 folders and checkpoints that are never lost or silently wrong, and property-based tests of the
 pure functions against plain-Python references."""
 
+import functools
 import json
 import os
 
@@ -16,9 +17,10 @@ from hypothesis import strategies as st
 import a3c_jax
 from a3c_jax import Config, ConfigError, checkpoint, losses, returns, runs
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.checkpoint import flatten_state
 from a3c_jax.cli import main
 from a3c_jax.distributions import Categorical, DiagGaussian
-from a3c_jax.train import DivergenceError, divergence
+from a3c_jax.train import DivergenceError, compiler_options, divergence
 from a3c_jax.types import DIVERGED_GRADIENT, DIVERGED_LOSS, DIVERGED_PARAMS
 
 SMALL = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 40)  # 40 updates
@@ -52,6 +54,18 @@ class _CompileCounter:
 
     def __exit__(self, *exc):
         jax.monitoring.unregister_event_duration_listener(self)
+
+
+def test_the_compile_counter_sees_a_real_compile():
+    """The positive control of the "nothing compiles" assertions below: the counter moves when
+    something does compile (a function of a shape never compiled before), so they cannot pass
+    merely because JAX renamed the event."""
+    with _CompileCounter() as compiles:
+        jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)(jnp.arange(17.0)).block_until_ready()
+    assert compiles.count >= 1
+    with _CompileCounter() as compiles:
+        code = main(["train", "--no-cache", "--dry-run", "--set", "num_envs=4"])
+    assert code == 0 and compiles.count == 0
 
 
 # --------------------------------------------------------------------------- validation
@@ -221,6 +235,19 @@ def test_diverged_run_stops_with_a_clear_error_and_a_loadable_checkpoint(
     saved = a3c_jax.load(tmp_path / "run")
     assert saved.meta["update"] == 22 and saved.meta["status"] == "diverged"
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved.params))
+    # The saved state is, bitwise, a clean run's after 22 updates: chunks of 5 through the same
+    # update (its poison lies beyond), the last one stopped at 22.
+    trainer = a3c_jax.make_trainer(config)
+    run = jax.jit(trainer.run, static_argnums=1, compiler_options=compiler_options(config))
+    clean = trainer.init(jax.random.PRNGKey(0))
+    for until in (5, 10, 15, 20, 22):
+        clean, _ = run(clean, 5, until)
+    assert int(clean.updates) == 22 and int(clean.diverged) == 0
+    flat_saved, flat_clean = flatten_state(saved.runner_state), flatten_state(clean)
+    assert flat_saved.keys() == flat_clean.keys()
+    for path in flat_saved:
+        if path != ".diverged":  # the saved state keeps the flag: the run refuses to resume
+            np.testing.assert_array_equal(flat_saved[path], flat_clean[path], err_msg=path)
     # An earlier periodic checkpoint is intact too.
     assert checkpoint.read_checkpoint(tmp_path / "run/checkpoints/update_000000020.ckpt")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"
@@ -229,6 +256,26 @@ def test_diverged_run_stops_with_a_clear_error_and_a_loadable_checkpoint(
     code = main(["train", "--no-cache", "--resume", str(tmp_path / "run"), "--episodes", "0"])
     assert code == 3
     assert "training diverged: update 23" in capsys.readouterr().err
+
+
+def test_a_diverging_cli_run_exits_with_code_3(tmp_path, capsys):
+    """`a3c-jax train` itself (not only `--resume`) stops a diverging run with exit code 3, the
+    message and the last good state on disk."""
+    out = tmp_path / "run"
+    argv = ["train", "--no-cache", "--no-progress", "--out", str(out), "--episodes", "0"]
+    code = main([*argv, "--set", "num_envs=4", "n_steps=4", "total_timesteps=640"])
+    assert code == 0  # the control: the same run without the blow-up finishes
+    capsys.readouterr()
+    argv[4] = str(tmp_path / "diverging")
+    code = main(
+        [*argv, "--set", "num_envs=4", "n_steps=4", "total_timesteps=640", "reward_scale=1e30"]
+    )
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "training diverged: update 1 produced a non-finite loss" in err, err
+    assert "Traceback" not in err
+    saved = a3c_jax.load(tmp_path / "diverging")
+    assert saved.meta["status"] == "diverged" and saved.meta["update"] == 0
 
 
 def test_a_real_blow_up_is_caught(key):
@@ -383,22 +430,40 @@ def test_returns_and_gae_match_a_plain_python_reference(data):
     np.testing.assert_allclose(ones, g - values, rtol=1e-4, atol=1e-3)
 
 
-@settings(max_examples=30, deadline=None)
-@given(
-    st.lists(st.tuples(st.booleans(), st.booleans()), min_size=6, max_size=6),
-    st.floats(0.0, 1.0),
-)
-def test_truncation_matches_a_plain_python_reference(flags, gamma):
-    terminated = np.array([f[0] for f in flags])
-    truncated = np.array([f[1] for f in flags])
-    rewards = np.linspace(-1, 1, len(flags)).astype(np.float32)
-    next_values = np.linspace(3, 5, len(flags)).astype(np.float32)
+@st.composite
+def episode_ends(draw):
+    """Drawn `[T, B]` rewards, next values, termination and truncation flags, and a discount."""
+    length = draw(st.integers(1, 9))
+    batch = draw(st.integers(1, 4))
+    n = length * batch
+    floats = st.floats(-100, 100, width=32)
+
+    def array(elements, dtype):
+        values = draw(st.lists(elements, min_size=n, max_size=n))
+        return np.array(values, dtype).reshape(length, batch)
+
+    return (
+        array(floats, np.float32),
+        array(st.booleans(), bool),
+        array(st.booleans(), bool),
+        array(floats, np.float32),
+        draw(st.floats(0.0, 1.0)),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(episode_ends())
+def test_truncation_matches_a_plain_python_reference(data):
+    rewards, terminated, truncated, next_values, gamma = data
     r, d = truncate_episodes(rewards, terminated, truncated, next_values, gamma)
-    for t in range(len(flags)):
-        bootstrap = truncated[t] and not terminated[t]
-        expected_r = rewards[t] + (np.float32(gamma) * next_values[t] if bootstrap else 0.0)
-        np.testing.assert_allclose(r[t], expected_r, rtol=1e-6, atol=1e-6)
-        assert d[t] == pytest.approx(0.0 if (terminated[t] or truncated[t]) else gamma)
+    chex.assert_shape([r, d], rewards.shape)
+    r, d = np.asarray(r), np.asarray(d)
+    for t, b in np.ndindex(rewards.shape):
+        bootstrap = truncated[t, b] and not terminated[t, b]
+        expected_r = rewards[t, b] + (np.float32(gamma) * next_values[t, b] if bootstrap else 0.0)
+        np.testing.assert_allclose(r[t, b], expected_r, rtol=1e-6, atol=1e-5)
+        ended = terminated[t, b] or truncated[t, b]
+        assert d[t, b] == pytest.approx(0.0 if ended else gamma)
 
 
 BIG = float(np.float32(1e30))
@@ -435,13 +500,33 @@ def test_losses_are_finite_on_extreme_logits(logits, advantage):
 
 
 @jax.jit
-def _gaussian_terms(log_std: jax.Array, action: jax.Array) -> tuple[jax.Array, jax.Array]:
-    pi = DiagGaussian(jnp.zeros((1, 2)), jnp.full((1, 2), log_std))
-    return pi.log_prob(jnp.full((1, 2), action)), pi.entropy()
+@functools.partial(jax.value_and_grad, argnums=(0, 1))
+def _gaussian_loss(mean: jax.Array, log_std: jax.Array, action: jax.Array, advantage: jax.Array):
+    """The actor-critic loss of `action` under a diagonal Gaussian `[1, 2]`."""
+    pi = DiagGaussian(jnp.full((1, 2), mean), jnp.full((1, 2), log_std))
+    total, _ = losses.actor_critic_loss(
+        pi.log_prob(jnp.full((1, 2), action)),
+        pi.entropy(),
+        jnp.zeros(1),
+        jnp.full(1, advantage),
+        jnp.ones(1),
+        0.5,
+        0.01,
+    )
+    return total
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.floats(-20, 20, width=32), st.floats(-1e3, 1e3, width=32))
-def test_gaussian_log_prob_and_entropy_are_finite(log_std, action):
-    log_prob, entropy = _gaussian_terms(jnp.float32(log_std), jnp.float32(action))
-    assert np.all(np.isfinite(log_prob)) and np.all(np.isfinite(entropy))
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(-20, 20, width=32),
+    st.floats(-1e3, 1e3, width=32),
+    st.floats(-10, 10, width=32),
+    st.floats(-1e3, 1e3, width=32),
+)
+def test_gaussian_losses_and_gradients_are_finite(log_std, action, mean, advantage):
+    """Log-stds anywhere in [-20, 20] (the range `log_std_init` may take), actions far from the
+    mean: the loss and its gradients in the mean and the log-std stay finite."""
+    value, (grad_mean, grad_log_std) = _gaussian_loss(
+        jnp.float32(mean), jnp.float32(log_std), jnp.float32(action), jnp.float32(advantage)
+    )
+    assert np.isfinite(value) and np.isfinite(grad_mean) and np.isfinite(grad_log_std)

@@ -73,15 +73,16 @@ class TruncateEpisodesTest(chex.TestCase):
         np.testing.assert_allclose(r2, [1.0, 1.0, 1.0 + GAMMA * 5.0, 1.0], rtol=1e-6)
         np.testing.assert_allclose(d, [GAMMA, 0.0, 0.0, 0.0])
 
+    @chex.variants(with_jit=True, without_jit=True)
     def test_truncation_mid_rollout_return(self):
         # Truncated at t=1 in a state worth 10: G_1 = r_1 + γ·10, G_0 = r_0 + γ G_1; a new
         # episode starts at t=2 and bootstraps from V(s_3) = 2.
         r = jnp.ones(3)
         next_v = jnp.array([0.0, 10.0, 2.0])
-        r2, d = returns.truncate_episodes(
+        r2, d = self.variant(returns.truncate_episodes, static_argnums=4)(
             r, jnp.zeros(3, bool), jnp.array([False, True, False]), next_v, GAMMA
         )
-        g = returns.discounted_returns(r2, d, next_v[-1])
+        g = self.variant(returns.discounted_returns)(r2, d, next_v[-1])
         g1 = 1.0 + GAMMA * 10.0
         np.testing.assert_allclose(g, [1.0 + GAMMA * g1, g1, 1.0 + GAMMA * 2.0], rtol=1e-6)
 
@@ -109,20 +110,22 @@ class GAETest(chex.TestCase):
         v_tp1 = np.concatenate([v[1:], b[None]], axis=0)
         np.testing.assert_allclose(adv, r + d * v_tp1 - v, atol=1e-6)
 
+    @chex.variants(with_jit=True, without_jit=True)
     def test_intermediate_lambda_hand_computed(self):
         r = jnp.array([1.0, 0.0])
         v = jnp.array([0.5, 0.25])
         d = jnp.array([GAMMA, GAMMA])
         lam = 0.5
-        adv = returns.gae_advantages(r, v, d, jnp.array(2.0), lam)
+        adv = self.variant(returns.gae_advantages)(r, v, d, jnp.array(2.0), lam)
         delta1 = 0.0 + GAMMA * 2.0 - 0.25
         delta0 = 1.0 + GAMMA * 0.25 - 0.5
         np.testing.assert_allclose(adv, [delta0 + GAMMA * lam * delta1, delta1], rtol=1e-6)
 
+    @chex.variants(with_jit=True, without_jit=True)
     def test_advantage_does_not_cross_episode_end(self):
         r = jnp.array([0.0, 0.0, 100.0])
         v = jnp.zeros(3)
         d = jnp.array([GAMMA, 0.0, GAMMA])  # episode ends at t=1
-        adv = returns.gae_advantages(r, v, d, jnp.array(0.0), 0.95)
+        adv = self.variant(returns.gae_advantages)(r, v, d, jnp.array(0.0), 0.95)
         np.testing.assert_allclose(adv[:2], [0.0, 0.0])
         np.testing.assert_allclose(adv[2], 100.0)

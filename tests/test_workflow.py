@@ -4,10 +4,13 @@ Ctrl-C, evaluate, plot, record a video, the save/load API, config files."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import chex
 import jax
@@ -16,8 +19,8 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import Config, runs
-from a3c_jax.checkpoint import flatten_state, unflatten_state
+from a3c_jax import Config, checkpoint, runs
+from a3c_jax.checkpoint import flatten_state
 from a3c_jax.cli import main
 
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
@@ -31,7 +34,7 @@ def _assert_states_equal(a, b):
         np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=path)
 
 
-def test_train_eval_plot_end_to_end(tmp_path, capsys):
+def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     options = ["--num-seeds", "2", "--episodes", "2", "--chunk-updates", "25", "--tensorboard"]
     code = main(["train", "--no-cache", "--out", str(out), *options, "--set", *TINY])
@@ -62,21 +65,76 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys):
     assert len(list((out / "tensorboard" / "seed_1").glob("events.out.tfevents.*"))) == 1
     assert [p.name for p in (out / "checkpoints").iterdir()][-1].endswith("100.ckpt")
 
-    # eval prints a number per seed and their mean; --video writes a GIF.
+    # The greedy report after training is evaluate's, seed by seed (key 10,000 + seed).
+    saved = a3c_jax.load(out)
+    seed_params = [jax.tree.map(lambda x, i=i: x[i], saved.params) for i in range(2)]
+    for i, params in enumerate(seed_params):
+        returns = np.asarray(
+            a3c_jax.evaluate(saved.config, params, jax.random.PRNGKey(10_000 + i), 2)
+        )
+        figure = f"{returns.mean():.1f} ± {returns.std():.1f}"
+        line = f"seed {i}: greedy evaluation over 2 episodes: {figure}"
+        assert line in printed, (line, printed)
+
+    # eval prints each seed's figure (key --seed + seed) and their mean; --video writes a GIF.
     gif = tmp_path / "episode.gif"
     code = main(["eval", str(out), "--episodes", "3", "--video", str(gif), "--video-steps", "50"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "seed 0: CartPole-v1 a2c, greedy over 3 episodes: " in printed
-    mean = float(printed.split("mean over 2 seeds: ")[1].split(" ±")[0])
-    assert 1.0 <= mean <= 500.0
+    means = []
+    for i, params in enumerate(seed_params):
+        returns = np.asarray(a3c_jax.evaluate(saved.config, params, jax.random.PRNGKey(i), 3))
+        line = f"seed {i}: CartPole-v1 a2c, greedy over 3 episodes: {returns.mean():.2f} ± "
+        assert line in printed, (line, printed)
+        means.append(returns.mean())
+    assert f"mean over 2 seeds: {np.mean(means):.2f} ± {np.std(means):.2f}" in printed
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    # --stochastic samples: evaluate's greedy=False with the same keys.
+    assert main(["eval", str(out), "--episodes", "3", "--stochastic", "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    for i, params in enumerate(seed_params):
+        key = jax.random.PRNGKey(4 + i)
+        returns = np.asarray(a3c_jax.evaluate(saved.config, params, key, 3, greedy=False))
+        assert f"seed {i}: CartPole-v1 a2c, stochastic over 3 episodes: {returns.mean():.2f}" in (
+            printed
+        )
 
-    # plot writes a non-empty PNG.
+    # plot: for each axis (environment steps, wall-clock seconds), the mean over the seeds of
+    # their training returns and a band from the lowest seed to the highest.
+    import matplotlib.figure
+
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
     png = tmp_path / "curves.png"
     assert main(["plot", str(out), "--out", str(png)]) == 0
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (figure,) = figures
+    metrics = runs.read_metrics(out)
+    steps_axis, time_axis = figure.axes
+    assert "environment steps" in steps_axis.get_xlabel()
+    assert "wall-clock" in time_axis.get_xlabel()
+    for ax, x_name in ((steps_axis, "env_steps"), (time_axis, "time_s")):
+        (line,) = ax.get_lines()
+        x, y = line.get_xdata(), line.get_ydata()
+        per_seed = []
+        for s in (0, 1):
+            rows = (metrics["seed"] == s) & np.isfinite(metrics["return_mean"])
+            order = np.argsort(metrics[x_name][rows])
+            per_seed.append(
+                np.interp(x, metrics[x_name][rows][order], metrics["return_mean"][rows][order])
+            )
+        np.testing.assert_allclose(y, np.mean(per_seed, axis=0), rtol=1e-6)
+        (band,) = ax.collections
+        band_y = band.get_paths()[0].vertices[:, 1]
+        np.testing.assert_allclose(band_y.min(), np.min(per_seed), rtol=1e-6)
+        np.testing.assert_allclose(band_y.max(), np.max(per_seed), rtol=1e-6)
+    assert time_axis.get_lines()[0].get_xdata().max() <= float(metrics["time_s"].max())
 
 
 def test_resume_is_bitwise_identical(tmp_path):
@@ -137,8 +195,49 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path):
     assert saved.meta["status"] == "interrupted"
     assert 0 < saved.meta["update"] < Config(total_timesteps=100000000).num_updates
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
-    returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
-    assert np.all(np.isfinite(returns))
+    # The checkpoint holds, bitwise, the state of the same run stopped at that update here.
+    straight = runs.train_run(
+        saved.config,
+        tmp_path / "straight",
+        chunk_updates=50,
+        stop_after=saved.meta["update"],
+        progress=False,
+        log=lambda _: None,
+    )
+    assert straight.update == saved.meta["update"]
+    _assert_states_equal(saved.runner_state, straight.runner_state)
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    """The first Ctrl-C asks for a checkpoint after the running chunk; a second one, before that
+    is done, raises KeyboardInterrupt at once: no checkpoint, run.json still says running."""
+    out = tmp_path / "run"
+    config = Config(num_envs=4, n_steps=4, total_timesteps=16 * 1_000_000)
+    main_thread = threading.main_thread().ident
+    messages = []
+
+    def first_ctrl_c_once_training():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            metrics = out / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) > 1:
+                signal.pthread_kill(main_thread, signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    def log(message):
+        messages.append(message)
+        if message.startswith("interrupted"):  # the handler of the first: send the second
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=first_ctrl_c_once_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_run(
+            config, out, chunk_updates=50, checkpoint_seconds=1e9, progress=False, log=log
+        )
+    assert any(m.startswith("interrupted: saving a checkpoint") for m in messages), messages
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
 
 
 def test_save_load_api(tmp_path):
@@ -150,8 +249,12 @@ def test_save_load_api(tmp_path):
     chex.assert_trees_all_equal(loaded.params, result.params)
     one = a3c_jax.load(tmp_path / "run", index=1)
     chex.assert_trees_all_equal(one.params, jax.tree.map(lambda x: x[1], result.params))
-    returns = a3c_jax.evaluate(one.config, one.params, jax.random.PRNGKey(0), 2)
-    assert returns.shape == (2,) and np.all(returns >= 1)
+    # The loaded seed plays exactly as the trained one (same key: same episodes).
+    in_memory = jax.tree.map(lambda x: x[1], result.params)
+    np.testing.assert_array_equal(
+        a3c_jax.evaluate(one.config, one.params, jax.random.PRNGKey(0), 2),
+        a3c_jax.evaluate(config, in_memory, jax.random.PRNGKey(0), 2),
+    )
     with pytest.raises(ValueError, match=r"holds seeds 0\.\.1"):
         a3c_jax.load(tmp_path / "run", index=2)
     with pytest.raises(a3c_jax.RunDirError, match="--overwrite"):
@@ -162,25 +265,38 @@ def test_save_load_api(tmp_path):
         a3c_jax.save(tmp_path / "other", result, other)
 
 
-def test_checkpoints_with_a_per_layer_optimizer_state_still_load():
-    """Checkpoints written before the optimiser state was kept over the flattened parameters
-    hold it as one array per layer below each state vector; they load into today's state."""
-    config = Config(num_envs=4, n_steps=4, total_timesteps=1600)
-    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
-    state = (result.params, result.opt_state)
-    arrays = flatten_state(state)
-    old_layout = {}
-    unravel = jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], result.params))[1]
-    for path, array in arrays.items():
-        if not path.startswith("[1]") or array.ndim < 2:  # parameters, step counts: unchanged
-            old_layout[path] = array
-            continue
-        # The optimiser's [seeds, P] vectors as the per-layer arrays an older version stored.
-        for sub, piece in flatten_state(jax.vmap(unravel)(array)).items():
-            old_layout[path + sub] = piece
-    assert len(old_layout) > len(arrays)  # the old layout really differs
-    restored = unflatten_state(old_layout, state)
-    _assert_states_equal(restored, state)
+# A run folder written by a3c_jax at commit 533e90d (`a3c-jax train --chunk-updates 25
+# --stop-after 50 --set hidden_sizes=8 num_envs=2 n_steps=4 total_timesteps=800`), stopped at
+# update 50 of 100, from before the optimiser state was kept over the flattened parameters: its
+# checkpoint holds Adam's moments as one array per layer.
+OLD_RUN = Path(__file__).parent / "data" / "run_533e90d"
+
+
+def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
+    raw = checkpoint.read_checkpoint(OLD_RUN / "checkpoints" / "update_000000050.ckpt").arrays
+    assert any("mu['params']['actor_head']['kernel']" in path for path in raw)  # really old
+    saved = a3c_jax.load(OLD_RUN)
+    assert saved.meta["update"] == 50 and saved.config.hidden_sizes == (8,)
+    train_state = saved.runner_state.train_state
+    params = flatten_state(train_state.params)
+    for path, array in params.items():
+        np.testing.assert_array_equal(array, raw[".train_state.params" + path], err_msg=path)
+    # Each moment's per-layer arrays, joined in the order of the flattened parameters.
+    adam = train_state.opt_state[1][0]
+    for moment in ("mu", "nu"):
+        prefix = f".train_state.opt_state[1][0].{moment}"
+        joined = np.concatenate([raw[prefix + path].ravel() for path in params])
+        np.testing.assert_array_equal(getattr(adam, moment), joined, err_msg=moment)
+    assert int(adam.count) == 50
+    # It resumes (in a copy) to the end of its budget, and evaluates.
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    outcome = runs.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
+    assert outcome.status == "finished" and outcome.update == 100
+    np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50, 75, 100])
+    chex.assert_tree_all_finite(outcome.runner_state.train_state.params)
+    returns = a3c_jax.evaluate(saved.config, a3c_jax.load(run).params, jax.random.PRNGKey(0), 2)
+    assert returns.shape == (2,)
 
 
 def test_config_file_yaml_and_json(tmp_path, capsys):
@@ -199,19 +315,66 @@ def test_config_file_yaml_and_json(tmp_path, capsys):
 
 def test_resume_of_a_cli_run_and_overwrite(tmp_path, capsys):
     # The same config, seeds and chunk as the end-to-end test: the compiled chunk is reused.
-    out = str(tmp_path / "run")
-    base = ["train", "--no-cache", "--out", out, "--episodes", "0", "--num-seeds", "2"]
+    out = tmp_path / "run"
+    base = ["train", "--no-cache", "--out", str(out), "--episodes", "0", "--num-seeds", "2"]
     base += ["--chunk-updates", "25"]
-    assert main([*base, "--stop-after", "50", "--set", *TINY]) == 0
+    every = ["--checkpoint-every", "25"]
+    assert main([*base, *every, "--stop-after", "50", "--set", *TINY]) == 0
     assert "stopped at update 50 of 100" in capsys.readouterr().out
-    assert main(["train", "--no-cache", "--episodes", "0", "--resume", out]) == 0
+    # A crash after metrics.csv got the rows of update 75 but before their checkpoint: resuming
+    # from update 50 drops those rows and writes the real ones.
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(out / "metrics.csv", "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer.writerows({**row, "update": 75, "return_mean": 12345.0} for row in rows[-2:])
+    assert main(["train", "--no-cache", "--episodes", "0", *every, "--resume", str(out)]) == 0
     assert "finished at update 100 of 100" in capsys.readouterr().out
-    updates = runs.read_metrics(out)["update"]
-    np.testing.assert_array_equal(updates, [25, 25, 50, 50, 75, 75, 100, 100])
+    metrics = runs.read_metrics(out)
+    np.testing.assert_array_equal(metrics["update"], [25, 25, 50, 50, 75, 75, 100, 100])
+    assert not np.any(metrics["return_mean"] == 12345.0)
+    # A checkpoint every 25 updates (25, 50, then 75, 100 after the resume): the newest 3 kept.
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [f"update_{u:09d}.ckpt" for u in (50, 75, 100)]
     # --overwrite replaces the run (without it the folder is refused: see test_reliability).
-    assert main([*base, "--overwrite", "--stop-after", "25", "--set", *TINY]) == 0
-    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25])
-    assert a3c_jax.load(out).meta["update"] == 25
+    # --checkpoint-seconds: a checkpoint after every chunk once the time is up (1e-9 s: always;
+    # 1e9 s: never, only the last).
+    assert main([*base, "--overwrite", "--keep-checkpoints", "10", "--checkpoint-seconds", "1e-9",
+                 "--stop-after", "75", "--set", *TINY]) == 0  # fmt: skip
+    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25, 50, 50, 75, 75])
+    assert a3c_jax.load(out).meta["update"] == 75
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [f"update_{u:09d}.ckpt" for u in (25, 50, 75)]
+    assert main([*base, "--overwrite", "--checkpoint-seconds", "1e9", "--stop-after", "75",
+                 "--set", *TINY]) == 0  # fmt: skip
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["update_000000075.ckpt"]
+
+
+def test_run_json_is_written_atomically(tmp_path, monkeypatch):
+    """A crash while `run.json` is rewritten (here: at the final checkpoint) leaves the previous
+    version whole and no temporary file beside it."""
+    out = tmp_path / "run"
+    real_replace = os.replace
+    writes = []
+
+    def crash_on_the_last(src, dst):
+        if str(dst).endswith("run.json"):
+            writes.append(json.loads(Path(src).read_text())["status"])
+            if writes[-1] == "finished":
+                raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_the_last)
+    with pytest.raises(OSError, match="disk full"):
+        runs.train_run(
+            TINY_CONFIG.replace(total_timesteps=400), out, progress=False, log=lambda _: None
+        )
+    assert writes[0] == "running" and writes[-1] == "finished"
+    info = json.loads((out / "run.json").read_text())  # whole, valid JSON
+    assert info["status"] == "running"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["checkpoints", "config.json", "metrics.csv", "run.json"]
+    )
 
 
 def test_video_renderers_cover_the_preset_environments(key):
@@ -232,11 +395,64 @@ def test_video_renderers_cover_the_preset_environments(key):
     assert not video.can_render("MetaMaze-misc")  # a vector observation, no renderer
 
 
-def test_preset_results_match_the_presets():
-    from a3c_jax import presets
+CACHE_SCRIPT = """
+import sys
 
-    for (env_name, algo), result in presets.PRESET_RESULTS.items():
-        config = Config(env_name=env_name, algo=algo)
-        assert result["env_steps"] == config.total_timesteps, (env_name, algo)
-        assert result["worst_seed"] <= result["return"]
-        assert result["return"] >= result["random"]
+import jax
+
+import a3c_jax
+
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+a3c_jax.enable_compilation_cache(sys.argv[1])
+config = a3c_jax.Config(num_envs=4, n_steps=4, total_timesteps=64)
+result = jax.block_until_ready(a3c_jax.jit_train(config)(jax.random.PRNGKey(0)))
+print("params", float(jax.flatten_util.ravel_pytree(result.params)[0].sum()))
+for name in ("cache_hits", "cache_misses"):
+    print(name, events.count("/jax/compilation_cache/" + name))
+"""
+
+
+def test_compilation_cache_lets_a_second_process_load_instead_of_compiling(tmp_path):
+    """`enable_compilation_cache`: the first process compiles and fills the cache; a second one
+    with the same config loads every program from it (no cache miss) and trains the same
+    parameters."""
+    script = tmp_path / "train.py"
+    script.write_text(CACHE_SCRIPT)
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(dict(line.split() for line in done.stdout.splitlines()))
+    first, second = outputs
+    assert int(first["cache_misses"]) >= 1 and int(first["cache_hits"]) == 0, first
+    # Every program the first process compiled, the second loaded.
+    assert int(second["cache_hits"]) == int(first["cache_misses"]), (first, second)
+    assert int(second["cache_misses"]) == 0, second
+    assert first["params"] == second["params"]
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
+    """Without a terminal (pytest captures stderr) no bar is drawn: a plain line of steps,
+    percentage, rate and return, at most every `log_every_s` seconds; none when disabled."""
+    progress = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=0.0)
+    assert progress.bar is None
+    progress.update(500, 1234.4, 17.25)
+    progress.update(1_000, 99.0, float("nan"))
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "500/2,000 env steps (25%), 1,234 steps/s, return 17.2",
+        "1,000/2,000 env steps (50%), 99 steps/s, return -",
+    ]
+    slow = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=3600)
+    slow.update(500, 1.0, 1.0)
+    off = runs.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
+    off.update(500, 1.0, 1.0)
+    assert capsys.readouterr().err == ""

@@ -94,6 +94,30 @@ def test_gradient_mean_equals_whole_batch(rollout_batch, backend, count):
         np.testing.assert_allclose(metrics[name], whole_metrics[name], rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advantages_are_normalised_per_device(rollout_batch, backend):
+    """normalize_advantages takes its batch statistics on each device: the 2-device gradient is
+    the mean of each half's gradient with the half normalised alone, not the whole batch's."""
+    _, params, traj, next_values = rollout_batch
+    config = SMALL.replace(normalize_advantages=True)
+    networks = make_networks(config, envs.make_env(config.env_name))
+    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+    gradients = jax.jit(functools.partial(compute_gradients, loss_fn))
+
+    def local(params, traj, next_values):
+        return compute_gradients(loss_fn, params, traj, next_values, axis_name=parallel.AXIS)
+
+    split = P(None, parallel.AXIS)
+    grads, _ = _on_devices(local, 2, backend, (split, split))(params, traj, next_values)
+    halves = [
+        gradients(params, *jax.tree.map(lambda x, s=s: x[:, s], (traj, next_values)))[0]
+        for s in (slice(0, 4), slice(4, 8))
+    ]
+    expected = jax.tree.map(lambda a, b: (a + b) / 2, *halves)
+    assert _max_abs_diff(grads, expected) < 1e-6
+    assert _max_abs_diff(grads, gradients(params, traj, next_values)[0]) > 1e-4
+
+
 def test_gradient_mean_under_checked_shard_map(rollout_batch):
     """With shard_map's default check_vma=True the gradient of replicated parameters would
     arrive summed over devices; compute_gradients must still give the mean."""
@@ -259,6 +283,11 @@ def test_replay_algorithm_on_two_devices():
         replay_batch_size=64,
         num_devices=2,
     )
+    # Each device samples its share of the minibatch (rounded up) from its share of the buffer.
+    local = parallel.device_config(config, 2)
+    assert (local.num_envs, local.replay_capacity, local.replay_batch_size) == (2, 500, 32)
+    odd = parallel.device_config(config.replace(replay_capacity=1001, replay_batch_size=65), 2)
+    assert (odd.replay_capacity, odd.replay_batch_size) == (501, 33)
     trainer = a3c_jax.make_trainer(config)
     runner, metrics = jax.jit(lambda k: trainer.run(trainer.init(k), 3))(jax.random.PRNGKey(0))
     buffer = runner.algo_state

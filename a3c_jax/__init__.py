@@ -14,6 +14,7 @@ from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_
 from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.evaluation import evaluate, make_act
+from a3c_jax.host.train import train_host
 from a3c_jax.runs import RunDirError, SavedRun, load, save, train_run
 from a3c_jax.train import (
     DivergenceError,
@@ -76,5 +77,6 @@ __all__ = [
     "rollout",
     "save",
     "train_async",
+    "train_host",
     "train_run",
 ]

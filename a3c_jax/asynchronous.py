@@ -27,7 +27,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,14 @@ from a3c_jax.optim import (
 )
 from a3c_jax.presets import ASYNCHRONOUS_ALGORITHMS
 from a3c_jax.train import InitKeys, compiler_options, init_keys, update_metrics
-from a3c_jax.types import Params, PRNGKey, TrainState, UpdateMetrics, UpdateOutput
+from a3c_jax.types import (
+    Params,
+    PRNGKey,
+    TrainState,
+    Transition,
+    UpdateMetrics,
+    UpdateOutput,
+)
 
 # A worker's private carry (its environments and its key), as the tuple of its leaves.
 Carry = tuple[jax.Array, ...]
@@ -196,11 +203,14 @@ class ParameterStore:
 class AsyncParts(NamedTuple):
     """The compiled pieces of an asynchronous run (`make_async_parts`)."""
 
-    init: Callable[[PRNGKey], tuple[TrainState, list[Carry]]]  # key -> store state, worker carries
-    worker_step: Callable[[jax.Array, Carry], tuple[Carry, jax.Array, jax.Array]]
+    init: Callable[[PRNGKey], tuple[TrainState, list[Any]]]  # key -> store state, worker carries
+    worker_step: Callable[[jax.Array, Any], tuple[Any, jax.Array, jax.Array]]
     apply: Callable[[TrainState, jax.Array], TrainState]
     unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters
     optimizer: Optimizer
+    # Releases what `init` acquired for the workers' carries (host environments); run after the
+    # workers stop. gymnax carries are arrays: nothing to release.
+    close: Callable[[list[Any]], None] = lambda carries: None
 
 
 def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
@@ -212,8 +222,39 @@ def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
     return jax.random.fold_in(keys.env, worker), jax.random.fold_in(keys.loop, worker)
 
 
-@functools.lru_cache(maxsize=16)
+def worker_gradient(
+    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    params: Params,
+    traj: Transition,
+    next_values: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """A worker's gradient of one rollout `[T, B]` (`optim.compute_gradients` of the synchronous
+    algorithm's `loss_fn(params, traj, next_values)`), flat `[P]`, and its `UpdateMetrics`
+    stacked into `[F]` (`env_steps` and `learning_rate` nan: the store's to fill). Shared by the
+    gymnax workers and the host-environment workers (`a3c_jax.host`)."""
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
+    out = UpdateOutput(
+        traj, jnp.ones(traj.reward.shape, bool), {**loss_metrics, "learning_rate": nan}
+    )
+    metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
+    return flatten(grads), jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
+
+
 def make_async_parts(config: Config) -> AsyncParts:
+    """The parts of `train_async` for `config`: over gymnax (`make_gymnax_async_parts`) or over
+    host environments (`a3c_jax.host.make_async_parts`, for `"gymnasium:<id>"` names)."""
+    from a3c_jax.host import spaces
+
+    if spaces.is_host_env(config.env_name):
+        from a3c_jax.host import train as host_train
+
+        return host_train.make_async_parts(config)
+    return make_gymnax_async_parts(config)
+
+
+@functools.lru_cache(maxsize=16)
+def make_gymnax_async_parts(config: Config) -> AsyncParts:
     """Builds and compiles (before any thread starts; once per `config`) the functions of
     `train_async`:
 
@@ -234,7 +275,6 @@ def make_async_parts(config: Config) -> AsyncParts:
         lambda key: (envs.reset(spec, key, config.num_envs), key), jax.random.PRNGKey(0)
     )
     carry_def = jax.tree.structure(carry_shapes)
-    nan = jnp.full((), jnp.nan, jnp.float32)
 
     def init(key: PRNGKey) -> tuple[TrainState, list[Carry]]:
         keys = init_keys(key)
@@ -253,13 +293,8 @@ def make_async_parts(config: Config) -> AsyncParts:
         env, traj, next_values = actor_critic.nstep_collect(
             spec, networks, config, params, env, update_key
         )
-        grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
-        out = UpdateOutput(
-            traj, jnp.ones(traj.reward.shape, bool), {**loss_metrics, "learning_rate": nan}
-        )
-        metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
-        stacked = jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
-        return tuple(jax.tree.leaves((env, key))), flatten(grads), stacked
+        grads, stacked = worker_gradient(loss_fn, params, traj, next_values)
+        return tuple(jax.tree.leaves((env, key))), grads, stacked
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
@@ -326,7 +361,7 @@ def _work(
     worker: int,
     store: ParameterStore,
     worker_step: Callable,
-    carry: Carry,
+    carry: Any,
     callback: Callable[[UpdateRecord], None] | None,
 ) -> None:
     """One actor-learner: copy, play and differentiate, hand over; until the budget is spent."""
@@ -397,20 +432,23 @@ def train_async(
     ]
     cpu_start = time.process_time()
     store.start_clock()
-    for thread in threads:
-        thread.start()
     interrupted = False
     try:
-        while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
-            pass
-    except KeyboardInterrupt:
-        interrupted = True
-        store.stop()
-        all_stopped.wait()
-    wall_seconds = store.elapsed()
-    cpu_seconds = time.process_time() - cpu_start
-    for thread in threads:
-        thread.join()
+        for thread in threads:
+            thread.start()
+        try:
+            while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
+                pass
+        except KeyboardInterrupt:
+            interrupted = True
+            store.stop()
+            all_stopped.wait()
+        wall_seconds = store.elapsed()
+        cpu_seconds = time.process_time() - cpu_start
+        for thread in threads:
+            thread.join()
+    finally:
+        parts.close(carries)
     if failures:
         worker, error = failures[0]
         error.add_note(

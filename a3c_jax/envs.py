@@ -41,7 +41,12 @@ class EnvSpec:
 
 @functools.cache
 def make_env(env_name: str) -> EnvSpec:
-    """Creates (once per name) the gymnax environment `env_name` and describes its spaces."""
+    """Creates (once per name) the gymnax environment `env_name` and describes its spaces.
+    `"gymnasium:<id>"` names describe a host environment instead (`a3c_jax.host.spaces`)."""
+    if env_name.startswith("gymnasium:"):
+        from a3c_jax.host import spaces as host_spaces
+
+        return host_spaces.make_spec(env_name)
     env, env_params = gymnax.make(env_name)
     action_space = env.action_space(env_params)
     obs_shape = tuple(env.observation_space(env_params).shape)

@@ -98,4 +98,8 @@ def evaluate(
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes} must be positive")
+    if config.env_name.startswith("gymnasium:"):  # a host environment: a Python loop
+        from a3c_jax.host import evaluation as host_evaluation
+
+        return host_evaluation.evaluate(config, params, key, num_episodes, greedy)
     return _make_evaluator(config, num_episodes, greedy)(params, key)

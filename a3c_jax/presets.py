@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "num_devices": 1,
     "parallel_backend": "shard_map",
     "num_workers": 1,
+    "vector_env": "sync",
 }
 
 # Algorithms whose updates play one whole episode per environment.

@@ -244,3 +244,24 @@ def test_host_config_errors_before_compiling(key, monkeypatch):
     )
     with pytest.raises(ConfigError, match=r'pip install "a3c_jax\[atari\]"'):
         Config(env_name="gymnasium:ALE/Breakout-v5")
+
+
+@pytest.mark.slow
+def test_host_a2c_solves_gymnasium_cartpole():
+    # Sync vector environment: the run is reproducible (Gymnasium seeded from the key).
+    config = Config(env_name="gymnasium:CartPole-v1", algo="a2c", total_timesteps=50_000)
+    result = a3c_jax.train_host(config, jax.random.PRNGKey(0))
+    returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)
+    assert returns.mean() >= 475.0, returns.mean()
+
+
+@pytest.mark.slow
+def test_host_a3c_solves_gymnasium_cartpole():
+    # Two worker threads, each with its own Gymnasium CartPole-v1; not reproducible (the order of
+    # updates depends on the threads), the gymnax test's budget.
+    config = Config(
+        env_name="gymnasium:CartPole-v1", algo="a3c", num_workers=2, total_timesteps=60_000
+    )
+    result = a3c_jax.train_async(config, jax.random.PRNGKey(0))
+    returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)
+    assert returns.mean() >= 475.0, (returns.mean(), result.staleness_mean)

@@ -109,8 +109,9 @@ class HostParts(NamedTuple):
     init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> fresh TrainState
     next_keys: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]  # key -> (key, [T, B] act keys)
     act: Callable[[Params, jax.Array, jax.Array], jax.Array]  # (params, [B, O...], keys) -> [B]
-    # (train_state, traj [T, B], last return [], last length []) -> (state, metrics, divergence)
-    learn: Callable[..., tuple[TrainState, UpdateMetrics, jax.Array]]
+    # (train_state, traj [T, B], last return [], last length [], loop key) -> (state, metrics,
+    # divergence, the next rollout's `next_keys`): one call per update, the keys included.
+    learn: Callable[..., tuple[TrainState, UpdateMetrics, jax.Array, PRNGKey, jax.Array]]
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,13 +129,18 @@ def make_parts(config: Config) -> HostParts:
     next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
 
     def learn(
-        train_state: TrainState, traj: Transition, last_return: jax.Array, last_length: jax.Array
-    ) -> tuple[TrainState, UpdateMetrics, jax.Array]:
+        train_state: TrainState,
+        traj: Transition,
+        last_return: jax.Array,
+        last_length: jax.Array,
+        loop_key: PRNGKey,
+    ) -> tuple[TrainState, UpdateMetrics, jax.Array, PRNGKey, jax.Array]:
         train_state, out = actor_critic.nstep_learn(
             spec, networks, config, optimizer, train_state, traj
         )
         metrics = update_metrics(train_state.env_steps, out, last_return, last_length)
-        return train_state, metrics, divergence(metrics, train_state.params)
+        bad = divergence(metrics, train_state.params)
+        return train_state, metrics, bad, *next_keys(loop_key)
 
     state = jax.eval_shape(init, key)
     _, act_keys = jax.eval_shape(next_keys, key)
@@ -149,7 +155,7 @@ def make_parts(config: Config) -> HostParts:
         _compile(init, key, config=config),
         _compile(next_keys, key, config=config),
         _compile(rollout.make_act(spec, networks), state.params, obs, act_keys, config=config),
-        _compile(learn, state, traj, scalar, scalar, config=config),
+        _compile(learn, state, traj, scalar, scalar, key, config=config),
     )
 
 
@@ -191,15 +197,16 @@ def train_host(
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     try:
         carry = rollout.reset(host_envs, keys.env)
-        loop_key = keys.loop
+        loop_key, act_keys = parts.next_keys(keys.loop)
         nan = np.float32(np.nan)
         last_return, last_length = nan, nan
         for update in range(config.num_updates):
-            loop_key, act_keys = parts.next_keys(loop_key)
             carry, traj = rollout.rollout(
                 host_envs, parts.act, train_state.params, carry, np.asarray(act_keys)
             )
-            train_state, metrics, bad = parts.learn(train_state, traj, last_return, last_length)
+            train_state, metrics, bad, loop_key, act_keys = parts.learn(
+                train_state, traj, last_return, last_length, loop_key
+            )
             if int(bad):
                 _raise_diverged(update, int(bad))
             rows.append(metrics)
@@ -260,12 +267,18 @@ def _raise_diverged(update: int, code: int) -> None:
 
 
 class HostWorker:
-    """One A3C worker's carry: its own environments, their episode state and its key stream."""
+    """One A3C worker's carry: its own environments, their episode state, its key stream and the
+    action keys of its next rollout."""
 
-    def __init__(self, host_envs: rollout.HostEnvs, carry: rollout.HostCarry, key: PRNGKey):
+    def __init__(
+        self,
+        host_envs: rollout.HostEnvs,
+        carry: rollout.HostCarry,
+        keys: tuple[PRNGKey, jax.Array],
+    ):
         self.host_envs = host_envs
         self.carry = carry
-        self.key = key
+        self.key, self.act_keys = keys
 
 
 @functools.lru_cache(maxsize=16)
@@ -284,10 +297,12 @@ def _compiled_worker(config: Config) -> tuple[Any, ...]:
     def act_flat(flat_params: jax.Array, obs: jax.Array, keys: jax.Array) -> jax.Array:
         return act(unravel(flat_params), obs, keys)
 
-    def gradient(flat_params: jax.Array, traj: Transition) -> tuple[jax.Array, jax.Array]:
+    def gradient(
+        flat_params: jax.Array, traj: Transition, loop_key: PRNGKey
+    ) -> tuple[jax.Array, jax.Array, PRNGKey, jax.Array]:
         params = unravel(flat_params)
         next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
-        return worker_gradient(loss_fn, params, traj, next_values)
+        return *worker_gradient(loss_fn, params, traj, next_values), *next_keys(loop_key)
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
@@ -308,7 +323,7 @@ def _compiled_worker(config: Config) -> tuple[Any, ...]:
         _compile(next_keys, key, config=config),
         _compile(init_flat, key, config=config),
         _compile(act_flat, state.params, obs, act_keys, config=config),
-        _compile(gradient, state.params, traj, config=config),
+        _compile(gradient, state.params, traj, key, config=config),
         _compile(apply, state, state.params, config=config),
     )
 
@@ -331,7 +346,8 @@ def make_async_parts(config: Config) -> AsyncParts:
             for worker in range(config.num_workers):
                 env_key, loop_key = worker_keys(keys, worker)
                 host_envs = rollout.HostEnvs(spec, config.num_envs, "sync")
-                workers.append(HostWorker(host_envs, rollout.reset(host_envs, env_key), loop_key))
+                carry = rollout.reset(host_envs, env_key)
+                workers.append(HostWorker(host_envs, carry, next_keys(loop_key)))
         except BaseException:
             close(workers)
             raise
@@ -340,11 +356,10 @@ def make_async_parts(config: Config) -> AsyncParts:
     def worker_step(
         flat_params: jax.Array, worker: HostWorker
     ) -> tuple[HostWorker, jax.Array, jax.Array]:
-        worker.key, act_keys = next_keys(worker.key)
         worker.carry, traj = rollout.rollout(
-            worker.host_envs, act, flat_params, worker.carry, np.asarray(act_keys)
+            worker.host_envs, act, flat_params, worker.carry, np.asarray(worker.act_keys)
         )
-        grads, metrics = gradient(flat_params, traj)
+        grads, metrics, worker.key, worker.act_keys = gradient(flat_params, traj, worker.key)
         return worker, grads, metrics
 
     def close(workers: list[HostWorker]) -> None:

@@ -32,9 +32,10 @@ VECTOR_MODES = ("sync", "async")
 
 
 def seed_from_key(key: PRNGKey) -> int:
-    """A Gymnasium seed (a non-negative int) drawn from `key`; environment `i` of a vector env
-    then gets `seed + i`."""
-    return int(jax.random.randint(key, (), 0, 2**31 - 1))
+    """A Gymnasium seed (a non-negative 31-bit int) hashed from `key`'s bits on the host (no
+    device call); environment `i` of a vector env then gets `seed + i`."""
+    bits = np.asarray(jax.random.key_data(key), np.uint32).ravel()
+    return int(np.random.SeedSequence(bits.tolist()).generate_state(1)[0] >> 1)
 
 
 class HostEnvs:

@@ -198,6 +198,7 @@ def train_host(
     try:
         carry = rollout.reset(host_envs, keys.env)
         loop_key, act_keys = parts.next_keys(keys.loop)
+        cpu_start, wall_start = time.process_time(), time.perf_counter()  # the loop alone
         nan = np.float32(np.nan)
         last_return, last_length = nan, nan
         for update in range(config.num_updates):

@@ -362,7 +362,7 @@ def _work(
     store: ParameterStore,
     worker_step: Callable,
     carry: Any,
-    callback: Callable[[UpdateRecord], None] | None,
+    callback: Callable[[UpdateRecord], bool | None] | None,
 ) -> None:
     """One actor-learner: copy, play and differentiate, hand over; until the budget is spent."""
     while (checkout := store.checkout()) is not None:
@@ -370,15 +370,15 @@ def _work(
         carry, grads, metrics = worker_step(params, carry)
         jax.block_until_ready(grads)  # the rollout and the gradient run here, the GIL released
         record = store.apply(worker, grads, version, metrics)
-        if record is not None and callback is not None:
-            callback(record)
+        if record is not None and callback is not None and callback(record):
+            store.stop()  # the callback asked to stop (e.g. once the task is solved)
 
 
 def train_async(
     config: Config,
     key: PRNGKey,
     *,
-    callback: Callable[[UpdateRecord], None] | None = None,
+    callback: Callable[[UpdateRecord], bool | None] | None = None,
 ) -> AsyncResult:
     """Trains `config` (`algo="a3c"`) with `config.num_workers` asynchronous actor-learner threads
     until `config.num_updates` gradients (`total_timesteps` environment steps over all workers)
@@ -392,8 +392,9 @@ def train_async(
       key: the run's key; the parameters and every worker's environments and key stream derive
         from it (`init_keys`, `worker_keys`).
       callback: called in the worker's thread after each applied gradient with its
-        `UpdateRecord` (for progress or logging); an exception it raises stops the run like any
-        worker's.
+        `UpdateRecord` (for progress or logging); returning True stops every worker after
+        their current update (the result then holds the updates applied so far, with
+        `interrupted=False`); an exception it raises stops the run like any worker's.
 
     Returns an `AsyncResult`. A worker's exception stops every worker and is raised here, with its
     traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far

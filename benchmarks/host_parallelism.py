@@ -21,12 +21,15 @@ busy moment of the machine touches all of them alike:
   cold compilation cache (`vs_pytorch.py`'s runner, `time_to_solve.py --child-solve`).
 
 One criterion for all: solved when the mean return of the latest 20 finished training episodes
-reaches 475 (from the 20th episode on: `time_to_solve.solving_curve`). Host runs train a fixed
-budget (`--steps`) and their time to solve is read off the per-update wall-clock afterwards,
-counted from the call that builds the learner (networks, compile, environments; imports apart)
-as for the others. Environment steps/s and cores busy (process CPU time, with the async vector
-environment's processes, over wall-clock) are over the training loop. The greedy return of the
-final parameters (20 episodes) is reported beside.
+reaches 475 (from the 20th episode on: `time_to_solve.solving_curve`). Host runs train up to a
+budget (`--steps`, the defaults' 200k, over which their learning rate anneals) or a time cap
+(`--max-seconds`, every contestant's). A3C and sync A2C runs stop once the latest 20 episodes of
+their in-process environments average 475 (as SB3's does); async A2C runs (environments in other
+processes) play on to the budget or the cap. A host run's time to solve is read off its
+per-update wall-clock, counted from the call that builds the learner (networks, compile,
+environments; imports apart) as for the others. Environment steps/s and cores busy (process CPU
+time, with the async vector environment's processes, over wall-clock) are over the training
+loop. The greedy return of the final parameters (20 episodes) is reported beside.
 
 Prints markdown tables, writes `benchmarks/results/host_parallelism[_quick].json` and `.png` (the
 wall-clock learning curves of seed 0).
@@ -39,6 +42,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -69,10 +73,65 @@ def _curve(times: np.ndarray, curve: np.ndarray) -> list[list[float]]:
     return [[float(times[i]), float(curve[i])] for i in keep] if keep.size else []
 
 
-def host_child(method: str, width: int, seed: int, steps: int, eval_episodes: int, env: str):
+class _Monitor:
+    """Finished episodes' returns of every environment of this process (the host runs' early
+    stop: the run ends once the latest 20 average the threshold, as SB3's does)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.returns: deque[float] = deque(maxlen=WINDOW_EPISODES)
+        self.solved_at: float | None = None
+        self.started = time.perf_counter()
+
+    def episode(self, total: float) -> None:
+        with self.lock:
+            self.returns.append(total)
+            full = len(self.returns) == WINDOW_EPISODES
+            if full and self.solved_at is None and np.mean(self.returns) >= THRESHOLD:
+                self.solved_at = time.perf_counter() - self.started
+
+
+MONITOR = _Monitor()
+MONITORED_ID = "a3c_jax_bench/CartPole-v1"
+
+
+def _monitored_cartpole(**kwargs: Any) -> Any:
+    """Gymnasium's CartPole-v1 reporting each finished episode's return to `MONITOR`."""
+    import gymnasium
+
+    class Report(gymnasium.Wrapper):
+        def reset(self, **kw: Any) -> Any:
+            self.total = 0.0
+            return self.env.reset(**kw)
+
+        def step(self, action: Any) -> Any:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.total += float(reward)
+            if terminated or truncated:
+                MONITOR.episode(self.total)
+            return obs, reward, terminated, truncated, info
+
+    return Report(gymnasium.make("CartPole-v1", **kwargs))
+
+
+def args_atari(env: str) -> bool:
+    return env == ATARI_ENV
+
+
+def host_child(
+    method: str,
+    width: int,
+    seed: int,
+    steps: int,
+    eval_episodes: int,
+    env: str,
+    max_seconds: float,
+) -> dict[str, Any]:
     """One host run: `method` in ("a3c", "a2c_sync", "a2c_async") with `width` workers or
-    environments."""
+    environments. In-process environments (A3C, sync A2C) stop once solved; the async vector
+    environment's live in other processes, so those runs play their whole budget."""
     t_import = time.perf_counter()
+    import gymnasium
     import jax
     from time_to_solve import solving_curve
 
@@ -81,6 +140,10 @@ def host_child(method: str, width: int, seed: int, steps: int, eval_episodes: in
 
     jax.devices()
     import_s = time.perf_counter() - t_import
+    early_stop = env == ENV and method != "a2c_async"
+    if early_stop:
+        gymnasium.register(MONITORED_ID, entry_point=_monitored_cartpole, max_episode_steps=500)
+        env = "gymnasium:" + MONITORED_ID
     if method == "a3c":
         config = a3c_jax.Config(env_name=env, algo="a3c", num_workers=width, total_timesteps=steps)
     else:
@@ -90,7 +153,14 @@ def host_child(method: str, width: int, seed: int, steps: int, eval_episodes: in
         )
     t0 = time.perf_counter()
     cpu0, children0 = time.process_time(), _children_cpu()
-    result = a3c_jax.train_host(config, jax.random.PRNGKey(seed))
+    MONITOR.started = t0
+    result = a3c_jax.train_host(
+        config,
+        jax.random.PRNGKey(seed),
+        callback=lambda record: (
+            (early_stop and MONITOR.solved_at is not None) or time.perf_counter() - t0 > max_seconds
+        ),
+    )
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0 + _children_cpu() - children0
     setup_s = elapsed - result.wall_seconds  # compile, networks and environments
@@ -109,13 +179,17 @@ def host_child(method: str, width: int, seed: int, steps: int, eval_episodes: in
         "staleness_mean": result.staleness_mean,
         "settings": config.to_dict(),
     }
-    if env == ENV:
+    if not args_atari(env):
+        # The time to solve from the per-update metrics (the same reading for every host run;
+        # the monitor's own moment where those windows have not reached it yet).
         curve = solving_curve(result.metrics)
         update = first_reaching(curve, THRESHOLD)
+        solve_time = float(times[update]) if update is not None else MONITOR.solved_at
         returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(10_000 + seed), 20)
         row.update(
-            solved=update is not None,
-            time_to_solve_s=float(times[update]) if update is not None else None,
+            solved=solve_time is not None,
+            time_to_solve_s=solve_time,
+            monitor_solve_s=MONITOR.solved_at,
             solve_env_steps=int(result.metrics.env_steps[update]) if update is not None else None,
             greedy_mean=float(np.mean(returns)),
             curve=_curve(times, curve),
@@ -297,8 +371,10 @@ def atari_rows(widths: list[int], steps: int) -> list[dict[str, Any]]:
     rows = []
     for method in ("a3c", "a2c_sync", "a2c_async"):
         for w in widths:
+            child = [__file__, "--child-host", method, str(w), "0", "--steps", str(steps)]
+            child += ["--atari", "--max-seconds", "600"]
             row = common.run_child(
-                [__file__, "--child-host", method, str(w), "0", "--steps", str(steps), "--atari"],
+                child,
                 timeout=1200,
             )
             row.update(method=method, width=w)
@@ -319,8 +395,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 and 2 workers")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--widths", type=int, nargs="*", default=None, help="workers / envs")
-    parser.add_argument("--steps", type=int, default=80_000, help="host runs' step budget")
-    parser.add_argument("--max-seconds", type=float, default=300.0, help="SB3's time cap")
+    parser.add_argument("--steps", type=int, default=200_000, help="host runs' step budget")
+    parser.add_argument("--max-seconds", type=float, default=150.0, help="every run's time cap")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--atari", action="store_true", help="also Pong's throughput")
     parser.add_argument("--atari-steps", type=int, default=2_000)
@@ -332,7 +408,11 @@ def main() -> None:
     if args.child_host is not None:
         method, width, seed = args.child_host
         env = ATARI_ENV if args.atari else ENV
-        common.emit(host_child(method, int(width), int(seed), args.steps, args.eval_episodes, env))
+        common.emit(
+            host_child(
+                method, int(width), int(seed), args.steps, args.eval_episodes, env, args.max_seconds
+            )
+        )
         return
     if args.child_sb3 is not None:
         common.emit(sb3_child(args.child_sb3, args.max_seconds, args.eval_episodes))
@@ -365,6 +445,7 @@ def main() -> None:
             else:
                 child = [__file__, "--child-host", method, str(width), str(seed)]
                 child += ["--steps", str(args.steps), "--eval-episodes", str(args.eval_episodes)]
+                child += ["--max-seconds", str(args.max_seconds)]
                 row = common.run_child(child, timeout=1800)
             row.update(label=label, method=method, width=width, seed=seed)
             row["load_average_1min"] = common.load_average()

@@ -163,7 +163,7 @@ def train_host(
     config: Config,
     key: PRNGKey,
     *,
-    callback: Callable[[UpdateRecord], None] | None = None,
+    callback: Callable[[UpdateRecord], bool | None] | None = None,
 ) -> AsyncResult:
     """Trains `config` on its host environment (`env_name="gymnasium:<id>"`).
 
@@ -176,6 +176,9 @@ def train_host(
     Keys as the synchronous trainer's (`init_keys`): the parameters from its `params` key, the
     environments seeded from its `env` key, each update's action keys split off its `loop` key,
     so one A3C worker replays this with one environment.
+
+    `callback(record)` runs after each update (as in `train_async`); returning True stops the
+    run there.
 
     Returns an `AsyncResult` (the same type as `train_async`; here every update is worker 0's,
     with staleness 0). Ctrl-C stops the run and returns what was trained with
@@ -220,8 +223,8 @@ def train_host(
                 time.perf_counter() - wall_start,
             )
             records.append(record)
-            if callback is not None:
-                callback(record)
+            if callback is not None and callback(record):
+                break  # the callback asked to stop
     except KeyboardInterrupt:
         interrupted = True
     finally:

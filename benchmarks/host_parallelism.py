@@ -3,7 +3,7 @@ Stable-Baselines3's A2C and the gymnax-native trainer, on Gymnasium CartPole-v1.
 
     python benchmarks/host_parallelism.py            # 2 seeds each
     python benchmarks/host_parallelism.py --quick    # 1 seed, 1 and 2 workers / environments
-    python benchmarks/host_parallelism.py --atari    # also steps/s and cores busy on Pong
+    python benchmarks/host_parallelism.py --atari    # Pong instead: steps/s and cores busy
 
 Each run is a fresh process (`common.run_child`), contestants interleaved seed by seed so that a
 busy moment of the machine touches all of them alike:
@@ -390,6 +390,41 @@ def atari_rows(widths: list[int], steps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def atari_main(args: Any, machine: dict[str, Any], widths: list[int], started: float) -> None:
+    """`--atari`: Pong's throughput per mode (no learning: `--atari-steps` agent steps each)."""
+    rows = atari_rows(widths, args.atari_steps)
+    lines = [
+        [
+            r["method"].replace("_", " "),
+            r["width"],
+            common.fmt(r.get("steps_per_s"), ",.0f"),
+            common.fmt(r.get("cores_busy_with_env_processes"), ".2f"),
+            common.fmt(r.get("compile_s"), ".1f"),
+            common.fmt(r.get("setup_s"), ".1f"),
+        ]
+        for r in rows
+    ]
+    header = ["mode", "workers / envs", "env steps/s", "cores busy", "compile s", "setup s"]
+    note = common.contention_note([machine["load_average_1min"], common.load_average()])
+    text = (
+        f"{ATARI_ENV} ({args.atari_steps:,} agent steps of 4 frames per run, CNN torso), "
+        f"{machine['cores']} cores, {machine['cpu']}; {note}\n\n"
+        + common.markdown_table(header, lines)
+    )
+    print("\n" + text)
+    common.save_results(
+        "host_parallelism_atari",
+        args,
+        {
+            "machine": machine,
+            "note": note,
+            "rows": rows,
+            "summary": text,
+            "wall_s": time.perf_counter() - started,
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 and 2 workers")
@@ -398,7 +433,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="host runs' step budget")
     parser.add_argument("--max-seconds", type=float, default=150.0, help="every run's time cap")
     parser.add_argument("--eval-episodes", type=int, default=20)
-    parser.add_argument("--atari", action="store_true", help="also Pong's throughput")
+    parser.add_argument("--atari", action="store_true", help="Pong's throughput instead")
     parser.add_argument("--atari-steps", type=int, default=2_000)
     parser.add_argument("--json", default=None)
     parser.add_argument("--png", default=None)
@@ -422,6 +457,9 @@ def main() -> None:
     machine = common.machine_info(with_jax=False)
     seeds = args.seeds or (1 if args.quick else 2)
     widths = args.widths or ([1, 2] if args.quick else [1, 2, 4])
+    if args.atari:
+        atari_main(args, machine, widths, started)
+        return
     contestants = _methods(widths)
     rows: list[dict[str, Any]] = []
     loads = [machine["load_average_1min"]]
@@ -472,9 +510,6 @@ def main() -> None:
         f"Gymnasium CartPole-v1, {seeds} seed(s) each, host runs {args.steps:,} steps; "
         f"{machine['cores']} cores, {machine['cpu']}; {note}\n\n{table}\n\n{verdict}"
     )
-    atari = []
-    if args.atari:
-        atari = atari_rows(widths, args.atari_steps)
     print("\n" + text)
     common.save_results(
         "host_parallelism",
@@ -485,7 +520,6 @@ def main() -> None:
             "rows": rows,
             "stats": stats,
             "ratio_vs_sb3": ratio,
-            "atari": atari,
             "summary": text,
             "wall_s": time.perf_counter() - started,
         },

@@ -198,6 +198,10 @@ def test_async_vector_env_plays_as_sync(key):
     parallel = a3c_jax.train_host(config.replace(vector_env="async"), key)
     chex.assert_trees_all_close(sync.params, parallel.params, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(sync.metrics.episodes, parallel.metrics.episodes)
+    # A callback that returns True stops the run after that update.
+    stopped = a3c_jax.train_host(config, key, callback=lambda record: record.update == 2)
+    assert stopped.num_updates == 3 and int(stopped.train_state.update_step) == 3
+    assert not stopped.interrupted
 
 
 def test_several_host_workers_apply_their_gradients(key):
@@ -210,6 +214,9 @@ def test_several_host_workers_apply_their_gradients(key):
     chex.assert_tree_all_finite(result.params)
     returns = a3c_jax.evaluate(config, result.params, key, num_episodes=3)
     assert returns.shape == (3,) and np.all(returns >= 1)
+    # A callback that returns True stops every worker after its current update.
+    stopped = a3c_jax.train_async(config, key, callback=lambda record: record.update >= 9)
+    assert 10 <= stopped.num_updates <= 11 and not stopped.interrupted
 
 
 def test_host_config_errors_before_compiling(key, monkeypatch):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
     from a3c_jax.divergence import DivergenceError, check_finite
     from a3c_jax.evaluation import evaluate, make_act
+    from a3c_jax.host.train import train_host
     from a3c_jax.run_folder import RunDirError
     from a3c_jax.runs import train_run
     from a3c_jax.saving import SavedRun, load, save
@@ -49,6 +50,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("AsyncMetrics", "AsyncResult", "UpdateRecord", "train_async"), "asynchronous"),
     **dict.fromkeys(("CheckpointError", "ConfigMismatchError"), "checkpoint"),
     **dict.fromkeys(("evaluate", "make_act"), "evaluation"),
+    "train_host": "host.train",
     **dict.fromkeys(("DivergenceError", "check_finite"), "divergence"),
     "RunDirError": "run_folder",
     "train_run": "runs",
@@ -129,5 +131,6 @@ __all__ = [
     "rollout",
     "save",
     "train_async",
+    "train_host",
     "train_run",
 ]

@@ -27,7 +27,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,15 @@ from a3c_jax.optim import (
     make_optimizer,
 )
 from a3c_jax.train import InitKeys, init_keys, update_metrics
-from a3c_jax.types import Params, PRNGKey, TrainState, UpdateMetrics, UpdateOutput
+from a3c_jax.types import (
+    LossMetrics,
+    Params,
+    PRNGKey,
+    TrainState,
+    Transition,
+    UpdateMetrics,
+    UpdateOutput,
+)
 from a3c_jax.xla import compiler_options
 
 # A worker's private carry (its environments and its key), as the tuple of its leaves.
@@ -196,11 +204,14 @@ class ParameterStore:
 class AsyncParts(NamedTuple):
     """The compiled pieces of an asynchronous run (`make_async_parts`)."""
 
-    init: Callable[[PRNGKey], tuple[TrainState, list[Carry]]]  # key -> store state, worker carries
-    worker_step: Callable[[jax.Array, Carry], tuple[Carry, jax.Array, jax.Array]]
+    init: Callable[[PRNGKey], tuple[TrainState, list[Any]]]  # key -> store state, worker carries
+    worker_step: Callable[[jax.Array, Any], tuple[Any, jax.Array, jax.Array]]
     apply: Callable[[TrainState, jax.Array], TrainState]
     unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters
     optimizer: Optimizer
+    # Releases what `init` acquired for the workers' carries (host environments); run after the
+    # workers stop. gymnax carries are arrays: nothing to release.
+    close: Callable[[list[Any]], None] = lambda carries: None
 
 
 def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
@@ -212,8 +223,37 @@ def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
     return jax.random.fold_in(keys.env, worker), jax.random.fold_in(keys.loop, worker)
 
 
-@functools.lru_cache(maxsize=16)
+def worker_gradient(
+    loss_fn: Callable[..., tuple[jax.Array, LossMetrics]],
+    params: Params,
+    traj: Transition,
+    next_values: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """A worker's gradient of one rollout `[T, B]` (`optim.compute_gradients` of the synchronous
+    algorithm's `loss_fn(params, traj, next_values)`), flat `[P]`, and its `UpdateMetrics`
+    stacked into `[F]` (`env_steps` and `learning_rate` nan: the store's to fill). Shared by the
+    gymnax workers and the host-environment workers (`a3c_jax.host`)."""
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
+    out = UpdateOutput(
+        traj, jnp.ones(traj.reward.shape, bool), loss_metrics | {"learning_rate": nan}
+    )
+    metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
+    return flatten(grads), jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
+
+
 def make_async_parts(config: Config) -> AsyncParts:
+    """The parts of `train_async` for `config`: over gymnax (`make_gymnax_async_parts`) or over
+    host environments (`a3c_jax.host.make_async_parts`, for `"gymnasium:<id>"` names)."""
+    if config.host_env:
+        from a3c_jax.host import train as host_train
+
+        return host_train.make_async_parts(config)
+    return make_gymnax_async_parts(config)
+
+
+@functools.lru_cache(maxsize=16)
+def make_gymnax_async_parts(config: Config) -> AsyncParts:
     """Builds and compiles (before any thread starts; once per `config`) the functions of
     `train_async`:
 
@@ -234,7 +274,6 @@ def make_async_parts(config: Config) -> AsyncParts:
         lambda key: (envs.reset(spec, key, config.num_envs), key), jax.random.PRNGKey(0)
     )
     carry_def = jax.tree.structure(carry_shapes)
-    nan = jnp.full((), jnp.nan, jnp.float32)
 
     def init(key: PRNGKey) -> tuple[TrainState, list[Carry]]:
         keys = init_keys(key)
@@ -253,13 +292,8 @@ def make_async_parts(config: Config) -> AsyncParts:
         env, traj, next_values = actor_critic.nstep_collect(
             spec, networks, config, params, env, update_key
         )
-        grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
-        out = UpdateOutput(
-            traj, jnp.ones(traj.reward.shape, bool), loss_metrics | {"learning_rate": nan}
-        )
-        metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
-        stacked = jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
-        return tuple(jax.tree.leaves((env, key))), flatten(grads), stacked
+        grads, stacked = worker_gradient(loss_fn, params, traj, next_values)
+        return tuple(jax.tree.leaves((env, key))), grads, stacked
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
@@ -326,8 +360,8 @@ def _work(
     worker: int,
     store: ParameterStore,
     worker_step: Callable,
-    carry: Carry,
-    callback: Callable[[UpdateRecord], None] | None,
+    carry: Any,
+    callback: Callable[[UpdateRecord], bool | None] | None,
 ) -> None:
     """One actor-learner: copy, play and differentiate, hand over; until the budget is spent."""
     while (checkout := store.checkout()) is not None:
@@ -335,15 +369,15 @@ def _work(
         carry, grads, metrics = worker_step(params, carry)
         jax.block_until_ready(grads)  # the rollout and the gradient run here, the GIL released
         record = store.apply(worker, grads, version, metrics)
-        if record is not None and callback is not None:
-            callback(record)
+        if record is not None and callback is not None and callback(record):
+            store.stop()  # the callback asked to stop (e.g. once the task is solved)
 
 
 def train_async(
     config: Config,
     key: PRNGKey,
     *,
-    callback: Callable[[UpdateRecord], None] | None = None,
+    callback: Callable[[UpdateRecord], bool | None] | None = None,
 ) -> AsyncResult:
     """Trains `config` (`algo="a3c"`) with `config.num_workers` asynchronous actor-learner threads
     until `config.num_updates` gradients (`total_timesteps` environment steps over all workers)
@@ -357,8 +391,9 @@ def train_async(
       key: the run's key; the parameters and every worker's environments and key stream derive
         from it (`init_keys`, `worker_keys`).
       callback: called in the worker's thread after each applied gradient with its
-        `UpdateRecord` (for progress or logging); an exception it raises stops the run like any
-        worker's.
+        `UpdateRecord` (for progress or logging); returning True stops every worker after
+        their current update (the result then holds the updates applied so far, with
+        `interrupted=False`); an exception it raises stops the run like any worker's.
 
     Returns an `AsyncResult`. A worker's exception stops every worker and is raised here, with its
     traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far
@@ -397,20 +432,23 @@ def train_async(
     ]
     cpu_start = time.process_time()
     store.start_clock()
-    for thread in threads:
-        thread.start()
     interrupted = False
     try:
-        while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
-            pass
-    except KeyboardInterrupt:
-        interrupted = True
-        store.stop()
-        all_stopped.wait()
-    wall_seconds = store.elapsed()
-    cpu_seconds = time.process_time() - cpu_start
-    for thread in threads:
-        thread.join()
+        for thread in threads:
+            thread.start()
+        try:
+            while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
+                pass
+        except KeyboardInterrupt:
+            interrupted = True
+            store.stop()
+            all_stopped.wait()
+        wall_seconds = store.elapsed()
+        cpu_seconds = time.process_time() - cpu_start
+        for thread in threads:
+            thread.join()
+    finally:
+        parts.close(carries)
     if failures:
         worker, error = failures[0]
         error.add_note(

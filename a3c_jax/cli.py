@@ -123,8 +123,9 @@ def train_command(args: argparse.Namespace) -> int:
         config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
-        if config.asynchronous and not args.dry_run:
-            # Threads around a shared store: no run folder, checkpoints or resume yet.
+        if (config.asynchronous or config.host_env) and not args.dry_run:
+            # Threads around a shared store, or host environments (a3c_jax.host): no run
+            # folder, checkpoints or resume yet.
             return train_async_command(config, args)
         num_seeds = args.num_seeds or 1
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
@@ -250,22 +251,30 @@ def _seeds(params: Any, num_seeds: int) -> list[Any]:
 
 
 def train_async_command(config: Config, args: argparse.Namespace) -> int:
-    """`a3c` and the like: threads, so seeds one after the other (no vmap)."""
+    """`a3c` and the like, and host environments (`a3c_jax.train_host`): threads or a host loop,
+    so seeds one after the other (no vmap)."""
     import jax
 
     import a3c_jax
 
+    host = config.host_env
+    train = a3c_jax.train_host if host else a3c_jax.train_async
     num_seeds = args.num_seeds or 1
     print(config)
     key = jax.random.PRNGKey(args.seed)
     keys = jax.random.split(key, num_seeds) if num_seeds > 1 else [key]
     results = []
+    if config.asynchronous:
+        parallelism = f"{config.num_workers} workers"
+    else:
+        parallelism = f"{config.num_envs} {config.vector_env} environments"
     for i, seed_key in enumerate(keys):
-        result = a3c_jax.train_async(config, seed_key)
+        result = train(config, seed_key)
         results.append(result)
         print(
             f"seed {i}: compile {result.compile_seconds:.2f} s, train {result.wall_seconds:.2f} s "
-            f"with {config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
+            f"with {parallelism}, {result.env_steps_per_second:,.0f} env steps/s, "
+            f"{result.cores_busy:.2f} cores busy, "
             f"{result.updates_per_second:,.0f} updates/s, staleness mean "
             f"{result.staleness_mean:.2f} max {result.staleness_max}"
             + (" (interrupted)" if result.interrupted else "")

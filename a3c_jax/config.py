@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 TORSOS = ("auto", "mlp", "cnn")
 PARALLEL_BACKENDS = ("shard_map", "pmap")
+VECTOR_ENVS = ("sync", "async")
 
 
 # Fields that only mean something for one kind of action space: name -> (kind, an example
@@ -78,6 +79,10 @@ class Config:
     parallel_backend: str | None = None  # "shard_map" or "pmap"
     # Asynchronous training (algo="a3c" only, with `a3c_jax.train_async`).
     num_workers: int | None = None  # actor-learner threads, each with its own num_envs environments
+    # Host environments ("gymnasium:<id>", a3c_jax.host) under the synchronous algorithms: their
+    # Gymnasium vector environment steps them "sync" (one after the other, in the learner's
+    # thread) or "async" (one process each).
+    vector_env: str | None = None
     log_std_init: float | None = None  # Gaussian policies: initial log standard deviation
 
     def __post_init__(self) -> None:
@@ -116,6 +121,11 @@ class Config:
     def asynchronous(self) -> bool:
         """True for algorithms trained by `a3c_jax.train_async` (threads), not `make_train`."""
         return registry.get(self.algo).asynchronous
+
+    @property
+    def host_env(self) -> bool:
+        """True for environments stepped on the host (`"gymnasium:<id>"`: `a3c_jax.host`)."""
+        return _is_host_env(self.env_name)
 
     @property
     def num_updates(self) -> int:
@@ -212,6 +222,15 @@ class Config:
         one_of("activation", ACTIVATIONS)
         one_of("torso", TORSOS)
         one_of("parallel_backend", PARALLEL_BACKENDS)
+        one_of("vector_env", VECTOR_ENVS)
+        if self.vector_env != "sync" and (
+            self.algo in presets.ASYNCHRONOUS_ALGORITHMS or not _is_host_env(self.env_name)
+        ):
+            raise ConfigError(
+                f"vector_env={self.vector_env!r} only applies to host environments "
+                "('gymnasium:<id>') under a synchronous algorithm; gymnax environments are "
+                "vmapped and A3C workers step their own environments in their threads"
+            )
         devices = self.num_devices
         if devices != "all":
             if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
@@ -376,7 +395,18 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _is_host_env(env_name: Any) -> bool:
+    from a3c_jax.host import spaces
+
+    return spaces.is_host_env(env_name)
+
+
 def _check_env_name(env_name: str) -> None:
+    if _is_host_env(env_name):
+        from a3c_jax.host import spaces
+
+        spaces.check_env_name(env_name)
+        return
     from a3c_jax import envs
 
     message = envs.unknown_env_message(env_name)

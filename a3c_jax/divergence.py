@@ -49,6 +49,11 @@ _QUANTITIES = (
 )
 
 
+def diverged_quantities(code: int) -> tuple[str, ...]:
+    """The names of the non-finite quantities a divergence guard's `code` flags."""
+    return tuple(name for bit, name in _QUANTITIES if code & bit)
+
+
 def check_finite(
     state: RunnerState | TrainResult, checkpoint: str | None = None, num_seeds: int | None = None
 ) -> None:
@@ -67,7 +72,7 @@ def check_finite(
         return
     first = int(bad[np.argmin(updates[bad])])
     update = int(updates[first]) + 1
-    names = tuple(name for bit, name in _QUANTITIES if codes[first] & bit)
+    names = diverged_quantities(int(codes[first]))
     seeds = tuple(int(i) for i in bad)
     where = f"seed {', '.join(map(str, seeds))}: " if codes.shape[0] > 1 else ""
     message = (

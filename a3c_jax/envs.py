@@ -74,7 +74,7 @@ def unknown_env_message(env_name: str) -> str | None:
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     return (
         f"env_name={env_name!r} is not a registered gymnax environment{hint} "
-        f"(known: {', '.join(known)})"
+        f"(known: {', '.join(known)}; Gymnasium environments: 'gymnasium:<id>')"
     )
 
 
@@ -157,7 +157,12 @@ class EnvSpec:
 
 @functools.cache
 def make_env(env_name: str) -> EnvSpec:
-    """Creates (once per name) the gymnax environment `env_name` and describes its spaces."""
+    """Creates (once per name) the gymnax environment `env_name` and describes its spaces.
+    `"gymnasium:<id>"` names describe a host environment instead (`a3c_jax.host.spaces`)."""
+    if env_name.startswith("gymnasium:"):
+        from a3c_jax.host import spaces as host_spaces
+
+        return host_spaces.make_spec(env_name)
     env, env_params = make_gymnax(env_name)
     spaces = import_leaf("gymnax.environments.spaces")
     action_space = env.action_space(env_params)

@@ -103,6 +103,10 @@ def evaluate(
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes={num_episodes} must be positive")
+    if config.host_env:  # a host environment: a Python loop
+        from a3c_jax.host import evaluation as host_evaluation
+
+        return host_evaluation.evaluate(config, params, key, num_episodes, greedy)
     program = _precompiled(config, num_episodes, greedy, (params, key))
     if program is not None:
         return program(params, key)

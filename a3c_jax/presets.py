@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "num_devices": 1,
     "parallel_backend": "shard_map",
     "num_workers": 1,
+    "vector_env": "sync",
 }
 
 

@@ -190,21 +190,42 @@ def episodes_step(
     )
 
 
+def nstep_learn(
+    spec: EnvSpec,
+    networks: Networks,
+    config: Config,
+    optimizer: Optimizer,
+    train_state: TrainState,
+    traj: Transition,
+    next_values: jax.Array | None = None,
+) -> tuple[TrainState, UpdateOutput]:
+    """The gradient step of `a2c`, `nstep_da2c` and `online_ac` on one rollout `[T, B, ...]`
+    played with `train_state.params`: `nstep_loss`, differentiated and applied by
+    `optim.gradient_step`. `next_values` `[T, B]`: `bootstrap_values` of `traj` (computed here
+    if None). Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
+    if next_values is None:
+        next_values = bootstrap_values(spec, networks, train_state.params, traj)
+    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+    train_state, metrics = gradient_step(
+        loss_fn, optimizer, train_state, config.batch_size, traj, next_values
+    )
+    valid = jnp.ones(traj.reward.shape, bool)
+    return train_state, UpdateOutput(traj, valid, metrics)
+
+
 def make_nstep(
     config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
 ) -> Algorithm:
     """`a2c`, `nstep_da2c` and `online_ac`: one `n_steps` rollout, one gradient step."""
-    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
         env_carry, traj, next_values = nstep_collect(
             spec, networks, config, train_state.params, env_carry, key
         )
-        train_state, metrics = gradient_step(
-            loss_fn, optimizer, train_state, config.batch_size, traj, next_values
+        train_state, out = nstep_learn(
+            spec, networks, config, optimizer, train_state, traj, next_values
         )
-        valid = jnp.ones(traj.reward.shape, bool)
-        return train_state, env_carry, algo_state, UpdateOutput(traj, valid, metrics)
+        return train_state, env_carry, algo_state, out
 
     return Algorithm(no_state, update)
 

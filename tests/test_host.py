@@ -1,0 +1,274 @@
+"""Host environments (Gymnasium): spaces -> heads, the truncation contract of the host rollout,
+one A3C worker replaying host A2C, sync and async vector environments alike, clear errors."""
+
+import importlib.util
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("gymnasium") is None:
+    pytest.skip(
+        'Gymnasium is not installed (pip install "a3c_jax[gymnasium]")', allow_module_level=True
+    )
+
+import gymnasium
+from gymnasium import spaces as gym_spaces
+
+import a3c_jax
+from a3c_jax import Config, ConfigError, envs
+from a3c_jax.algorithms import actor_critic
+from a3c_jax.distributions import Categorical, DiagGaussian
+from a3c_jax.host import rollout, spaces
+from a3c_jax.networks import make_networks
+
+TIME_LIMIT = 3
+
+
+class CounterEnv(gymnasium.Env):
+    """Observes `[t]` (steps taken in the episode), reward 1 per step. Reset with an odd seed,
+    the episode terminates at step `TIME_LIMIT`; with an even one the registered time limit
+    truncates it there."""
+
+    def __init__(self, obs_space=None, action_space=None):
+        self.observation_space = obs_space or gym_spaces.Box(0.0, 100.0, (1,), np.float32)
+        self.action_space = action_space or gym_spaces.Discrete(2)
+        self.t = 0
+        self.terminal = False
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.terminal = seed % 2 == 1
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 1.0, self.terminal and self.t >= TIME_LIMIT, False, {}
+
+    def _obs(self):
+        if isinstance(self.observation_space, gym_spaces.Box):
+            return np.full(self.observation_space.shape, self.t, np.float32)
+        return self.observation_space.sample()
+
+
+def _register(env_id: str, **kwargs) -> str:
+    if env_id not in gymnasium.envs.registry:
+        gymnasium.register(
+            env_id, entry_point=CounterEnv, max_episode_steps=TIME_LIMIT, kwargs=kwargs
+        )
+    return spaces.PREFIX + env_id
+
+
+COUNTER = _register("a3c_jax_test/Counter-v0")
+IMAGE = _register(
+    "a3c_jax_test/Image-v0", obs_space=gym_spaces.Box(0.0, 1.0, (6, 6, 2), np.float32)
+)
+ONE_HOT = _register("a3c_jax_test/DiscreteObs-v0", obs_space=gym_spaces.Discrete(5, start=1))
+DICT_OBS = _register(
+    "a3c_jax_test/DictObs-v0",
+    obs_space=gym_spaces.Dict({"a": gym_spaces.Box(0.0, 1.0, (2,), np.float32)}),
+)
+MULTI_DISCRETE = _register(
+    "a3c_jax_test/MultiDiscrete-v0", action_space=gym_spaces.MultiDiscrete([2, 3])
+)
+
+
+def _shapes(env_name: str):
+    """The parameter and policy shapes of `env_name`'s networks (nothing runs)."""
+    spec = envs.make_env(env_name)
+    networks = make_networks(Config(env_name=env_name), spec)
+
+    def init_and_act(key):
+        params = networks.init(key)
+        return params, networks.policy(params, jax.numpy.zeros((2, *spec.obs_shape)))
+
+    return spec, *jax.eval_shape(init_and_act, jax.random.PRNGKey(0))
+
+
+def test_spaces_map_to_heads():
+    cartpole, _, pi = _shapes("gymnasium:CartPole-v1")
+    assert (cartpole.obs_shape, cartpole.discrete, cartpole.num_actions) == ((4,), True, 2)
+    assert cartpole.max_episode_steps == 500
+    assert isinstance(pi, Categorical) and pi.logits.shape == (2, 2)
+    pendulum, _, pi = _shapes("gymnasium:Pendulum-v1")
+    assert (pendulum.obs_shape, pendulum.discrete, pendulum.action_shape) == ((3,), False, (1,))
+    assert isinstance(pi, DiagGaussian) and pi.mean.shape == (2, 1)
+    np.testing.assert_array_equal(pendulum.action_low, [-2.0])
+    np.testing.assert_array_equal(pendulum.action_high, [2.0])
+    # Image observations [H, W, C] take the CNN torso (a convolution, then its MLP).
+    image, params, _ = _shapes(IMAGE)
+    assert image.obs_shape == (6, 6, 2)
+    assert "MLPTorso_0" in params["params"]["actor_torso"]
+    _, params, _ = _shapes("gymnasium:CartPole-v1")
+    assert "MLPTorso_0" not in params["params"]["actor_torso"]
+    # Discrete observations: one-hot inputs of the MLP.
+    assert envs.make_env(ONE_HOT).obs_shape == (5,)
+    np.testing.assert_array_equal(
+        spaces.observe(gym_spaces.Discrete(5, start=1), np.array([1, 5])),
+        [[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]],
+    )
+
+
+def test_gaussian_actions_respect_the_bounds():
+    config = Config(env_name="gymnasium:Pendulum-v1", log_std_init=3.0)
+    spec = envs.make_env(config.env_name)
+    networks = make_networks(config, spec)
+    act = jax.jit(rollout.make_act(spec, networks))
+    params = jax.jit(networks.init)(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 256)
+    actions = np.asarray(act(params, np.zeros((256, 3), np.float32), keys))
+    assert actions.min() >= -2.0 and actions.max() <= 2.0
+    assert actions.min() == -2.0 and actions.max() == 2.0  # std e^3: some samples were clipped
+
+
+def test_truncation_bootstraps_and_termination_does_not():
+    # Environment 0 (seed 0) is truncated by the time limit at its 3rd step, environment 1
+    # (seed 1) terminates there.
+    config = Config(env_name=COUNTER, num_envs=2, n_steps=5, gae_lambda=1.0)
+    spec = envs.make_env(COUNTER)
+    networks = make_networks(config, spec)
+    params = jax.jit(networks.init)(jax.random.PRNGKey(0))
+    act = jax.jit(rollout.make_act(spec, networks))
+    keys = np.asarray(
+        jax.jit(rollout.action_keys, static_argnums=(1, 2))(jax.random.PRNGKey(2), 2, 5)
+    )
+    host_envs = rollout.HostEnvs(spec, 2)
+    try:
+        carry = rollout.HostCarry(
+            host_envs.reset(seed=0), np.zeros(2, np.float32), np.zeros(2, np.int32)
+        )
+        _, traj = rollout.rollout(host_envs, act, params, carry, keys)
+    finally:
+        host_envs.close()
+    np.testing.assert_array_equal(traj.truncated.T, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(traj.terminated.T, [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0]])
+    # Where an episode ended, next_obs is its final observation [3], the next obs the reset's
+    # [0] (Gymnasium's SAME_STEP autoreset).
+    np.testing.assert_array_equal(traj.next_obs[..., 0].T, [[1, 2, 3, 1, 2]] * 2)
+    np.testing.assert_array_equal(traj.obs[..., 0].T, [[0, 1, 2, 0, 1]] * 2)
+    np.testing.assert_array_equal(traj.episode_length[2], [3, 3])
+    np.testing.assert_array_equal(traj.episode_return[2], [3.0, 3.0])
+
+    next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
+    values = networks.value(params, traj.obs)
+    _, targets = actor_critic.advantages_and_targets(traj, values, next_values, config)
+    targets = np.asarray(targets)
+    v_final = float(networks.value(params, np.array([3.0], np.float32)))
+    assert abs(v_final) > 1e-3  # a bootstrap that could be told from zero
+    np.testing.assert_allclose(targets[2, 0], 1.0 + config.gamma * v_final, rtol=1e-5)
+    np.testing.assert_allclose(targets[2, 1], 1.0, rtol=1e-6)
+    # Earlier steps of each episode carry their last step's target back.
+    np.testing.assert_allclose(targets[1], 1.0 + config.gamma * targets[2], rtol=1e-5)
+
+
+def test_one_a3c_worker_replays_host_a2c(key):
+    config = Config(
+        env_name="gymnasium:CartPole-v1",
+        algo="a3c",
+        num_workers=1,
+        num_envs=1,
+        n_steps=5,
+        total_timesteps=5 * 40,
+    )
+    a3c = a3c_jax.train_async(config, key)
+    a2c = a3c_jax.train_host(config.replace(algo="a2c"), key)
+    chex.assert_trees_all_close(a3c.params, a2c.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(a3c.opt_state, a2c.opt_state, rtol=1e-5, atol=1e-7)
+    for name in ("total_loss", "actor_loss", "critic_loss", "entropy", "grad_norm"):
+        np.testing.assert_allclose(
+            getattr(a3c.metrics, name), getattr(a2c.metrics, name), rtol=1e-4, err_msg=name
+        )
+    for name in ("env_steps", "episode_return", "episodes", "learning_rate"):
+        np.testing.assert_allclose(
+            getattr(a3c.metrics, name), getattr(a2c.metrics, name), rtol=1e-6, err_msg=name
+        )
+    assert a2c.num_updates == a3c.num_updates == 40
+    assert int(a2c.train_state.env_steps) == 200
+    assert np.nansum(a2c.metrics.episodes) >= 1  # episodes ended (and were counted) on the way
+
+
+def test_async_vector_env_plays_as_sync(key):
+    config = Config(
+        env_name="gymnasium:CartPole-v1", num_envs=2, n_steps=8, total_timesteps=2 * 8 * 6
+    )
+    sync = a3c_jax.train_host(config, key)
+    parallel = a3c_jax.train_host(config.replace(vector_env="async"), key)
+    chex.assert_trees_all_close(sync.params, parallel.params, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(sync.metrics.episodes, parallel.metrics.episodes)
+    # A callback that returns True stops the run after that update.
+    stopped = a3c_jax.train_host(config, key, callback=lambda record: record.update == 2)
+    assert stopped.num_updates == 3 and int(stopped.train_state.update_step) == 3
+    assert not stopped.interrupted
+
+
+def test_several_host_workers_apply_their_gradients(key):
+    config = Config(
+        env_name="gymnasium:CartPole-v1", algo="a3c", num_workers=2, total_timesteps=5 * 60
+    )
+    result = a3c_jax.train_async(config, key)
+    assert result.num_updates == 60 == int(result.train_state.update_step)
+    assert set(result.async_metrics.worker) == {0, 1}
+    chex.assert_tree_all_finite(result.params)
+    returns = a3c_jax.evaluate(config, result.params, key, num_episodes=3)
+    assert returns.shape == (3,) and np.all(returns >= 1)
+    # A callback that returns True stops every worker after its current update.
+    stopped = a3c_jax.train_async(config, key, callback=lambda record: record.update >= 9)
+    assert 10 <= stopped.num_updates <= 11 and not stopped.interrupted
+
+
+def test_host_config_errors_before_compiling(key, monkeypatch):
+    with pytest.raises(
+        ConfigError, match=r"'CartPol-v1' is not a registered Gymnasium.*CartPole-v1"
+    ):
+        Config(env_name="gymnasium:CartPol-v1")
+    with pytest.raises(ConfigError, match="observation space Dict"):
+        Config(env_name=DICT_OBS)
+    with pytest.raises(ConfigError, match="action space MultiDiscrete"):
+        Config(env_name=MULTI_DISCRETE)
+    with pytest.raises(ConfigError, match="vector_env='async' only applies to host"):
+        Config(vector_env="async")
+    with pytest.raises(ConfigError, match="vector_env='async' only applies to host"):
+        Config(env_name="gymnasium:CartPole-v1", algo="a3c", vector_env="async")
+    with pytest.raises(ConfigError, match="train_host is for 'gymnasium:<id>'"):
+        a3c_jax.train_host(Config(), key)
+    with pytest.raises(ConfigError, match="algo='da2c' does not train on host"):
+        a3c_jax.train_host(Config(env_name="gymnasium:CartPole-v1", algo="da2c"), key)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gymnasium" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r'pip install "a3c_jax\[gymnasium\]"'):
+        Config(env_name="gymnasium:Acrobot-v1")
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ale_py" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r'pip install "a3c_jax\[atari\]"'):
+        Config(env_name="gymnasium:ALE/Breakout-v5")
+
+
+@pytest.mark.slow
+def test_host_a2c_solves_gymnasium_cartpole():
+    # Sync vector environment: the run is reproducible (Gymnasium seeded from the key).
+    config = Config(env_name="gymnasium:CartPole-v1", algo="a2c", total_timesteps=50_000)
+    result = a3c_jax.train_host(config, jax.random.PRNGKey(0))
+    returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)
+    assert returns.mean() >= 475.0, returns.mean()
+
+
+@pytest.mark.slow
+def test_host_a3c_solves_gymnasium_cartpole():
+    # Two worker threads, each with its own Gymnasium CartPole-v1; not reproducible (the order of
+    # updates depends on the threads), the gymnax test's budget.
+    config = Config(
+        env_name="gymnasium:CartPole-v1", algo="a3c", num_workers=2, total_timesteps=60_000
+    )
+    result = a3c_jax.train_async(config, jax.random.PRNGKey(0))
+    returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)
+    assert returns.mean() >= 475.0, (returns.mean(), result.staleness_mean)

@@ -219,3 +219,27 @@ def test_bootstrap_values_where_the_returns_read_them(key):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+class ReplayVariantsTest(chex.TestCase):
+    """The replay buffer's pure functions give the same buffer and samples with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_add_then_sample(self):
+        values = jnp.arange(7, dtype=jnp.float32)
+        items = replay.Experience(values[:, None], values, values > 4, -values[:, None])
+        valid = jnp.array([True, True, False, True, True, True, True])
+
+        def add_and_sample(buffer, items, valid, key):
+            buffer = replay.replay_add(buffer, items, valid)
+            return buffer, replay.replay_sample(buffer, key, 64)
+
+        buffer, batch = self.variant(add_and_sample)(
+            replay.replay_init((1,), 4), items, valid, jax.random.PRNGKey(1)
+        )
+        # 6 valid rows into 4 slots: the newest 4 (3, 4, 5, 6) survive, the next write at 2.
+        assert int(buffer.size) == 4 and int(buffer.position) == 2
+        assert sorted(np.asarray(buffer.data.reward).tolist()) == [3.0, 4.0, 5.0, 6.0]
+        assert set(np.asarray(batch.reward).tolist()) == {3.0, 4.0, 5.0, 6.0}
+        np.testing.assert_array_equal(batch.next_obs[:, 0], -batch.reward)
+        np.testing.assert_array_equal(batch.terminated, batch.reward > 4)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import envs
+from a3c_jax import envs, wrappers
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.rollout import PolicyFn
@@ -29,12 +29,16 @@ def _select_action(
 
 @functools.lru_cache(maxsize=64)
 def _jitted_act(config: Config, greedy: bool) -> Callable:
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     return jax.jit(functools.partial(_select_action, make_networks(config, spec), spec, greedy))
 
 
 def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..., jax.Array]:
     """A jitted policy `act(obs, key=None) -> action` for observations `[O...]` or `[B, O...]`.
+
+    Observations are the environment's own (after `config`'s transforms, `wrappers.make_env`):
+    parameters trained with `normalize_obs` carry their frozen statistics (`TrainResult.params`,
+    `a3c_jax.load`) and normalise them here.
 
     Greedy (the distribution's mode: argmax, or the Gaussian mean clipped to the action bounds)
     by default; with `greedy=False` it samples and needs `key`.
@@ -83,7 +87,7 @@ def play_episodes(
 def _make_evaluator(
     config: Config, num_episodes: int, greedy: bool
 ) -> Callable[[Params, PRNGKey], jax.Array]:
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     policy_fn = functools.partial(_select_action, make_networks(config, spec), spec, greedy)
     return jax.jit(lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes))
 

@@ -20,6 +20,7 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
+from a3c_jax import wrappers
 from a3c_jax.distributions import Categorical, DiagGaussian, Distribution
 from a3c_jax.types import Params, PRNGKey
 
@@ -226,9 +227,19 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         module_key, kernel_key = jax.random.split(key)
         return orthogonal_init(module.init(module_key, dummy_obs), kernel_key)
 
+    def applied(method: Callable | None) -> Callable:
+        # Parameters exported with frozen observation statistics (wrappers.export_params)
+        # normalise raw observations first; the training loop's own parameters have none.
+        def fn(params: Params, obs: jax.Array):
+            obs = wrappers.prepare_obs(params, obs, config.obs_clip)
+            params = {k: v for k, v in params.items() if k != wrappers.OBS_STATS}
+            return module.apply(params, obs, method=method)
+
+        return fn
+
     return Networks(
         init=init,
-        apply=module.apply,
-        policy=lambda params, obs: module.apply(params, obs, method=ActorCritic.policy),
-        value=lambda params, obs: module.apply(params, obs, method=ActorCritic.value),
+        apply=applied(None),
+        policy=applied(ActorCritic.policy),
+        value=applied(ActorCritic.value),
     )

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax import envs, parallel
+from a3c_jax import envs, parallel, wrappers
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
@@ -213,7 +213,7 @@ def make_trainer(config: Config) -> Trainer:
 def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -> Trainer:
     """The loop of one device, which runs `local`'s share of `config`'s environments and
     averages its gradients over the devices of `axis_name` (None: the only device)."""
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, axis_name)
     networks = make_networks(local, spec)
     optimizer = make_optimizer(local, axis_name)
     algorithm = ALGORITHM_BUILDERS[config.algo](local, spec, networks, optimizer)
@@ -270,7 +270,7 @@ def _make_device_trainer(config: Config, local: Config, axis_name: str | None) -
     def train(key: PRNGKey) -> TrainResult:
         runner, metrics = run(init(key), config.num_updates)
         return TrainResult(
-            params=runner.train_state.params,
+            params=wrappers.export_params(runner.train_state.params, runner.env.wrapper_state),
             opt_state=runner.train_state.opt_state,
             metrics=metrics,
             runner_state=runner,

@@ -134,6 +134,22 @@ ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "reward_scale": 0.1,
         "normalize_advantages": True,
     },
+    # MountainCarContinuous-v0: the reward (-0.1 a² per step, +100 at the flag) first teaches
+    # to stand still; normalised observations and rewards, 32-step rollouts and a narrower
+    # first policy (log-std -0.5) find the flag on every seed. Tried (4 seeds, 200k, greedy):
+    # this preset 91.5 (each seed 88-94); log-std 0: 64.9 (one seed -7: its sampling policy
+    # reached the flag, its mean action did not); log-std 0.5 with ent_coef 0.01: -41; gamma
+    # 0.999: 26.
+    ("MountainCarContinuous-v0", "a2c"): {
+        "num_envs": 16,
+        "n_steps": 32,
+        "total_timesteps": 200_000,
+        "lr": 1e-3,
+        "ent_coef": 0.0,
+        "log_std_init": -0.5,
+        "normalize_obs": True,
+        "normalize_reward": True,
+    },
     # The CNN torso. Measured (2 seeds x 500k steps): greedy return 5, random policy about 0.5.
     ("Breakout-MinAtar", "a2c"): {
         "num_envs": 64,
@@ -175,6 +191,14 @@ PRESET_RESULTS: dict[tuple[str, str], dict[str, Any]] = {
         "worst_seed": -128.4,
         "random": -200.0,
         "env_steps": 500_000,
+        "seeds": 8,
+    },
+    # benchmarks/scores.py (8 seeds): 91.6 ± 2.6.
+    ("MountainCarContinuous-v0", "a2c"): {
+        "return": 91.6,
+        "worst_seed": 87.4,
+        "random": -32.8,
+        "env_steps": 200_000,
         "seeds": 8,
     },
     ("Pendulum-v1", "a2c"): {

@@ -26,6 +26,16 @@ VECTOR_ENVS = ("sync", "async")
 # value for the tests). Setting one for an environment of the other kind raises `ConfigError`.
 ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "log_std_init": ("continuous", -1.0),
+    "action_bounding": ("continuous", "tanh"),
+    "state_dependent_std": ("continuous", True),
+}
+ACTION_BOUNDINGS = ("clip", "tanh")
+# Config fields of the environment wrappers (a3c_jax.wrappers) and their neutral values.
+WRAPPER_FIELDS: dict[str, Any] = {
+    "mask_velocity": False,
+    "frame_stack": 1,
+    "normalize_obs": False,
+    "normalize_reward": False,
 }
 
 
@@ -84,6 +94,17 @@ class Config:
     # thread) or "async" (one process each).
     vector_env: str | None = None
     log_std_init: float | None = None  # Gaussian policies: initial log standard deviation
+    # Gaussian policies: "clip" (actions sampled from the Gaussian, clipped to the action
+    # bounds by the environment) or "tanh" (squashed into the bounds, log-probability corrected).
+    action_bounding: str | None = None
+    state_dependent_std: bool | None = None  # Gaussian policies: log-std from the actor's torso
+    # Environment wrappers (a3c_jax.wrappers), in this order: transforms, then normalisers.
+    mask_velocity: bool | None = None  # observe positions only (partial observability)
+    frame_stack: int | None = None  # observe the last k observations (1: no stacking)
+    normalize_obs: bool | None = None  # running mean / variance normalisation of observations
+    obs_clip: float | None = None  # normalised observations are clipped to [-obs_clip, obs_clip]
+    normalize_reward: bool | None = None  # rewards / running std of the discounted return
+    reward_clip: float | None = None  # normalised rewards are clipped to [-reward_clip, ...]
 
     def __post_init__(self) -> None:
         if self.algo not in registry.REGISTRY:
@@ -240,7 +261,14 @@ class Config:
                     f"num_envs={self.num_envs} is not divisible by num_devices={devices}: each "
                     f"device runs num_envs / num_devices environments; use a multiple of {devices}"
                 )
-        for name in ("anneal_lr", "normalize_advantages", "shared_torso"):
+        self._validate_wrappers()
+        one_of("action_bounding", ACTION_BOUNDINGS)
+        for name in (
+            "anneal_lr",
+            "normalize_advantages",
+            "shared_torso",
+            "state_dependent_std",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         sizes = self.hidden_sizes
@@ -297,6 +325,38 @@ class Config:
                 f"torso={self.torso!r}: the CNN's 3x3 convolution needs images of at least 3x3; "
                 f"{self.env_name} observes shape {spec.obs_shape}: use torso='mlp'"
             )
+
+    def _validate_wrappers(self) -> None:
+        """The environment wrappers' fields (a3c_jax.wrappers)."""
+        from a3c_jax import wrappers
+
+        for name in ("mask_velocity", "normalize_obs", "normalize_reward"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        stack = self.frame_stack
+        if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= 64:
+            raise ConfigError(f"frame_stack={stack!r} must be an integer in [1, 64] (1: none)")
+        for name in ("obs_clip", "reward_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name}={value!r} must be a positive number (math.inf: none)")
+        if self.mask_velocity and self.env_name not in wrappers.POSITION_INDICES:
+            raise ConfigError(
+                f"mask_velocity=True: no velocity entries are known for {self.env_name}; it "
+                f"applies to {', '.join(wrappers.POSITION_INDICES)}"
+            )
+        if self.asynchronous or self.host_env:
+            used = [
+                f"{k}={getattr(self, k)!r}"
+                for k, v in WRAPPER_FIELDS.items()
+                if getattr(self, k) != v
+            ]
+            if used:
+                where = f"env_name={self.env_name!r}" if self.host_env else f"algo={self.algo!r}"
+                raise ConfigError(
+                    f"{', '.join(used)}: environment wrappers are not available for {where} "
+                    "(it steps unwrapped environments); use a gymnax environment with algo='a2c'"
+                )
 
 
 def field_kinds() -> dict[str, tuple[Any, ...]]:

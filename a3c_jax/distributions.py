@@ -1,4 +1,4 @@
-"""The two policy distributions, as pytrees with pure methods.
+"""The policy distributions, as pytrees with pure methods.
 
 Batch shapes are whatever the network was applied to (`[B]`, `[T, B]`, ...): `log_prob`,
 `entropy` return that batch shape; `sample` and `mode` return batch shape + action shape.
@@ -56,4 +56,55 @@ class DiagGaussian(NamedTuple):
         return jnp.sum(per_dim, axis=-1)
 
 
-Distribution = Categorical | DiagGaussian
+class SquashedGaussian(NamedTuple):
+    """A diagonal Gaussian over `u`, squashed into the box `[low, high]`:
+    `a = low + (tanh(u) + 1) (high - low) / 2`, so every action lies inside the bounds.
+
+    `log π(a) = log N(u; μ, σ) - Σ_i log(s_i (1 - tanh²(u_i)))`, `s = (high - low) / 2`, with
+    `u = atanh(y)`, `y = (a - c) / s` kept `EDGE` inside ±1 (float32 rounds `tanh` to ±1 from
+    `|u| > 9`), as Stable-Baselines3's `SquashedDiagGaussianDistribution` does. The entropy
+    has no closed form: `entropy()` is the Gaussian's plus the log-Jacobian at the mean, a
+    first-order estimate (exact as `σ -> 0`).
+    """
+
+    mean: jax.Array  # [..., d] of the pre-squash Gaussian
+    log_std: jax.Array  # [..., d]
+    low: jax.Array  # [d] action bounds
+    high: jax.Array  # [d]
+
+    EDGE = 1e-6
+
+    def _centre_scale(self) -> tuple[jax.Array, jax.Array]:
+        low = jnp.broadcast_to(self.low, self.mean.shape)
+        high = jnp.broadcast_to(self.high, self.mean.shape)
+        return (high + low) / 2, (high - low) / 2
+
+    def _squash(self, u: jax.Array) -> jax.Array:
+        centre, scale = self._centre_scale()
+        low = jnp.broadcast_to(self.low, u.shape)
+        high = jnp.broadcast_to(self.high, u.shape)
+        return jnp.clip(centre + scale * jnp.tanh(u), low, high)
+
+    def _log_jacobian(self, u: jax.Array) -> jax.Array:
+        # log(1 - tanh²(u)) = 2 (log 2 - u - softplus(-2u)), stable for large |u|.
+        _, scale = self._centre_scale()
+        log_dtanh = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+        return jnp.sum(jnp.log(scale) + log_dtanh, axis=-1)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self._squash(DiagGaussian(self.mean, self.log_std).sample(key))
+
+    def mode(self) -> jax.Array:
+        return self._squash(self.mean)
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        centre, scale = self._centre_scale()
+        y = jnp.clip((action - centre) / scale, -1.0 + self.EDGE, 1.0 - self.EDGE)
+        u = jnp.arctanh(y)
+        return DiagGaussian(self.mean, self.log_std).log_prob(u) - self._log_jacobian(u)
+
+    def entropy(self) -> jax.Array:
+        return DiagGaussian(self.mean, self.log_std).entropy() + self._log_jacobian(self.mean)
+
+
+Distribution = Categorical | DiagGaussian | SquashedGaussian

@@ -149,6 +149,8 @@ class EnvSpec:
     action_low: Any = None  # continuous only: [d] bounds, actions are clipped to them
     action_high: Any = None
     max_episode_steps: int = 0
+    # a3c_jax.wrappers.VecWrapper applied to every reset and step (obs_shape is its output's)
+    wrapper: Any = None
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -230,16 +232,25 @@ def reset(spec: EnvSpec, key: PRNGKey, num_envs: int, first_env: int | jax.Array
 
 
 def restart(spec: EnvSpec, key: PRNGKey, carry: EnvCarry) -> EnvCarry:
-    """Fresh episodes in the environments of `carry` (the same `env_id`s), from `key`."""
-    return _reset_ids(spec, key, carry.env_id)
+    """Fresh episodes in the environments of `carry` (the same `env_id`s), from `key`; the
+    wrappers keep their statistics."""
+    return _reset_ids(spec, key, carry.env_id, carry.wrapper_state)
 
 
-def _reset_ids(spec: EnvSpec, key: PRNGKey, env_id: jax.Array) -> EnvCarry:
+def _reset_ids(
+    spec: EnvSpec, key: PRNGKey, env_id: jax.Array, wrapper_state: Any = None
+) -> EnvCarry:
     obs, env_state = jax.vmap(spec.env.reset, in_axes=(0, None))(
         env_keys(key, env_id), spec.env_params
     )
+    obs = _obs(obs)
+    if spec.wrapper is not None:
+        wrapper_state, obs = spec.wrapper.reset(wrapper_state, obs)
     zeros = jnp.zeros(env_id.shape, jnp.float32)
-    return EnvCarry(env_state, _obs(obs), zeros, jnp.zeros(env_id.shape, jnp.int32), env_id)
+    ints = jnp.zeros(env_id.shape, jnp.int32)
+    return EnvCarry(
+        env_state, obs, zeros, ints, env_id, () if spec.wrapper is None else wrapper_state
+    )
 
 
 def step(
@@ -279,11 +290,15 @@ def step_each(
         episode_return=episode_return,
         episode_length=episode_length,
     )
+    obs, wrapper_state = _obs(obs), carry.wrapper_state
+    if spec.wrapper is not None:  # after the episode statistics: those stay the raw returns
+        wrapper_state, transition, obs = spec.wrapper.step(wrapper_state, transition, obs)
     new_carry = EnvCarry(
         env_state=env_state,
-        obs=_obs(obs),
+        obs=obs,
         episode_return=jnp.where(done, 0.0, episode_return),
         episode_length=jnp.where(done, 0, episode_length),
         env_id=carry.env_id,
+        wrapper_state=wrapper_state,
     )
     return new_carry, transition

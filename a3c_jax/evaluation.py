@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import background, envs
+from a3c_jax import background, envs, wrappers
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.rollout import EpisodeState, PolicyFn, episode_step, rollout_keys, start_episodes
@@ -34,12 +34,16 @@ def acting_policy(networks: Networks, spec: envs.EnvSpec, greedy: bool) -> Polic
 
 @functools.lru_cache(maxsize=64)
 def _jitted_act(config: Config, greedy: bool) -> Callable:
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     return jax.jit(acting_policy(make_networks(config, spec), spec, greedy))
 
 
 def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..., jax.Array]:
     """A jitted policy `act(obs, key=None) -> action` for observations `[O...]` or `[B, O...]`.
+
+    Observations are the environment's own (after `config`'s transforms, `wrappers.make_env`):
+    parameters trained with `normalize_obs` carry their frozen statistics (`TrainResult.params`,
+    `a3c_jax.load`) and normalise them here.
 
     Greedy (the distribution's mode: argmax, or the Gaussian mean clipped to the action bounds)
     by default; with `greedy=False` it samples and needs `key`.
@@ -87,7 +91,7 @@ def play_episodes(
 def _make_evaluator(
     config: Config, num_episodes: int, greedy: bool
 ) -> Callable[[Params, PRNGKey], jax.Array]:
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
     return jax.jit(lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes))
 
@@ -127,8 +131,12 @@ def _signature(args: Any) -> tuple:
 
 def param_shapes(config: Config) -> Params:
     """One seed's parameters of `config` as `jax.ShapeDtypeStruct`s (traced, not computed)."""
-    networks = make_networks(config, envs.make_env(config.env_name))
-    return jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+    from a3c_jax.saving import policy_params
+    from a3c_jax.train import make_trainer
+
+    one_device = config if config.num_devices == 1 else config.replace(num_devices=1)
+    state = jax.eval_shape(make_trainer(one_device).init, jax.random.PRNGKey(0))
+    return jax.eval_shape(lambda s: policy_params(one_device, s, False), state)
 
 
 def compile_evaluation(

@@ -4,9 +4,11 @@ The decks' design is the default: two separate networks, an actor giving a distr
 actions and a critic giving a scalar state value. `shared_torso=True` puts both heads on one
 torso instead. Torsos: an MLP for vector observations, a small CNN for image-like ones (MinAtar's
 `[10, 10, C]`). Heads: categorical for discrete actions, diagonal Gaussian (state-independent
-log-std) for continuous ones. Orthogonal initialisation: `sqrt(2)` for hidden layers, 0.01 for the
-policy head, 1 for the value head, applied to all kernels at once by `Networks.init`
-(`orthogonal_init`; the flax module's own `init` leaves them at zero).
+log-std, or from the actor's torso with `state_dependent_std`; squashed into the action bounds
+with `action_bounding="tanh"`) for continuous ones. Orthogonal initialisation: `sqrt(2)` for
+hidden layers, 0.01 for the policy (and log-std) head, 1 for the value head, applied to all
+kernels at once by `Networks.init` (`orthogonal_init`; the flax module's own `init` leaves them
+at zero).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
-from a3c_jax.distributions import Categorical, DiagGaussian, Distribution
+from a3c_jax import wrappers
+from a3c_jax.distributions import Categorical, DiagGaussian, Distribution, SquashedGaussian
 from a3c_jax.types import Params, PRNGKey
 
 if TYPE_CHECKING:
@@ -91,7 +94,8 @@ def orthogonal_kernels(
 # Orthogonal gains: sqrt(2) for hidden layers, 0.01 for the policy head (a near-uniform first
 # policy), 1 for the value head (Andrychowicz et al., 2021).
 HIDDEN_GAIN = math.sqrt(2)
-HEAD_GAINS = {"actor_head": 0.01, "critic_head": 1.0}
+HEAD_GAINS = {"actor_head": 0.01, "critic_head": 1.0, "log_std_head": 0.01}
+LOG_STD_RANGE = (-20.0, 2.0)  # state-dependent log-stds are clipped to this range
 
 
 def orthogonal_init(params: Params, key: PRNGKey) -> Params:
@@ -160,7 +164,12 @@ class ActorCritic(nn.Module):
     discrete: bool
     num_actions: int
     shared_torso: bool
-    log_std_init: float = 0.0  # Gaussian heads: the state-independent log-std starts here
+    log_std_init: float = 0.0  # Gaussian heads: the log-std starts here
+    state_dependent_std: bool = False  # Gaussian heads: log-std from the torso's features
+    # Gaussian heads: squash into these bounds ([d] each, `SquashedGaussian`); None: unbounded
+    # (the environment clips the sampled actions).
+    squash_low: tuple[float, ...] | None = None
+    squash_high: tuple[float, ...] | None = None
 
     def setup(self) -> None:
         if self.shared_torso:
@@ -169,7 +178,14 @@ class ActorCritic(nn.Module):
             self.actor_torso = self.torso_fn()
             self.critic_torso = self.torso_fn()
         self.actor_head = _dense(self.num_actions)
-        if not self.discrete:
+        if not self.discrete and self.state_dependent_std:
+            # Starts near log_std_init everywhere: small kernel (HEAD_GAINS), constant bias.
+            self.log_std_head = nn.Dense(
+                self.num_actions,
+                kernel_init=nn.initializers.zeros,
+                bias_init=nn.initializers.constant(self.log_std_init),
+            )
+        elif not self.discrete:
             self.log_std = self.param(
                 "log_std", nn.initializers.constant(self.log_std_init), (self.num_actions,)
             )
@@ -179,7 +195,14 @@ class ActorCritic(nn.Module):
         out = self.actor_head(features)
         if self.discrete:
             return Categorical(out)
-        return DiagGaussian(out, jnp.broadcast_to(self.log_std, out.shape))
+        if self.state_dependent_std:
+            log_std = jnp.clip(self.log_std_head(features), *LOG_STD_RANGE)
+        else:
+            log_std = jnp.broadcast_to(self.log_std, out.shape)
+        if self.squash_low is None:
+            return DiagGaussian(out, log_std)
+        low, high = jnp.asarray(self.squash_low), jnp.asarray(self.squash_high)
+        return SquashedGaussian(out, log_std, low, high)
 
     def policy(self, obs: jax.Array) -> Distribution:
         torso = self.torso if self.shared_torso else self.actor_torso
@@ -217,8 +240,16 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         def torso_fn() -> nn.Module:
             return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
+    squash = not spec.discrete and config.action_bounding == "tanh"
     module = ActorCritic(
-        torso_fn, spec.discrete, spec.num_actions, config.shared_torso, config.log_std_init
+        torso_fn,
+        spec.discrete,
+        spec.num_actions,
+        config.shared_torso,
+        config.log_std_init,
+        state_dependent_std=not spec.discrete and config.state_dependent_std,
+        squash_low=tuple(map(float, spec.action_low)) if squash else None,
+        squash_high=tuple(map(float, spec.action_high)) if squash else None,
     )
     dummy_obs = jnp.zeros(spec.obs_shape, jnp.float32)
 
@@ -226,9 +257,19 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         module_key, kernel_key = jax.random.split(key)
         return orthogonal_init(module.init(module_key, dummy_obs), kernel_key)
 
+    def applied(method: Callable | None) -> Callable:
+        # Parameters exported with frozen observation statistics (wrappers.export_params)
+        # normalise raw observations first; the training loop's own parameters have none.
+        def fn(params: Params, obs: jax.Array):
+            obs = wrappers.prepare_obs(params, obs, config.obs_clip)
+            params = {k: v for k, v in params.items() if k != wrappers.OBS_STATS}
+            return module.apply(params, obs, method=method)
+
+        return fn
+
     return Networks(
         init=init,
-        apply=module.apply,
-        policy=lambda params, obs: module.apply(params, obs, method=ActorCritic.policy),
-        value=lambda params, obs: module.apply(params, obs, method=ActorCritic.value),
+        apply=applied(None),
+        policy=applied(ActorCritic.policy),
+        value=applied(ActorCritic.value),
     )

@@ -47,10 +47,15 @@ def public_state(state: Any, num_seeds: int) -> Any:
 
 def policy_params(config: Config, runner: RunnerState, batched: bool) -> Params:
     """The parameters of `runner` as `evaluate` takes them (with a leading seed axis if
-    `batched`). Both device backends return the replicated parameters once (`parallel.spread`),
-    so they are the runner's own."""
-    del config, batched
-    return runner.train_state.params
+    `batched`), with any frozen observation statistics (`wrappers.export_params`). Both device
+    backends return the replicated parameters once (`parallel.spread`), so they are the
+    runner's own; the environments' state has a device axis over several devices."""
+    from a3c_jax import parallel, wrappers
+
+    device_axis = parallel.num_devices(config) > 1
+    return wrappers.export_params(
+        runner.train_state.params, runner.env.wrapper_state, batched, device_axis
+    )
 
 
 def budget_spent(config: Config, env_steps: int) -> bool:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import envs, parallel
+from a3c_jax import envs, parallel, wrappers
 from a3c_jax.algorithms import registry
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, check_finite  # noqa: F401 (their old home)
@@ -241,7 +241,7 @@ class DeviceLoop(NamedTuple):
 
     @classmethod
     def build(cls, config: Config, local: Config, axis_name: str | None) -> DeviceLoop:
-        spec = envs.make_env(config.env_name)
+        spec = wrappers.make_env(config, axis_name)
         networks = make_networks(local, spec)
         optimizer = make_optimizer(local, axis_name)
         algorithm = registry.get(config.algo).build(local, spec, networks, optimizer)
@@ -308,7 +308,8 @@ def _make_device_trainer(config: Config, loop: DeviceLoop, guard: bool) -> Train
     def train(key: PRNGKey) -> TrainResult:
         runner, metrics = run(loop.init(key), config.num_updates)
         state = runner.train_state
-        return TrainResult(state.params, state.opt_state, metrics, runner)
+        params = wrappers.export_params(state.params, runner.env.wrapper_state)
+        return TrainResult(params, state.opt_state, metrics, runner)
 
     return Trainer(loop.init, run, train)
 

@@ -25,6 +25,7 @@ class EnvCarry(NamedTuple):
     episode_return: jax.Array  # [B] undiscounted return of the running episode so far
     episode_length: jax.Array  # [B] int32 steps of the running episode so far
     env_id: jax.Array  # [B] int32 global index of each environment: its key (envs.env_keys)
+    wrapper_state: Any = ()  # the state of the spec's wrappers (a3c_jax.wrappers), () if none
 
 
 class Transition(NamedTuple):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax import envs
+from a3c_jax import envs, wrappers
 from a3c_jax.config import Config
 from a3c_jax.evaluation import acting_policy
 from a3c_jax.networks import make_networks
@@ -52,7 +52,7 @@ def play_recorded(
     ...]`), the rewards `[max_steps]` and the number of steps the episode took (the rest of the
     arrays belong to the next, auto-reset episode).
     """
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
 
     @jax.jit
@@ -203,7 +203,7 @@ def record_episode(
             f"no renderer for {config.env_name}: videos are drawn for "
             f"{', '.join(STATE_RENDERERS)} and environments with grid observations"
         )
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config, training=False)
     states, obs, rewards, length = play_recorded(config, params, key, max_steps, greedy)
     draw = STATE_RENDERERS.get(config.env_name)
     frames = []

@@ -223,9 +223,9 @@ def make_trainer(config: Config, *, guard: bool = True) -> Trainer:
         )
     count = parallel.num_devices(config)
     if count == 1:
-        return _make_device_trainer(config, DeviceLoop.build(config, config, None), guard)
-    local = DeviceLoop.build(config, parallel.device_config(config, count), parallel.AXIS)
-    return parallel.spread(_make_device_trainer(config, local, guard), config, count)
+        return _make_device_trainer(config, config, None, guard)
+    local = parallel.device_config(config, count)
+    return parallel.spread(_make_device_trainer(config, local, parallel.AXIS, guard), config, count)
 
 
 class DeviceLoop(NamedTuple):
@@ -283,8 +283,13 @@ class DeviceLoop(NamedTuple):
         return runner, metrics
 
 
-def _make_device_trainer(config: Config, loop: DeviceLoop, guard: bool) -> Trainer:
-    """The `Trainer` of one device's `loop`, its budget and stop test from `config`."""
+def _make_device_trainer(
+    config: Config, local: Config, axis_name: str | None, guard: bool = True
+) -> Trainer:
+    """The `Trainer` of one device, which runs `local`'s share of `config`'s environments and
+    averages its gradients over the devices of `axis_name` (None: the only device); its budget
+    and stop test from `config`."""
+    loop = DeviceLoop.build(config, local, axis_name)
     fixed_batch = loop.algorithm.fixed_batch
     # Fixed-size updates stop after `num_updates` in all; episodic ones once the
     # environment-step budget is spent.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
@@ -492,8 +493,9 @@ def run() -> NoReturn:
     code = main()
     getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit runs first
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`a3c-jax train | head`)
+            stream.flush()
     os._exit(code)
 
 

@@ -170,9 +170,11 @@ def _precompiled(config: Config, num_episodes: int, greedy: bool, args: Any) -> 
     if future is None or future.exception() is not None:
         return None
     signature, program = future.result()
+    leaves = jax.tree.leaves(args)
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None  # evaluate under a transformation: traced into the caller's program
     default = jax.devices()[0]
     placed_elsewhere = any(
-        isinstance(x, jax.Array) and x.sharding.device_set != {default}
-        for x in jax.tree.leaves(args)
+        isinstance(x, jax.Array) and x.sharding.device_set != {default} for x in leaves
     )
     return None if placed_elsewhere or _signature(args) != signature else program

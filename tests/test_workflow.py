@@ -193,7 +193,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path):
     assert 0 < saved.meta["update"] < Config(total_timesteps=100000000).num_updates
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     # The checkpoint holds, bitwise, the state of the same run stopped at that update here.
-    straight = runs.train_run(
+    straight = a3c_jax.train_run(
         saved.config,
         tmp_path / "straight",
         chunk_updates=50,
@@ -229,7 +229,7 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path):
 
     threading.Thread(target=first_ctrl_c_once_training, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        runs.train_run(
+        a3c_jax.train_run(
             config, out, chunk_updates=50, checkpoint_seconds=1e9, progress=False, log=log
         )
     assert any(m.startswith("interrupted: saving a checkpoint") for m in messages), messages
@@ -288,7 +288,7 @@ def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
     # It resumes (in a copy) to the end of its budget, and evaluates.
     run = tmp_path / "run"
     shutil.copytree(OLD_RUN, run)
-    outcome = runs.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
+    outcome = a3c_jax.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
     assert outcome.status == "finished" and outcome.update == 100
     np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50, 75, 100])
     chex.assert_tree_all_finite(outcome.runner_state.train_state.params)
@@ -363,7 +363,7 @@ def test_run_json_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash_on_the_last)
     with pytest.raises(OSError, match="disk full"):
-        runs.train_run(
+        a3c_jax.train_run(
             TINY_CONFIG.replace(total_timesteps=400), out, progress=False, log=lambda _: None
         )
     assert writes[0] == "running" and writes[-1] == "finished"

@@ -453,3 +453,42 @@ def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
     off = runs.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
     off.update(500, 1.0, 1.0)
     assert capsys.readouterr().err == ""
+
+
+def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatch):
+    """Three seeds with known curves (no training): the line is their mean at every x, the band
+    their lowest and highest (not, say, the mean ± a standard deviation, which two seeds cannot
+    tell apart from it)."""
+    import matplotlib.figure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    steps = np.arange(1, 6) * 100
+    curves = {0: 0.0 * steps, 1: 10.0 + 0.0 * steps, 2: steps / 5.0}  # 2 crosses 1 at 50
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        for i, step in enumerate(steps):
+            for seed, curve in curves.items():
+                row = dict.fromkeys(runs.METRIC_COLUMNS, 0.0)
+                row.update(seed=seed, update=i + 1, env_steps=step, time_s=step / 100.0)
+                writer.writerow({**row, "return_mean": curve[i]})
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
+    for ax in figures[0].axes:
+        (line,) = ax.get_lines()
+        x = np.asarray(line.get_xdata())
+        scale = 1.0 if ax.get_xlabel().startswith("environment") else 100.0
+        ys = np.stack([np.interp(x, steps / scale, curve) for curve in curves.values()])
+        np.testing.assert_allclose(line.get_ydata(), ys.mean(0), atol=1e-9)
+        vertices = ax.collections[0].get_paths()[0].vertices
+        for xi, low, high in zip(x[::20], ys.min(0)[::20], ys.max(0)[::20], strict=True):
+            at = vertices[np.isclose(vertices[:, 0], xi), 1]
+            np.testing.assert_allclose([at.min(), at.max()], [low, high], atol=1e-9)

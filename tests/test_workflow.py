@@ -196,7 +196,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tmp_path):
     assert 0 < saved.meta["update"] < Config(total_timesteps=100000000).num_updates
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     # The checkpoint holds, bitwise, the state of the same run stopped at that update here.
-    straight = runs.train_run(
+    straight = a3c_jax.train_run(
         saved.config,
         tmp_path / "straight",
         chunk_updates=50,
@@ -232,7 +232,7 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path):
 
     threading.Thread(target=first_ctrl_c_once_training, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        runs.train_run(
+        a3c_jax.train_run(
             config, out, chunk_updates=50, checkpoint_seconds=1e9, progress=False, log=log
         )
     assert any(m.startswith("interrupted: saving a checkpoint") for m in messages), messages
@@ -291,7 +291,7 @@ def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
     # It resumes (in a copy) to the end of its budget, and evaluates.
     run = tmp_path / "run"
     shutil.copytree(OLD_RUN, run)
-    outcome = runs.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
+    outcome = a3c_jax.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
     assert outcome.status == "finished" and outcome.update == 100
     np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50, 75, 100])
     chex.assert_tree_all_finite(outcome.runner_state.train_state.params)
@@ -366,7 +366,7 @@ def test_run_json_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash_on_the_last)
     with pytest.raises(OSError, match="disk full"):
-        runs.train_run(
+        a3c_jax.train_run(
             TINY_CONFIG.replace(total_timesteps=400), out, progress=False, log=lambda _: None
         )
     assert writes[0] == "running" and writes[-1] == "finished"
@@ -456,3 +456,42 @@ def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
     off = runs.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
     off.update(500, 1.0, 1.0)
     assert capsys.readouterr().err == ""
+
+
+def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatch):
+    """Three seeds with known curves (no training): the line is their mean at every x, the band
+    their lowest and highest (not, say, the mean ± a standard deviation, which two seeds cannot
+    tell apart from it)."""
+    import matplotlib.figure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    steps = np.arange(1, 6) * 100
+    curves = {0: 0.0 * steps, 1: 10.0 + 0.0 * steps, 2: steps / 5.0}  # 2 crosses 1 at 50
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        for i, step in enumerate(steps):
+            for seed, curve in curves.items():
+                row = dict.fromkeys(runs.METRIC_COLUMNS, 0.0)
+                row.update(seed=seed, update=i + 1, env_steps=step, time_s=step / 100.0)
+                writer.writerow({**row, "return_mean": curve[i]})
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
+    for ax in figures[0].axes:
+        (line,) = ax.get_lines()
+        x = np.asarray(line.get_xdata())
+        scale = 1.0 if ax.get_xlabel().startswith("environment") else 100.0
+        ys = np.stack([np.interp(x, steps / scale, curve) for curve in curves.values()])
+        np.testing.assert_allclose(line.get_ydata(), ys.mean(0), atol=1e-9)
+        vertices = ax.collections[0].get_paths()[0].vertices
+        for xi, low, high in zip(x[::20], ys.min(0)[::20], ys.max(0)[::20], strict=True):
+            at = vertices[np.isclose(vertices[:, 0], xi), 1]
+            np.testing.assert_allclose([at.min(), at.max()], [low, high], atol=1e-9)

@@ -12,6 +12,10 @@ shared parameter store.
    all workers, so RMSprop's statistics are shared, as in the paper) and records its staleness: the
    number of other workers' gradients applied since step 1.
 
+Host environments (`env_name="gymnasium:<id>"`) plug in through `make_async_parts`: each
+worker's carry is then its own Gymnasium environments (`a3c_jax.host.train.make_async_parts`),
+stepped between calls of a jitted policy step, and its gradient is the same `worker_gradient`.
+
 The jitted computations run with Python's GIL released, so workers play and differentiate at the
 same time; the store's lock is held only to enqueue the (asynchronously dispatched) optimiser step,
 so no update is ever torn and no worker waits for another's rollout. Parameters, gradients and

@@ -4,6 +4,7 @@ Stable-Baselines3's A2C and the gymnax-native trainer, on Gymnasium CartPole-v1.
     python benchmarks/host_parallelism.py            # 2 seeds each
     python benchmarks/host_parallelism.py --quick    # 1 seed, 1 and 2 workers / environments
     python benchmarks/host_parallelism.py --atari    # Pong instead: steps/s and cores busy
+    python benchmarks/host_parallelism.py --env-threads 5   # environments alone, 1/2/4 threads
 
 Each run is a fresh process (`common.run_child`), contestants interleaved seed by seed so that a
 busy moment of the machine touches all of them alike:
@@ -425,6 +426,44 @@ def atari_main(args: Any, machine: dict[str, Any], widths: list[int], started: f
     )
 
 
+def env_overlap(env_names: list[str], seconds: float, thread_counts: list[int]) -> str:
+    """`--env-threads`: do environments step at the same time from several threads (is the GIL
+    released while they step)? Each thread steps its own environment with random actions for
+    `seconds`; steps/s summed over threads and cores busy (process CPU / wall)."""
+    from a3c_jax.host import spaces
+
+    lines = []
+    for name in env_names:
+        for count in thread_counts:
+            envs = [spaces.EnvFactory(name)() for _ in range(count)]
+            steps = [0] * count
+
+            def play(i: int, deadline: float, envs: list = envs, steps: list = steps) -> None:
+                env = envs[i]
+                env.reset(seed=i)
+                env.action_space.seed(i)
+                while time.perf_counter() < deadline:
+                    _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                    steps[i] += 1
+                    if terminated or truncated:
+                        env.reset()
+
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            threads = [threading.Thread(target=play, args=(i, t0 + seconds)) for i in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - t0
+            cores = (time.process_time() - cpu0) / wall
+            for env in envs:
+                env.close()
+            lines.append([name, count, f"{sum(steps) / wall:,.0f}", f"{cores:.2f}"])
+            print(f"  {name}, {count} thread(s): {lines[-1][2]} steps/s", flush=True)
+    header = ["environment", "threads", "env steps/s (all threads)", "cores busy"]
+    return common.markdown_table(header, lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 and 2 workers")
@@ -435,6 +474,12 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--atari", action="store_true", help="Pong's throughput instead")
     parser.add_argument("--atari-steps", type=int, default=2_000)
+    parser.add_argument(
+        "--env-threads",
+        type=float,
+        default=0.0,
+        help="instead: seconds of random play per environment and thread count (GIL overlap)",
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--png", default=None)
     parser.add_argument("--child-host", nargs=3, default=None, help=argparse.SUPPRESS)
@@ -451,6 +496,12 @@ def main() -> None:
         return
     if args.child_sb3 is not None:
         common.emit(sb3_child(args.child_sb3, args.max_seconds, args.eval_episodes))
+        return
+    if args.env_threads:
+        load = common.load_average()
+        table = env_overlap([ENV, ATARI_ENV], args.env_threads, [1, 2, 4])
+        loads = [load, common.load_average()]
+        print(f"\n{common.contention_note(loads)}\n\n{table}")
         return
 
     started = time.perf_counter()

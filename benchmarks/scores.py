@@ -110,6 +110,7 @@ def draw(rows: list[dict[str, Any]], path: str) -> bool:
         ax.axhline(row["random"], color="grey", ls=":", lw=1, label="random")
         ax.set_title(f"{row['env']} {row['algo']}", fontsize=9)
         ax.set_xlabel("environment steps", fontsize=8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")

@@ -102,6 +102,7 @@ ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "gamma": 0.9,
         "gae_lambda": 0.9,
         "total_timesteps": 2_000_000,
+        "lr": 3e-3,
         "ent_coef": 0.0,
         "reward_scale": 0.1,
         "normalize_advantages": True,

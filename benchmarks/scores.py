@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import common
 from check_presets import random_return
 
+CURVE_POINTS = 500  # points per learning curve kept in the results (every k-th update)
+
 
 class Row(NamedTuple):
     env: str
@@ -77,6 +79,7 @@ def score(row: Row, seeds: int | None, episodes: int) -> dict[str, Any]:
         returns = a3c_jax.evaluate(config, params, jax.random.PRNGKey(1000 + i), episodes)
         per_seed.append(float(np.mean(returns)))
     metrics = jax.device_get(result.metrics)
+    every = max(1, np.shape(metrics.env_steps)[-1] // CURVE_POINTS)  # curves: <= 2x the points
     return {
         "env": row.env,
         "algo": row.algo,
@@ -89,8 +92,8 @@ def score(row: Row, seeds: int | None, episodes: int) -> dict[str, Any]:
         "random": random_return(row.env, episodes),
         "seconds": seconds,
         "reference": row.reference,
-        "curve_steps": np.asarray(metrics.env_steps).tolist(),  # [seeds, updates]
-        "curve_return": np.asarray(metrics.episode_return).tolist(),
+        "curve_steps": np.asarray(metrics.env_steps)[:, ::every].tolist(),  # [seeds, points]
+        "curve_return": np.round(np.asarray(metrics.episode_return)[:, ::every], 2).tolist(),
     }
 
 

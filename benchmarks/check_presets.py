@@ -44,16 +44,17 @@ def random_return(env_name: str, episodes: int) -> float:
     return float(jnp.mean(returns))
 
 
-def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes: int) -> dict:
+def train_and_evaluate(config, num_seeds: int, episodes: int) -> tuple[list[float], float, object]:
+    """Trains `config` over `num_seeds` seeds at once (`jit_train`, keys `split(PRNGKey(0))`)
+    and evaluates each seed greedily over `episodes` episodes (key `PRNGKey(1000 + i)`).
+
+    Returns each seed's mean greedy return, the wall-clock seconds of the training (compile
+    included) and the `TrainResult`. The scoreboard (`scores.py`) and this check share it."""
     import jax
     import numpy as np
 
     import a3c_jax
-    from a3c_jax import presets
 
-    recorded = presets.PRESET_RESULTS.get((env_name, algo), {})
-    num_seeds = seeds or recorded.get("seeds", 4)
-    config = a3c_jax.Config(env_name=env_name, algo=algo, **overrides)
     t0 = time.perf_counter()
     train = a3c_jax.jit_train(config, num_seeds=num_seeds)
     result = jax.block_until_ready(train(jax.random.split(jax.random.PRNGKey(0), num_seeds)))
@@ -64,6 +65,19 @@ def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes
         params = jax.tree.map(lambda x, i=i: x[i], result.params)
         returns = a3c_jax.evaluate(config, params, jax.random.PRNGKey(1000 + i), episodes)
         per_seed.append(float(np.mean(returns)))
+    return per_seed, seconds, result
+
+
+def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes: int) -> dict:
+    import numpy as np
+
+    import a3c_jax
+    from a3c_jax import presets
+
+    recorded = presets.PRESET_RESULTS.get((env_name, algo), {})
+    num_seeds = seeds or recorded.get("seeds", 4)
+    config = a3c_jax.Config(env_name=env_name, algo=algo, **overrides)
+    per_seed, seconds, _ = train_and_evaluate(config, num_seeds, episodes)
     baseline = random_return(env_name, episodes)
     measured = float(np.mean(per_seed))
     target = recorded.get("return")

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any, NamedTuple
 
 import common
-from check_presets import random_return
+from check_presets import random_return, train_and_evaluate
 
 CURVE_POINTS = 500  # points per learning curve kept in the results (every k-th update)
 
@@ -68,16 +67,7 @@ def score(row: Row, seeds: int | None, episodes: int) -> dict[str, Any]:
 
     num_seeds = seeds or row.seeds
     config = a3c_jax.Config(env_name=row.env, algo=row.algo)
-    t0 = time.perf_counter()
-    train = a3c_jax.jit_train(config, num_seeds=num_seeds)
-    result = jax.block_until_ready(train(jax.random.split(jax.random.PRNGKey(0), num_seeds)))
-    seconds = time.perf_counter() - t0
-    a3c_jax.check_finite(result)
-    per_seed = []
-    for i in range(num_seeds):
-        params = jax.tree.map(lambda x, i=i: x[i], result.params)
-        returns = a3c_jax.evaluate(config, params, jax.random.PRNGKey(1000 + i), episodes)
-        per_seed.append(float(np.mean(returns)))
+    per_seed, seconds, result = train_and_evaluate(config, num_seeds, episodes)
     metrics = jax.device_get(result.metrics)
     every = max(1, np.shape(metrics.env_steps)[-1] // CURVE_POINTS)  # curves: <= 2x the points
     return {

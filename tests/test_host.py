@@ -265,9 +265,9 @@ def test_host_a2c_solves_gymnasium_cartpole():
 @pytest.mark.slow
 def test_host_a3c_solves_gymnasium_cartpole():
     # Two worker threads, each with its own Gymnasium CartPole-v1; not reproducible (the order of
-    # updates depends on the threads), the gymnax test's budget.
+    # updates depends on the threads). At the gymnax test's 60k steps 1 of 3 runs fell short.
     config = Config(
-        env_name="gymnasium:CartPole-v1", algo="a3c", num_workers=2, total_timesteps=60_000
+        env_name="gymnasium:CartPole-v1", algo="a3c", num_workers=2, total_timesteps=100_000
     )
     result = a3c_jax.train_async(config, jax.random.PRNGKey(0))
     returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)

@@ -157,6 +157,20 @@ class EnvSpec:
         return () if self.discrete else (self.num_actions,)
 
 
+def describe_actions(spec: EnvSpec, action_space: Any, xp: Any) -> EnvSpec:
+    """`spec` (with `discrete` set) completed from its action space: the number of actions of a
+    `Discrete` space, or the dimension and float32 bounds (arrays of `xp`: `jnp` for gymnax,
+    `np` for host environments) of a 1-D `Box`. Shared by gymnax and `a3c_jax.host`."""
+    if spec.discrete:
+        return dataclasses.replace(spec, num_actions=int(action_space.n))
+    shape = action_space.shape
+    low, high = (
+        xp.array(xp.broadcast_to(xp.asarray(b, xp.float32), shape))
+        for b in (action_space.low, action_space.high)
+    )
+    return dataclasses.replace(spec, num_actions=int(shape[0]), action_low=low, action_high=high)
+
+
 @functools.cache
 def make_env(env_name: str) -> EnvSpec:
     """Creates (once per name) the gymnax environment `env_name` and describes its spaces.
@@ -170,29 +184,12 @@ def make_env(env_name: str) -> EnvSpec:
     action_space = env.action_space(env_params)
     obs_shape = tuple(env.observation_space(env_params).shape)
     max_steps = int(getattr(env_params, "max_steps_in_episode", 0))
-    if isinstance(action_space, spaces.Discrete):
-        return EnvSpec(
-            env_name,
-            env,
-            env_params,
-            obs_shape,
-            True,
-            int(action_space.n),
-            max_episode_steps=max_steps,
-        )
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        low = jnp.broadcast_to(jnp.asarray(action_space.low, jnp.float32), action_space.shape)
-        high = jnp.broadcast_to(jnp.asarray(action_space.high, jnp.float32), action_space.shape)
-        return EnvSpec(
-            env_name,
-            env,
-            env_params,
-            obs_shape,
-            False,
-            int(action_space.shape[0]),
-            action_low=low,
-            action_high=high,
-            max_episode_steps=max_steps,
+    discrete = isinstance(action_space, spaces.Discrete)
+    if discrete or (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1):
+        return describe_actions(
+            EnvSpec(env_name, env, env_params, obs_shape, discrete, 0, max_episode_steps=max_steps),
+            action_space,
+            jnp,
         )
     raise ValueError(
         f"{env_name}: action space {action_space!r} is neither Discrete nor a 1-D Box; "

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from a3c_jax.config import ConfigError
-from a3c_jax.envs import EnvSpec
+from a3c_jax.envs import EnvSpec, describe_actions
 
 PREFIX = "gymnasium:"
 ATARI_FRAME_STACK = 4
@@ -164,29 +164,12 @@ def describe(env_name: str, env: Any) -> EnvSpec:
     action_space = env.action_space
     max_steps = int(getattr(env.spec, "max_episode_steps", None) or 0)
     factory = EnvFactory(env_name)
-    if isinstance(action_space, spaces.Discrete):
-        return EnvSpec(
-            env_name,
-            factory,
-            None,
-            obs_shape,
-            True,
-            int(action_space.n),
-            max_episode_steps=max_steps,
-        )
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        low = np.broadcast_to(np.asarray(action_space.low, np.float32), action_space.shape)
-        high = np.broadcast_to(np.asarray(action_space.high, np.float32), action_space.shape)
-        return EnvSpec(
-            env_name,
-            factory,
-            None,
-            obs_shape,
-            False,
-            int(action_space.shape[0]),
-            action_low=np.array(low),
-            action_high=np.array(high),
-            max_episode_steps=max_steps,
+    discrete = isinstance(action_space, spaces.Discrete)
+    if discrete or (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1):
+        return describe_actions(
+            EnvSpec(env_name, factory, None, obs_shape, discrete, 0, max_episode_steps=max_steps),
+            action_space,
+            np,
         )
     raise _unsupported(env_name, "action", action_space, "Discrete actions and 1-D Box actions")
 

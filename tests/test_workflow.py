@@ -101,16 +101,8 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
 
     # plot: for each axis (environment steps, wall-clock seconds), the mean over the seeds of
     # their training returns and a band from the lowest seed to the highest.
-    import matplotlib.figure
 
-    figures = []
-    real_savefig = matplotlib.figure.Figure.savefig
-
-    def keep(fig, *args, **kwargs):
-        figures.append(fig)
-        return real_savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    figures = _saved_figures(monkeypatch)
     png = tmp_path / "curves.png"
     assert main(["plot", str(out), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -462,7 +454,6 @@ def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatc
     """Three seeds with known curves (no training): the line is their mean at every x, the band
     their lowest and highest (not, say, the mean ± a standard deviation, which two seeds cannot
     tell apart from it)."""
-    import matplotlib.figure
 
     run = tmp_path / "run"
     run.mkdir()
@@ -476,14 +467,7 @@ def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatc
                 row = dict.fromkeys(runs.METRIC_COLUMNS, 0.0)
                 row.update(seed=seed, update=i + 1, env_steps=step, time_s=step / 100.0)
                 writer.writerow({**row, "return_mean": curve[i]})
-    figures = []
-    real_savefig = matplotlib.figure.Figure.savefig
-
-    def keep(fig, *args, **kwargs):
-        figures.append(fig)
-        return real_savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    figures = _saved_figures(monkeypatch)
     assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
     for ax in figures[0].axes:
         (line,) = ax.get_lines()
@@ -495,3 +479,18 @@ def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatc
         for xi, low, high in zip(x[::20], ys.min(0)[::20], ys.max(0)[::20], strict=True):
             at = vertices[np.isclose(vertices[:, 0], xi), 1]
             np.testing.assert_allclose([at.min(), at.max()], [low, high], atol=1e-9)
+
+
+def _saved_figures(monkeypatch) -> list:
+    """The list every matplotlib figure saved from now on is appended to (then saved as usual)."""
+    import matplotlib.figure
+
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures

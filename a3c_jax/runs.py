@@ -489,13 +489,8 @@ def train_run(
     """
     from a3c_jax.train import make_trainer
 
-    given = dict(
-        chunk_updates=chunk_updates,
-        checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds,
-        keep_checkpoints=keep_checkpoints,
-        tensorboard=tensorboard,
-    )
+    options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
+    given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})  # bad values stop here, before anything is built
     clock_start = time.perf_counter()
     trainer = make_trainer(config)  # the one trainer of this run; checks the devices
@@ -504,10 +499,8 @@ def train_run(
     with claim, interruptible(log) as stop:
         for orphan in claim.removed_orphans:
             log(f"removed {orphan.name}, left by a process that was killed while writing")
-        seeds = (seed, num_seeds)
-        run, compiled, compile_s = _start(
-            config, trainer, claim, (resume, checkpoint), seeds, given, log
-        )
+        seeds, target = (seed, num_seeds), (resume, checkpoint)
+        run, compiled, compile_s = _start(config, trainer, claim, target, seeds, given, log)
         run.clock.start = clock_start
         what = "a chunk" if resume else "the initial state and a chunk"
         log(f"compiled {what} of {run.chunk} updates in {compile_s:.2f} s")

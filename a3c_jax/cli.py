@@ -131,11 +131,18 @@ def train_command(args: argparse.Namespace) -> int:
         if (config.asynchronous or config.host_env) and not args.dry_run:
             # Threads around a shared store, or host environments (a3c_jax.host): no run
             # folder, checkpoints or resume yet.
+            from a3c_jax import memory
+
+            memory.check_fits(config, args.num_seeds or 1)
             return train_async_command(config, args)
         num_seeds = args.num_seeds or 1
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
         if not args.dry_run:
             _check_new_run_dir(args, run_dir)  # fails before any compile
+    if not args.dry_run:
+        from a3c_jax import memory
+
+        memory.check_fits(config, num_seeds)
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -301,6 +308,8 @@ def eval_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes={args.episodes} must be positive")
     saved = runs.load(args.run_dir)
     config = saved.config
+    if args.video:
+        _check_video(args.video, config)  # before the evaluation, not after it
     num_seeds = runs.seed_axis(saved.meta)
     indices = range(num_seeds) if num_seeds else [None]
     if args.index is not None:
@@ -338,6 +347,19 @@ def eval_command(args: argparse.Namespace) -> int:
         )
         print(f"video: {path} ({frames} frames, return {total:.2f})")
     return 0
+
+
+def _check_video(path: str, config: Config) -> None:
+    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment."""
+    from a3c_jax import video
+
+    if not path.lower().endswith(".gif"):
+        raise ConfigError(f"--video {path}: only .gif videos are written")
+    if not video.can_render(config.env_name):
+        raise ConfigError(
+            f"--video {path}: no renderer for {config.env_name}; videos are drawn for "
+            f"{', '.join(video.STATE_RENDERERS)} and environments with grid observations"
+        )
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -507,6 +529,13 @@ def _known_failure(error: Exception) -> int:
     if isinstance(error, RunFolderLostError):
         print(f"a3c-jax: error: {error}", file=sys.stderr)
         return EXIT_READ_ERROR
+    if "RESOURCE_EXHAUSTED" in str(error):  # XLA ran out of memory compiling or running
+        first = str(error).strip().splitlines()[0][:300]
+        print(
+            f"a3c-jax: error: out of memory ({first}); lower num_envs, n_steps or --num-seeds",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     raise error
 
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from a3c_jax import checkpointer, distributed, run_claim, run_folder
+from a3c_jax import checkpointer, distributed, memory, run_claim, run_folder
 from a3c_jax.compiled import compiled_chunk, compiled_chunk_ahead, compiled_init
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import check_finite
@@ -493,6 +493,7 @@ def train_run(
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})  # bad values stop here, before anything is built
     clock_start = time.perf_counter()
+    memory.check_fits(config, num_seeds)
     trainer = make_trainer(config)  # the one trainer of this run; checks the devices
     folder, checkpoint = resume_target(run_dir) if resume else (Path(run_dir), None)
     claim = run_claim.claim(folder, overwrite=overwrite, resume=resume)

@@ -128,9 +128,10 @@ def train_command(args: argparse.Namespace) -> int:
         config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
-        if (config.asynchronous or config.host_env) and not args.dry_run:
-            # Threads around a shared store, or host environments (a3c_jax.host): no run
-            # folder, checkpoints or resume yet.
+        if config.host_env and not args.dry_run:
+            # Host environments (a3c_jax.host): no run folder, checkpoints or resume yet.
+            print(f"note: {config.env_name} (a host environment) trains without a run folder: "
+                  "no metrics, checkpoints or --resume")  # fmt: skip
             from a3c_jax import memory
 
             memory.check_fits(config, args.num_seeds or 1)
@@ -150,9 +151,57 @@ def train_command(args: argparse.Namespace) -> int:
 
     if not args.no_cache:
         enable_compilation_cache()
+    if config.asynchronous:  # A3C: threads around a shared store (`async_runs`)
+        return _train_async_in_folder(args, config, run_dir, num_seeds)
     # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
     # folder and reports, each process keeps its own checkpoints (`runs.train_run`).
     return _train_in_folder(args, config, run_dir, num_seeds, phases)
+
+
+def _train_async_in_folder(
+    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
+) -> int:
+    """`async_runs.train_async_run` with the command line's options, then its report and
+    greedy evaluation. One seed per run folder (the workers are threads, not a vmap)."""
+    from a3c_jax import async_runs
+
+    if num_seeds != 1:
+        raise ConfigError(
+            f"--num-seeds={num_seeds}: an {config.algo} run folder holds one seed (its workers "
+            "are threads); train other seeds as runs of their own (--seed)"
+        )
+    if args.resume and Path(args.resume).is_file():
+        raise ConfigError(f"--resume {args.resume}: an {config.algo} run resumes from its folder")
+    print(config)
+    print(f"run folder: {run_dir}")
+    outcome = async_runs.train_async_run(
+        config,
+        run_dir,
+        seed=args.seed,
+        resume=bool(args.resume),
+        chunk_updates=args.chunk_updates,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds,
+        keep_checkpoints=args.keep_checkpoints,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+        overwrite=args.overwrite,
+    )
+    result = outcome.result
+    print(
+        f"{outcome.status} at update {outcome.update} of {config.num_updates}: compile "
+        f"{outcome.compile_s:.2f} s, train {result.wall_seconds:.2f} s with "
+        f"{config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
+        f"{result.cores_busy:.2f} cores busy, staleness mean {result.staleness_mean:.2f} max "
+        f"{result.staleness_max}"
+    )
+    print(f"checkpoint: {outcome.checkpoint}")
+    if outcome.status in ("interrupted", "stopped"):
+        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
+        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
+    _report_greedy(config, [result.params], args.episodes)
+    return 0
 
 
 def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:

@@ -7,6 +7,7 @@ through `cli.main`, on tiny budgets that share one compiled chunk."""
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -387,3 +388,50 @@ def test_eval_video_without_a_renderer_fails_before_evaluating(tmp_path, capsys)
     assert "greedy over" not in captured.out  # nothing was evaluated first
     assert main([*argv, "--video", str(tmp_path / "v.mp4")]) == 2
     assert "only .gif videos" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- 7. A3C runs
+
+A3C = ["--algo", "a3c", "--set", "num_workers=3", "num_envs=2", "n_steps=4"]  # test_asynchronous
+
+
+def test_an_a3c_run_has_a_folder_checkpoints_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--no-cache", "--episodes", "0", "--no-progress", "--chunk-updates", "10"]
+    first = [*argv, "--out", str(out), "--checkpoint-every", "20", "--stop-after", "60"]
+    assert main([*first, *A3C, "total_timesteps=2400"]) == 0  # 300 updates
+    assert "stopped at update" in capsys.readouterr().out
+    stopped = a3c_jax.load(out)
+    assert stopped.meta["trainer"] == "async" and stopped.meta["status"] == "stopped"
+    assert 60 <= stopped.meta["update"] < 300
+    assert len(list((out / "checkpoints").iterdir())) == 3  # every 20 updates, newest 3
+    assert main([*argv[:5], "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "not bitwise" in printed and "finished at update 300 of 300" in printed
+    saved = a3c_jax.load(out)
+    assert saved.meta["update"] == 300 and saved.meta["env_steps"] == 2400
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and len(info["commands"]) == 2
+    metrics = runs.read_metrics(out)
+    assert np.all(np.diff(metrics["update"]) > 0) and metrics["update"][-1] == 300
+    assert np.all(np.diff(metrics["env_steps"]) > 0) and metrics["env_steps"][-1] == 2400
+    returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
+    assert returns.shape == (2,)
+
+
+def test_a_diverging_a3c_run_stops_with_the_last_good_state(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--no-cache", "--episodes", "2", "--no-progress", "--out", str(out)]
+    assert main([*argv, *A3C, "total_timesteps=2400", "lr=inf"]) == 3
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "the last good state (update 0)" in err
+    saved = a3c_jax.load(out)
+    assert saved.meta["status"] == "diverged" and saved.meta["update"] == 0
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(saved.params))
+    # check_finite on the AsyncResult of a diverged train_async run (the programs compiled
+    # above and in the test before).
+    config = Config(algo="a3c", num_workers=3, num_envs=2, n_steps=4, total_timesteps=2400)
+    result = a3c_jax.train_async(config.replace(lr=math.inf), jax.random.PRNGKey(0))
+    with pytest.raises(a3c_jax.DivergenceError, match="of the asynchronous run produced a non-"):
+        a3c_jax.check_finite(result)
+    a3c_jax.check_finite(a3c_jax.train_async(config, jax.random.PRNGKey(0)))  # finite: None

@@ -208,7 +208,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_bitwise(tmp_path):
 def test_resume_keeps_options_and_command_and_repairs_metrics(tmp_path, capsys, stopped_run):
     run = _copy(stopped_run, tmp_path)
     with open(run / "metrics.csv", "a", newline="") as f:
-        f.write("0,75,1200,3.2")  # a row torn by a crash mid-write
+        f.write("0,7")  # the row of update 75, torn by a crash mid-write (its update reads 7)
     resume = ["train", "--no-cache", "--episodes", "0", "--resume"]
     assert main([*resume, str(run)]) == 0
     assert "finished at update 100 of 100" in capsys.readouterr().out

@@ -315,8 +315,7 @@ def train_async_run(
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})
-    claim = run_claim.claim(run_dir, overwrite=overwrite, resume=resume)
-    with claim, interruptible(log) as stop:
+    with interruptible(log) as stop, run_claim.claim(run_dir, overwrite, resume) as claim:
         start = time.perf_counter()
         make_async_parts(config)  # compiled once per config (kept for `train_async`)
         compile_s = time.perf_counter() - start

@@ -191,9 +191,7 @@ class RunClaim:
                 folder.rmdir()
 
 
-def claim(
-    path: str | os.PathLike[str], *, overwrite: bool = False, resume: bool = False
-) -> RunClaim:
+def claim(path: str | os.PathLike[str], overwrite: bool = False, resume: bool = False) -> RunClaim:
     """Claims the run folder `path` for this process: for a new run (`resume` False) checks that
     it may be written (`check_writable`, `check_replaceable`), makes it, and takes its lock
     (`RunDirError` if another process holds it); deletes nothing (`RunClaim.clear` replaces an

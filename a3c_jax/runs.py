@@ -496,8 +496,8 @@ def train_run(
     memory.check_fits(config, num_seeds)
     trainer = make_trainer(config)  # the one trainer of this run; checks the devices
     folder, checkpoint = resume_target(run_dir) if resume else (Path(run_dir), None)
-    claim = run_claim.claim(folder, overwrite=overwrite, resume=resume)
-    with claim, interruptible(log) as stop:
+    # The signal handlers first: once the folder is locked, SIGTERM leaves a checkpoint.
+    with interruptible(log) as stop, run_claim.claim(folder, overwrite, resume) as claim:
         for orphan in claim.removed_orphans:
             log(f"removed {orphan.name}, left by a process that was killed while writing")
         seeds, target = (seed, num_seeds), (resume, checkpoint)

@@ -172,6 +172,27 @@ def test_sigterm_during_a_checkpoint_write_and_the_lock(tmp_path, capsys):
     )
 
 
+def test_sigterm_while_compiling_still_leaves_a_checkpoint(tmp_path):
+    """SIGTERM as soon as the folder is locked (the program is still compiling): the first
+    chunk runs, its checkpoint is written and the process exits with 143."""
+    out = tmp_path / "run"
+    proc, lines = _popen(out, [])
+    try:
+        _wait_for(proc, (out / ".a3c_jax.lock").exists, "the lock")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read()
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr
+    said = [line.split(":")[0].split(" ")[0] for line in lines]
+    assert said.index("interrupted") < said.index("compiled")  # it came during the compile
+    saved = a3c_jax.load(out)
+    assert saved.meta["status"] == "interrupted" and saved.meta["update"] == 50
+    _assert_states_equal(saved.runner_state, _straight(LONG, tmp_path / "ref", 50))
+
+
 def test_sigkill_during_a_checkpoint_write_then_resume_bitwise(tmp_path):
     """SIGKILL while the checkpoint of update 100 is being written: the early checkpoint of the
     first chunk is intact, the unfinished temporary file is removed on resume (one of a live

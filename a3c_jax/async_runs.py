@@ -48,7 +48,14 @@ from a3c_jax.divergence import DivergenceError
 from a3c_jax.metrics_log import MetricsWriter, chunk_rows, open_writers, truncate_metrics
 from a3c_jax.progress import Progress
 from a3c_jax.run_folder import RunFolder
-from a3c_jax.runs import RunOptions, _Clock, _newest_checkpoint, resolve_options
+from a3c_jax.runs import (
+    RunOptions,
+    _Clock,
+    _newest_checkpoint,
+    folder_lost,
+    rescue_folder,
+    resolve_options,
+)
 from a3c_jax.signals import StopRequest, interruptible
 from a3c_jax.types import Params, TrainState, UpdateMetrics
 
@@ -105,10 +112,7 @@ class _AsyncRun:
     clock: _Clock
     options: RunOptions
     saver: checkpointer.Checkpointer
-
-    @property
-    def folder(self) -> RunFolder:
-        return RunFolder(self.claim.path)
+    folder: RunFolder  # the claimed one (another if it was deleted: `_rescue`)
 
     @property
     def done(self) -> int:
@@ -143,6 +147,7 @@ class _Watcher:
         self.run, self.store, self.writer, self.bar, self.stop = run, store, writer, bar, stop
         self.lock = threading.Lock()
         self.good, self.bad = run.state, None  # the newest finite state; the first non-finite
+        self.lost = False  # the run folder was deleted or replaced
         self.reported, self.chunks, self.stop_after = 0, 0, math.inf
         self.last_time = self.last_checkpoint = run.clock()
         self.finite = jax.jit(lambda p: jnp.all(jnp.isfinite(p)))
@@ -161,6 +166,9 @@ class _Watcher:
             self.good = state
             applied = int(state.update_step) - self.run.done  # this state's updates
             if applied - self.reported >= self.run.options.chunk_updates:
+                if not self.run.claim.alive():
+                    self.lost = True
+                    return True
                 self.report(applied)
                 self.checkpoint_if_due(state)
             return self.stop.is_set() or self.store.version >= self.stop_after
@@ -214,6 +222,14 @@ def _diverged(run: _AsyncRun, watcher: _Watcher) -> DivergenceError:
     return DivergenceError(message, good + 1, ("parameters",), (0,), str(path))
 
 
+def _rescue(run: _AsyncRun, state: TrainState) -> Exception:
+    """Saves `state` to a new folder (the run's was deleted) and returns the error naming it."""
+    run.folder = rescue_folder(run.claim.path, run.config)
+    run.info = {**run.info, "rescued_from": str(run.claim.path)}
+    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, run.config, 1)
+    return folder_lost(run.claim.path, int(state.update_step), run.save(state, "rescued"))
+
+
 def _open_run(
     config: Config, claim: run_claim.RunClaim, seed: int, resume: bool, given: dict, log
 ) -> _AsyncRun:
@@ -237,7 +253,7 @@ def _open_run(
     chunk = options.chunk_updates or max(1, math.ceil(config.num_updates / 50))
     options = options._replace(chunk_updates=int(chunk))
     saver = checkpointer.Checkpointer(folder.checkpoint_dir, config, options.keep_checkpoints)
-    run = _AsyncRun(config, claim, seed, state, info, clock, options, saver)
+    run = _AsyncRun(config, claim, seed, state, info, clock, options, saver, folder)
     command = list(sys.argv)
     info.update(
         versions=run_folder.versions(),
@@ -323,6 +339,8 @@ def train_async_run(
         result, status, watcher, store = _train(run, stop, stop_after, progress)
         if watcher.bad is not None:
             raise _diverged(run, watcher)
+        if watcher.lost:
+            raise _rescue(run, store.state)
         final = store.state
         path = run.save(final, status)
     update = int(final.update_step)

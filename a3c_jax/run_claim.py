@@ -136,9 +136,10 @@ class RunClaim:
             self.fd = None
 
     def alive(self) -> bool:
-        """Whether the run folder is still the one claimed (not deleted or replaced)."""
+        """Whether the run folder is still the one claimed (not deleted or replaced); always
+        True in a process that does not write the folder (on another host it may not exist)."""
         if self.fd is None:
-            return self.path.is_dir()
+            return True
         try:
             return os.stat(self.path / LOCK_FILE).st_ino == self.inode
         except OSError:

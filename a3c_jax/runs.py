@@ -314,22 +314,33 @@ def _chunk_loop(
     return "finished" if finished(env_steps) else "stopped", 0.0
 
 
+def rescue_folder(lost: Path, config: Config) -> RunFolder:
+    """A new run folder in the temporary directory for the state of a run whose folder `lost`
+    was deleted (its config.json written)."""
+    folder = RunFolder(Path(tempfile.mkdtemp(prefix=f"a3c_jax-rescued-{lost.name}-")))
+    folder.write_config(config)
+    return folder
+
+
+def folder_lost(lost: Path, update: int, checkpoint: Path) -> RunFolderLostError:
+    """The error of a run stopped because its folder `lost` was deleted or replaced."""
+    return RunFolderLostError(
+        f"the run folder {lost} was deleted or replaced during training: stopped; the state at "
+        f"update {update} is saved in {checkpoint} (resume it with a3c-jax train --resume "
+        f"{checkpoint.parent.parent})"
+    )
+
+
 def _check_folder(run: _Run) -> None:
     """Raises `RunFolderLostError` if the run folder was deleted or replaced, after saving the
     state to a new folder in the temporary directory (named in the message)."""
     if run.claim is None or run.claim.alive():
         return
-    rescue = Path(tempfile.mkdtemp(prefix=f"a3c_jax-rescued-{run.folder.path.name}-"))
-    folder = RunFolder(rescue)
-    folder.write_config(run.config)
-    run.folder, run.info = folder, {**run.info, "rescued_from": str(run.claim.path)}
-    run.saver = checkpointer.Checkpointer(folder.checkpoint_dir, run.config, 1)
+    run.folder = rescue_folder(run.claim.path, run.config)
+    run.info = {**run.info, "rescued_from": str(run.claim.path)}
+    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, run.config, 1)
     path = run.save(run.runner, "rescued")
-    raise RunFolderLostError(
-        f"the run folder {run.claim.path} was deleted or replaced during training: stopped; "
-        f"the state at update {run.info['update']} is saved in {path} (resume it with "
-        f"a3c-jax train --resume {rescue})"
-    )
+    raise folder_lost(run.claim.path, run.info["update"], path)
 
 
 def _save_last_good(run: _Run, compiled: Any, start: RunnerState) -> None:

@@ -456,3 +456,26 @@ def test_a_diverging_a3c_run_stops_with_the_last_good_state(tmp_path, capsys):
     with pytest.raises(a3c_jax.DivergenceError, match="of the asynchronous run produced a non-"):
         a3c_jax.check_finite(result)
     a3c_jax.check_finite(a3c_jax.train_async(config, jax.random.PRNGKey(0)))  # finite: None
+
+
+def test_an_a3c_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypatch):
+    from a3c_jax import async_runs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "run"
+    report = async_runs._Watcher.report
+
+    def report_then_delete(self, upto=None):  # the folder goes after the second row
+        report(self, upto)
+        if self.chunks == 2:
+            shutil.rmtree(out)
+
+    monkeypatch.setattr(async_runs._Watcher, "report", report_then_delete)
+    config = Config(algo="a3c", num_workers=3, num_envs=2, n_steps=4, total_timesteps=2400)
+    with pytest.raises(runs.RunFolderLostError, match="was deleted or replaced") as caught:
+        a3c_jax.train_async_run(config, out, chunk_updates=10, progress=False, log=lambda _: 0)
+    rescued = Path(str(caught.value).split("resume it with a3c-jax train --resume ")[1][:-1])
+    saved = a3c_jax.load(rescued)
+    assert saved.meta["status"] == "rescued" and 20 <= saved.meta["update"] < 300
+    assert not out.exists()

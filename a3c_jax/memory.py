@@ -38,7 +38,10 @@ def memory_limit() -> int | None:
     else the machine's physical memory (None if unknown)."""
     import jax
 
-    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    try:  # this process's own device (another process's cannot be asked)
+        stats = jax.local_devices()[0].memory_stats()
+    except (RuntimeError, AttributeError):  # a backend that keeps no statistics
+        stats = None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     try:

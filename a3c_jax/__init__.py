@@ -22,6 +22,7 @@ from a3c_jax.config import Config, ConfigError
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
+    from a3c_jax.async_runs import train_async_run
     from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
     from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
     from a3c_jax.divergence import DivergenceError, check_finite
@@ -51,6 +52,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("CheckpointError", "ConfigMismatchError"), "checkpoint"),
     **dict.fromkeys(("evaluate", "make_act"), "evaluation"),
     "train_host": "host.train",
+    "train_async_run": "async_runs",
     **dict.fromkeys(("DivergenceError", "check_finite"), "divergence"),
     "RunDirError": "run_folder",
     "train_run": "runs",
@@ -131,6 +133,7 @@ __all__ = [
     "rollout",
     "save",
     "train_async",
+    "train_async_run",
     "train_host",
     "train_run",
 ]

@@ -382,6 +382,7 @@ def train_async(
     key: PRNGKey,
     *,
     callback: Callable[[UpdateRecord], bool | None] | None = None,
+    store: ParameterStore | None = None,
 ) -> AsyncResult:
     """Trains `config` (`algo="a3c"`) with `config.num_workers` asynchronous actor-learner threads
     until `config.num_updates` gradients (`total_timesteps` environment steps over all workers)
@@ -398,6 +399,9 @@ def train_async(
         `UpdateRecord` (for progress or logging); returning True stops every worker after
         their current update (the result then holds the updates applied so far, with
         `interrupted=False`); an exception it raises stops the run like any worker's.
+      store: the shared store to train, over `make_async_parts(config).apply` (a resumed
+        run's state, or one the caller watches from `callback`: `a3c_jax.async_runs`);
+        default: a new one over the initial parameters from `key`.
 
     Returns an `AsyncResult`. A worker's exception stops every worker and is raised here, with its
     traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far
@@ -412,7 +416,8 @@ def train_async(
     parts = make_async_parts(config)
     compile_seconds = time.perf_counter() - start  # 0 where this config was compiled before
     train_state, carries = parts.init(key)
-    store = ParameterStore(train_state, parts.apply, config.num_updates, config.batch_size)
+    if store is None:
+        store = ParameterStore(train_state, parts.apply, config.num_updates, config.batch_size)
     failures: list[tuple[int, BaseException]] = []
     running = [config.num_workers]
     running_lock = threading.Lock()

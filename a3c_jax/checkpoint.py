@@ -39,6 +39,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or does not fit what it is loaded into."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, folder gone); older ones are intact."""
+
+
 class ConfigMismatchError(ConfigError):
     """A checkpoint was trained with another configuration than the one requested."""
 

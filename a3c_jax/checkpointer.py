@@ -137,25 +137,63 @@ def restore_content(
     return content, from_file(state, content.meta)
 
 
+def newest_readable(
+    folder: str | os.PathLike[str], log: Callable[[str], None] = print
+) -> tuple[Path, ckpt.Checkpoint]:
+    """The newest checkpoint in `folder` that reads and verifies (its checksum), with its
+    contents; a damaged newer one is skipped, saying so through `log` and which one is used.
+    Raises `CheckpointError` if none verifies."""
+    found = ckpt.list_checkpoints(folder)
+    damaged = []
+    for path in reversed(found):
+        try:
+            content = ckpt.read_checkpoint(path)
+        except ckpt.CheckpointError as error:
+            damaged.append(path.name)
+            log(f"warning: skipping a damaged checkpoint: {error}")
+            continue
+        if damaged:
+            log(f"using {path.name}, the newest checkpoint that verifies")
+        return path, content
+    raise ckpt.CheckpointError(
+        f"{folder}: no checkpoint verifies ({', '.join(damaged) or 'none found'})"
+    )
+
+
 class Checkpointer:
-    """Saves a run's states into its `checkpoints/` folder and keeps the newest `keep`."""
+    """Saves a run's states into its `checkpoints/` folder and keeps the newest `keep`.
+
+    A save may be `provisional` (a run's first, early checkpoint): that one is deleted once the
+    next one is written, so that it does not count against `keep`."""
 
     def __init__(self, folder: Path, config: Config, keep: int):
         self.folder, self.config, self.keep = Path(folder), config, keep
+        self.provisional: Path | None = None
 
-    def save(self, state: RunnerState, meta: Mapping[str, Any]) -> Path:
+    def save(self, state: RunnerState, meta: Mapping[str, Any], provisional: bool = False) -> Path:
         """Writes `state` `[S, ...]` (atomically) as `update_{meta['update']}.ckpt`, with
-        `meta` (and `batched`), then deletes all but the newest `keep`. Returns its path."""
+        `meta` (and `batched`), then deletes all but the newest `keep`. Returns its path.
+        Raises `CheckpointWriteError` (older checkpoints intact) if the file cannot be written."""
         num_seeds = int(meta["num_seeds"])
         path = ckpt.checkpoint_path(self.folder, int(meta["update"]))
-        if jax.process_count() > 1:
-            arrays, split = process_arrays(state)
-            processes = {"processes": jax.process_count(), "process": jax.process_index()}
-            meta = {**meta, "batched": True, **processes, "split": split}
-            ckpt.write_atomic(path, ckpt.encode(arrays, self.config, meta))
-        else:
-            meta = {**meta, "batched": num_seeds > 1}
-            ckpt.save_checkpoint(path, to_file(state, num_seeds), self.config, meta)
+        try:
+            if jax.process_count() > 1:
+                arrays, split = process_arrays(state)
+                processes = {"processes": jax.process_count(), "process": jax.process_index()}
+                meta = {**meta, "batched": True, **processes, "split": split}
+                ckpt.write_atomic(path, ckpt.encode(arrays, self.config, meta))
+            else:
+                meta = {**meta, "batched": num_seeds > 1}
+                ckpt.save_checkpoint(path, to_file(state, num_seeds), self.config, meta)
+        except OSError as error:
+            kept = [p.name for p in ckpt.list_checkpoints(self.folder)]
+            raise ckpt.CheckpointWriteError(
+                f"cannot write the checkpoint {path} ({error.strerror or error}); the older "
+                f"checkpoints are intact: {', '.join(kept) or 'none yet'} in {self.folder}"
+            ) from error
+        if self.provisional is not None and self.provisional != path:
+            self.provisional.unlink(missing_ok=True)
+        self.provisional = path if provisional else None
         ckpt.prune_checkpoints(self.folder, self.keep)
         return path
 

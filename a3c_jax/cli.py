@@ -11,8 +11,10 @@ anything is compiled. The interface is plain argparse over the dataclass's field
 dependency): `--set` parses each value by its field's type, so a new `Config` field is settable
 without touching this file.
 
-Exit codes: 0 done; 1 a checkpoint or run folder could not be read; 2 bad input; 3 training
-diverged (the last good state is saved); 130 interrupted by Ctrl-C (a checkpoint is saved).
+Exit codes: 0 done; 1 a checkpoint or run folder could not be read or written (disk full, the
+folder deleted during training: the message says where the state is); 2 bad input (a setting, a
+path, a folder in use by another run); 3 training diverged (the last good state is saved); 130
+interrupted by Ctrl-C, 143 by SIGTERM (a checkpoint is saved).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from a3c_jax.config import Config, ConfigError, coerce_field, field_types, read_
 EXIT_READ_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM: 143
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def _check_train_options(args: argparse.Namespace) -> None:
     for name in ("--num-seeds", "--chunk-updates", "--checkpoint-every", "--stop-after"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     _positive("--keep-checkpoints", args.keep_checkpoints)
-    if not args.checkpoint_seconds > 0:
+    if args.checkpoint_seconds is not None and not args.checkpoint_seconds > 0:
         raise ConfigError(f"--checkpoint-seconds={args.checkpoint_seconds} must be positive")
     if args.episodes < 0:
         raise ConfigError(f"--episodes={args.episodes} must be 0 (no evaluation) or more")
@@ -99,9 +101,11 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
 
     if args.out or args.overwrite:
         raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
-    run_dir = Path(args.resume)
-    checkpoint = runs.find_checkpoint(run_dir)
-    saved = ckpt.read_checkpoint(checkpoint)
+    run_dir, checkpoint = runs.resume_target(args.resume)
+    if checkpoint is None:
+        checkpoint, saved = runs._newest_checkpoint(run_dir, lambda _: None)  # train_run says it
+    else:
+        saved = ckpt.read_checkpoint(checkpoint)
     config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
     num_seeds = saved.meta.get("num_seeds", 1)
     if args.num_seeds is not None and args.num_seeds != num_seeds:
@@ -111,7 +115,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
     ckpt.check_config(saved.config, config, str(checkpoint))
     if distributed.is_output_process():
         print(f"resuming {run_dir} from {checkpoint.name} (update {saved.meta['update']})")
-    return config, run_dir, num_seeds
+    return config, Path(args.resume), num_seeds
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -124,14 +128,22 @@ def train_command(args: argparse.Namespace) -> int:
         config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
-        if (config.asynchronous or config.host_env) and not args.dry_run:
-            # Threads around a shared store, or host environments (a3c_jax.host): no run
-            # folder, checkpoints or resume yet.
+        if config.host_env and not args.dry_run:
+            # Host environments (a3c_jax.host): no run folder, checkpoints or resume yet.
+            print(f"note: {config.env_name} (a host environment) trains without a run folder: "
+                  "no metrics, checkpoints or --resume")  # fmt: skip
+            from a3c_jax import memory
+
+            memory.check_fits(config, args.num_seeds or 1)
             return train_async_command(config, args)
         num_seeds = args.num_seeds or 1
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
         if not args.dry_run:
             _check_new_run_dir(args, run_dir)  # fails before any compile
+    if not args.dry_run:
+        from a3c_jax import memory
+
+        memory.check_fits(config, num_seeds)
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -139,22 +151,70 @@ def train_command(args: argparse.Namespace) -> int:
 
     if not args.no_cache:
         enable_compilation_cache()
+    if config.asynchronous:  # A3C: threads around a shared store (`async_runs`)
+        return _train_async_in_folder(args, config, run_dir, num_seeds)
     # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
     # folder and reports, each process keeps its own checkpoints (`runs.train_run`).
     return _train_in_folder(args, config, run_dir, num_seeds, phases)
 
 
+def _train_async_in_folder(
+    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
+) -> int:
+    """`async_runs.train_async_run` with the command line's options, then its report and
+    greedy evaluation. One seed per run folder (the workers are threads, not a vmap)."""
+    from a3c_jax import async_runs
+
+    if num_seeds != 1:
+        raise ConfigError(
+            f"--num-seeds={num_seeds}: an {config.algo} run folder holds one seed (its workers "
+            "are threads); train other seeds as runs of their own (--seed)"
+        )
+    if args.resume and Path(args.resume).is_file():
+        raise ConfigError(f"--resume {args.resume}: an {config.algo} run resumes from its folder")
+    print(config)
+    print(f"run folder: {run_dir}")
+    outcome = async_runs.train_async_run(
+        config,
+        run_dir,
+        seed=args.seed,
+        resume=bool(args.resume),
+        chunk_updates=args.chunk_updates,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds,
+        keep_checkpoints=args.keep_checkpoints,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+        overwrite=args.overwrite,
+    )
+    result = outcome.result
+    print(
+        f"{outcome.status} at update {outcome.update} of {config.num_updates}: compile "
+        f"{outcome.compile_s:.2f} s, train {result.wall_seconds:.2f} s with "
+        f"{config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
+        f"{result.cores_busy:.2f} cores busy, staleness mean {result.staleness_mean:.2f} max "
+        f"{result.staleness_max}"
+    )
+    print(f"checkpoint: {outcome.checkpoint}")
+    if outcome.status in ("interrupted", "stopped"):
+        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
+        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
+    _report_greedy(config, [result.params], args.episodes)
+    return 0
+
+
 def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
     import jax
 
-    from a3c_jax import distributed, runs
+    from a3c_jax import distributed, run_claim
 
     if jax.process_count() > 1 and not args.out:
         raise ConfigError(
             "a run over several processes needs --out DIR: the same run folder on every process"
         )
     if distributed.is_output_process():
-        runs.prepare_new_run_dir(run_dir, args.overwrite)
+        run_claim.check_new(run_dir, args.overwrite)  # deletes nothing (train_run replaces)
 
 
 def _train_in_folder(
@@ -168,7 +228,7 @@ def _train_in_folder(
     output = distributed.is_output_process()
     if output:
         print(config)
-        print(f"run folder: {run_dir}")
+        print(f"run folder: {runs.resume_target(run_dir)[0] if args.resume else run_dir}")
     if args.episodes and output:  # the greedy evaluation's program compiles while training runs
         from a3c_jax.evaluation import compile_evaluation
 
@@ -197,6 +257,7 @@ def _train_in_folder(
         return 0
     env_steps = distributed.fetch(outcome.runner_state.train_state.env_steps)
     steps = int(np.sum(env_steps))
+    run_dir = outcome.run_dir
     metrics = runs.read_metrics(run_dir)
     rate = float(np.median(metrics["steps_per_second"])) if metrics["update"].size else 0.0
     print(
@@ -207,8 +268,8 @@ def _train_in_folder(
     )
     print(f"checkpoint: {outcome.checkpoint}")
     if outcome.status in ("interrupted", "stopped"):
-        print(f"resume with: a3c-jax train --resume {run_dir}")
-        return EXIT_INTERRUPTED if outcome.status == "interrupted" else 0
+        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
+        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
     params = distributed.fetch(runs.policy_params(config, outcome.runner_state, num_seeds > 1))
     _report_greedy(config, _seeds(params, num_seeds), args.episodes)
     phases.lap("evaluate")
@@ -296,6 +357,8 @@ def eval_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--episodes={args.episodes} must be positive")
     saved = runs.load(args.run_dir)
     config = saved.config
+    if args.video:
+        _check_video(args.video, config)  # before the evaluation, not after it
     num_seeds = runs.seed_axis(saved.meta)
     indices = range(num_seeds) if num_seeds else [None]
     if args.index is not None:
@@ -333,6 +396,19 @@ def eval_command(args: argparse.Namespace) -> int:
         )
         print(f"video: {path} ({frames} frames, return {total:.2f})")
     return 0
+
+
+def _check_video(path: str, config: Config) -> None:
+    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment."""
+    from a3c_jax import video
+
+    if not path.lower().endswith(".gif"):
+        raise ConfigError(f"--video {path}: only .gif videos are written")
+    if not video.can_render(config.env_name):
+        raise ConfigError(
+            f"--video {path}: no renderer for {config.env_name}; videos are drawn for "
+            f"{', '.join(video.STATE_RENDERERS)} and environments with grid observations"
+        )
 
 
 def plot_command(args: argparse.Namespace) -> int:
@@ -381,6 +457,7 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument(
         "--set",
         nargs="*",
+        action="extend",  # --set a=1 --set b=2 keeps both
         default=[],
         metavar="FIELD=VALUE",
         help="any Config field, e.g. --set lr=7e-4 num_envs=64 hidden_sizes=64,64",
@@ -411,14 +488,17 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument(
         "--checkpoint-seconds",
         type=float,
-        default=60.0,
-        help="wall-clock seconds between checkpoints when --checkpoint-every is not given",
+        default=None,
+        help="wall-clock seconds between checkpoints when --checkpoint-every is not given "
+        "(default 60; a resume keeps the run's checkpoint options unless given again)",
     )
     _add_run_options(train)
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--keep-checkpoints", type=int, default=3, help="newest ones kept")
+    train.add_argument(
+        "--keep-checkpoints", type=int, default=None, help="newest ones kept (default 3)"
+    )
     train.add_argument(
         "--stop-after",
         type=int,
@@ -428,7 +508,10 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
-        "--tensorboard", action="store_true", help="also write TensorBoard event files"
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write TensorBoard event files",
     )
     train.add_argument(
         "--episodes",
@@ -477,13 +560,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as error:
         print(f"a3c-jax: error: {error}", file=sys.stderr)
         return EXIT_READ_ERROR
+    except KeyboardInterrupt:
+        print("a3c-jax: aborted (the checkpoints written so far are intact)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as error:
-        from a3c_jax.divergence import DivergenceError
+        return _known_failure(error)
 
-        if isinstance(error, DivergenceError):
-            print(f"a3c-jax: error: {error}", file=sys.stderr)
-            return EXIT_DIVERGED
-        raise
+
+def _known_failure(error: Exception) -> int:
+    """The exit code and message of a failure that is not a bug (re-raises any other)."""
+    from a3c_jax.divergence import DivergenceError
+    from a3c_jax.runs import RunFolderLostError
+
+    if isinstance(error, DivergenceError):
+        print(f"a3c-jax: error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    if isinstance(error, RunFolderLostError):
+        print(f"a3c-jax: error: {error}", file=sys.stderr)
+        return EXIT_READ_ERROR
+    if "RESOURCE_EXHAUSTED" in str(error):  # XLA ran out of memory compiling or running
+        first = str(error).strip().splitlines()[0][:300]
+        print(
+            f"a3c-jax: error: out of memory ({first}); lower num_envs, n_steps or --num-seeds",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    raise error
 
 
 def run() -> NoReturn:

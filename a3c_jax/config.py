@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
 TORSOS = ("auto", "mlp", "cnn", "nature_cnn")
 PARALLEL_BACKENDS = ("shard_map", "pmap")
+MAX_TIMESTEPS = 2**31  # the jitted loop's step counters are int32
 VECTOR_ENVS = ("sync", "async")
 
 
@@ -121,7 +122,9 @@ class Config:
     reward_clip: float | None = None  # normalised rewards are clipped to [-reward_clip, ...]
 
     def __post_init__(self) -> None:
-        if self.algo not in registry.REGISTRY:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _plain(getattr(self, field.name)))
+        if not isinstance(self.algo, str) or self.algo not in registry.REGISTRY:
             raise ConfigError(
                 f"algo={self.algo!r} is not an algorithm here; choose one of "
                 f"{sorted(registry.names())}"
@@ -217,23 +220,7 @@ class Config:
                 )
 
     def _validate(self) -> None:
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
-
-        def in_range(name: str, low: float, high: float, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and (low < value if low_open else low <= value) and value <= high
-            if not ok:
-                bracket = "(" if low_open else "["
-                raise ConfigError(f"{name}={value!r} must lie in {bracket}{low}, {high}]")
-
-        def one_of(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
-
+        """Every field's type and range, then the fields against each other."""
         for name in (
             "num_envs",
             "n_steps",
@@ -243,46 +230,17 @@ class Config:
             "replay_batch_size",
             "num_workers",
         ):
-            positive_int(name)
-        in_range("gamma", 0.0, 1.0)
-        in_range("gae_lambda", 0.0, 1.0)
-        in_range("log_std_init", -20.0, 20.0)
-        for name in ("lr", "optimizer_eps", "reward_scale"):
-            in_range(name, 0.0, math.inf, low_open=True)
-        in_range("max_grad_norm", 0.0, math.inf, low_open=True)
-        in_range("rmsprop_decay", 0.0, 1.0, low_open=True)
-        for name in ("ent_coef", "vf_coef"):
-            in_range(name, 0.0, math.inf)
-        one_of("optimizer", OPTIMIZERS)
-        one_of("activation", ACTIVATIONS)
-        one_of("torso", TORSOS)
-        one_of("parallel_backend", PARALLEL_BACKENDS)
-        one_of("vector_env", VECTOR_ENVS)
-        if self.vector_env != "sync" and (
-            self.algo in presets.ASYNCHRONOUS_ALGORITHMS or not _is_host_env(self.env_name)
-        ):
+            _positive_int(self, name)
+        if self.total_timesteps >= MAX_TIMESTEPS:
             raise ConfigError(
-                f"vector_env={self.vector_env!r} only applies to host environments "
-                "('gymnasium:<id>') under a synchronous algorithm; gymnax environments are "
-                "vmapped and A3C workers step their own environments in their threads"
+                f"total_timesteps={self.total_timesteps} must be below 2**31 = {MAX_TIMESTEPS}: "
+                "the jitted loop counts environment steps in 32-bit integers"
             )
-        devices = self.num_devices
-        if devices != "all":
-            if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
-                raise ConfigError(f"num_devices={devices!r} must be a positive integer or 'all'")
-            if self.num_envs % devices:
-                raise ConfigError(
-                    f"num_envs={self.num_envs} is not divisible by num_devices={devices}: each "
-                    f"device runs num_envs / num_devices environments; use a multiple of {devices}"
-                )
+        self._validate_ranges()
+        self._validate_choices()
+        self._validate_devices()
         self._validate_wrappers()
-        one_of("action_bounding", ACTION_BOUNDINGS)
-        for name in (
-            "anneal_lr",
-            "normalize_advantages",
-            "shared_torso",
-            "state_dependent_std",
-        ):
+        for name in ("anneal_lr", "normalize_advantages", "shared_torso", "state_dependent_std"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         sizes = self.hidden_sizes
@@ -293,6 +251,51 @@ class Config:
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
         self._check_combinations()
+
+    def _validate_ranges(self) -> None:
+        """The real-valued fields' ranges."""
+        _in_range(self, "gamma", 0.0, 1.0)
+        _in_range(self, "gae_lambda", 0.0, 1.0)
+        _in_range(self, "log_std_init", -20.0, 20.0)
+        for name in ("lr", "optimizer_eps", "reward_scale", "max_grad_norm"):
+            _in_range(self, name, 0.0, math.inf, low_open=True)
+        _in_range(self, "rmsprop_decay", 0.0, 1.0, low_open=True)
+        for name in ("ent_coef", "vf_coef"):
+            _in_range(self, name, 0.0, math.inf)
+
+    def _validate_choices(self) -> None:
+        """The fields that name one of a few choices."""
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("activation", ACTIVATIONS),
+            ("torso", TORSOS),
+            ("parallel_backend", PARALLEL_BACKENDS),
+            ("vector_env", VECTOR_ENVS),
+            ("action_bounding", ACTION_BOUNDINGS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
+        if self.vector_env != "sync" and (
+            self.algo in presets.ASYNCHRONOUS_ALGORITHMS or not _is_host_env(self.env_name)
+        ):
+            raise ConfigError(
+                f"vector_env={self.vector_env!r} only applies to host environments "
+                "('gymnasium:<id>') under a synchronous algorithm; gymnax environments are "
+                "vmapped and A3C workers step their own environments in their threads"
+            )
+
+    def _validate_devices(self) -> None:
+        """`num_devices` (the devices that exist are counted when the trainer is built)."""
+        devices = self.num_devices
+        if devices == "all":
+            return
+        if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
+            raise ConfigError(f"num_devices={devices!r} must be a positive integer or 'all'")
+        if self.num_envs % devices:
+            raise ConfigError(
+                f"num_envs={self.num_envs} is not divisible by num_devices={devices}: each "
+                f"device runs num_envs / num_devices environments; use a multiple of {devices}"
+            )
 
     def _check_combinations(self) -> None:
         """Checks of fields against each other and against the environment."""
@@ -375,6 +378,32 @@ class Config:
                 )
 
 
+def _positive_int(config: Config, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _in_range(config: Config, name: str, low: float, high: float, low_open: bool = False) -> None:
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"{name}={value!r} must lie in {bracket}{low}, {high}]")
+
+
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars (`np.float32(1e-3)`, `np.int64(8)`, `np.bool_`) as the Python
+    numbers they hold, also inside a tuple or list; anything else as it is."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        item = value.item()  # float32 1e-3: its shortest text, not 0.0010000000474974513
+        return float(str(value)) if isinstance(item, float) else item
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def field_kinds() -> dict[str, tuple[Any, ...]]:
     """`{field name: its value types without None}`, in the order a string is tried against them
     (`num_devices: int | str`: an integer, else a string such as "all")."""
@@ -452,6 +481,11 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             text = f.read()
     except OSError as error:
         raise ConfigError(f"--config {path}: cannot read it ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (byte {error.object[error.start]:#04x} at "
+            f"position {error.start}); save it as UTF-8"
+        ) from error
     if path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -477,14 +511,23 @@ def _is_host_env(env_name: Any) -> bool:
     return spaces.is_host_env(env_name)
 
 
-def _check_env_name(env_name: str) -> None:
+def _check_env_name(env_name: Any) -> None:
+    if not isinstance(env_name, str):
+        raise ConfigError(
+            f"env_name={env_name!r} must be a string naming an environment (e.g. 'CartPole-v1')"
+        )
+    from a3c_jax import envs
+
+    if env_name in envs.DOWNLOADING_ENVS:
+        raise ConfigError(
+            f"env_name={env_name!r} is not supported: it {envs.DOWNLOADING_ENVS[env_name]}, "
+            "which a3c_jax never does (runs must work offline)"
+        )
     if _is_host_env(env_name):
         from a3c_jax.host import spaces
 
         spaces.check_env_name(env_name)
         return
-    from a3c_jax import envs
-
     message = envs.unknown_env_message(env_name)
     if message is not None:
         raise ConfigError(message)

@@ -6,6 +6,8 @@ raising; these read that record on the host and explain it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from a3c_jax import distributed
@@ -58,10 +60,14 @@ def check_finite(
     state: RunnerState | TrainResult, checkpoint: str | None = None, num_seeds: int | None = None
 ) -> None:
     """Raises `DivergenceError` if the divergence guard stopped training in `state` (a
-    `RunnerState` or `TrainResult`, one seed or vmapped over seeds); else returns None.
+    `RunnerState` or `TrainResult`, one seed or vmapped over seeds), or, for an `AsyncResult`
+    (`train_async`, which has no guard), if an update's loss or gradient norm or the final
+    parameters are not finite; else returns None.
 
     The message names the first bad update, the non-finite quantities and the seeds. Give
     `num_seeds` where the flags also carry a device axis (`parallel_backend="pmap"`)."""
+    if hasattr(state, "async_metrics"):  # an `AsyncResult` of `train_async`
+        return _check_finite_async(state, checkpoint)
     runner = state.runner_state if isinstance(state, TrainResult) else state
     codes, updates = (
         np.asarray(x).reshape(num_seeds or -1, -1)[:, 0] if num_seeds else np.atleast_1d(x)
@@ -83,3 +89,34 @@ def check_finite(
         message += f"; the last good state (update {update - 1}) is saved in {checkpoint}"
     message += ". Lower lr, keep max_grad_norm finite, or check reward_scale."
     raise DivergenceError(message, update, names, seeds, checkpoint)
+
+
+def _check_finite_async(result: Any, checkpoint: str | None) -> None:
+    """`check_finite` of an `AsyncResult`: its per-update metrics `[U]` and final parameters."""
+    import jax
+
+    metrics = result.metrics
+    bad_loss = ~np.isfinite(np.asarray(metrics.total_loss))
+    bad_grad = ~np.isfinite(np.asarray(metrics.grad_norm))
+    bad_params = not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(result.params))
+    bad = np.flatnonzero(bad_loss | bad_grad)
+    if bad.size == 0 and not bad_params:
+        return
+    first = int(bad[0]) if bad.size else len(bad_loss) - 1
+    names = tuple(
+        name
+        for name, flag in (
+            ("loss", bad.size and bad_loss[first]),
+            ("gradient norm", bad.size and bad_grad[first]),
+            ("parameters", not bad.size),
+        )
+        if flag
+    )
+    message = (
+        f"training diverged: update {first + 1} of the asynchronous run produced a non-finite "
+        f"{' and '.join(names)}"
+    )
+    if checkpoint:
+        message += f"; the last good state is saved in {checkpoint}"
+    message += ". Lower lr, keep max_grad_norm finite, or check reward_scale."
+    raise DivergenceError(message, first + 1, names, (0,), checkpoint)

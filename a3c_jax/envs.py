@@ -55,6 +55,10 @@ GYMNAX_ENVS: dict[str, str] = {
     "Pong-misc": "misc.pong:Pong",
     "FrozenLake-misc": "misc.frozen_lake:FrozenLake",
 }
+# gymnax environments refused by `Config`: what they would do that a run must not.
+DOWNLOADING_ENVS: dict[str, str] = {
+    "MNISTBandit-bsuite": "downloads the MNIST data set when it is created",
+}
 
 
 def env_names() -> list[str]:

@@ -106,16 +106,33 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+HEADER = ",".join(METRIC_COLUMNS).encode()
+
+
+def repair_metrics(path: Path) -> int:
+    """Makes `metrics.csv` whole before rows are appended: a file that is empty, or lost its
+    header, gets one (`METRIC_COLUMNS`); a torn last row (a crash mid-write: no line end) is cut
+    off, so that the next row does not glue onto it. Anything else is left as it is. Returns the
+    bytes cut off."""
+    data = path.read_bytes() if path.exists() else b""
+    if not data or (b"\n" not in data and HEADER.startswith(data.rstrip(b"\r"))):
+        ckpt.write_atomic(path, HEADER + b"\r\n")  # empty, or only a torn header
+        return len(data)
+    whole = data.rfind(b"\n") + 1  # up to the end of the last whole line
+    if whole == len(data):
+        return 0
+    ckpt.write_atomic(path, data[:whole])
+    return len(data) - whole
+
+
 class CsvMetrics:
-    """Appends rows to `metrics.csv` (its header first if the file is new), flushed per chunk."""
+    """Appends rows to `metrics.csv` (after `repair_metrics`), flushed per chunk."""
 
     def __init__(self, path: Path):
         self.path = path
-        new = not path.exists()
+        repair_metrics(path)
         self.file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
         self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
-        if new:
-            self.writer.writeheader()
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
@@ -191,6 +208,7 @@ def truncate_metrics(run_dir: Path, update: int) -> None:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
+    repair_metrics(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     kept = [r for r in rows if int(r["update"]) <= update]

@@ -7,6 +7,7 @@ A run folder holds:
     metrics.csv        one row per chunk of updates and per seed (`metrics_log.METRIC_COLUMNS`)
     checkpoints/       `update_000001234.ckpt`: the whole `RunnerState`, periodic and final
     tensorboard/       event files per seed (only with `tensorboard=True`)
+    .a3c_jax.lock      the lock a running process holds (`run_claim`)
 
 `RunFolder` is the one place that knows these names; the other parts take their paths from it.
 """
@@ -17,7 +18,7 @@ import datetime
 import json
 import os
 import platform
-import shutil
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +33,12 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".a3c_jax.lock"
+WRITTEN_BY = "a3c_jax"  # run.json's "written_by": how a folder a3c_jax wrote is recognised
+# Everything a3c_jax writes at a run folder's top level (and the temporary files of atomic writes).
+RUN_ENTRIES = (CONFIG_FILE, RUN_FILE, METRICS_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR, LOCK_FILE)
+_TEMPORARY = re.compile(r"^\.(.+)\.tmp-(\d+)$")  # `checkpoint.write_atomic`'s temporary names
+_CHECKPOINT_ENTRY = re.compile(r"^(update_\d+\.ckpt|process_\d+)$")
 
 
 class RunDirError(ConfigError):
@@ -108,8 +115,10 @@ class RunFolder(NamedTuple):
         return read_json(self.run_file) if self.run_file.exists() else {}
 
     def write_info(self, info: dict[str, Any]) -> None:
+        """Writes `run.json` (marked `"written_by": "a3c_jax"`, so that `--overwrite` knows the
+        folder for a3c_jax's own)."""
         if self.writes:
-            write_json(self.run_file, info)
+            write_json(self.run_file, {"written_by": WRITTEN_BY, **info})
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:
@@ -118,35 +127,106 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
     return folder.run_file.is_file() or folder.config_file.is_file()
 
 
-def prepare_new_run_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Checks that a new run may be written to `path`, emptying it if `overwrite`.
+def written_by_a3c_jax(path: str | os.PathLike[str]) -> bool:
+    """Whether `path/run.json` says that a3c_jax wrote the folder: its `"written_by"` mark, or
+    (folders of versions before the mark) the a3c_jax version it records."""
+    try:
+        info = json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict):
+        return False
+    versions = info.get("versions")
+    return info.get("written_by") == WRITTEN_BY or (
+        isinstance(versions, dict) and WRITTEN_BY in versions
+    )
 
-    A folder that exists and is not empty is never touched without `overwrite`; with it, only a
-    folder that holds an a3c_jax run is emptied (never an unrelated one). Raises `RunDirError`.
-    """
-    path = Path(path)
+
+def temporary_pid(name: str) -> int | None:
+    """The process id in a temporary file name of `checkpoint.write_atomic` (`.NAME.tmp-PID`)."""
+    match = _TEMPORARY.match(name)
+    return int(match.group(2)) if match else None
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """The entries of the run folder `path` that a3c_jax does not write (names relative to it)."""
+
+    def ours(name: str, pattern: re.Pattern | None, names: tuple[str, ...]) -> bool:
+        match = _TEMPORARY.match(name)
+        name = match.group(1) if match else name
+        return name in names or (pattern is not None and bool(pattern.match(name)))
+
+    out = [p.name for p in path.iterdir() if not ours(p.name, None, RUN_ENTRIES)]
+    checkpoints = path / CHECKPOINT_DIR
+    if checkpoints.is_dir():
+        out += [
+            f"{CHECKPOINT_DIR}/{p.name}"
+            for p in checkpoints.iterdir()
+            if not ours(p.name, _CHECKPOINT_ENTRY, ())
+        ]
+    return sorted(out)
+
+
+def check_writable(path: Path) -> None:
+    """Raises `RunDirError` unless a folder can be made at `path`: not a file, below folders
+    only, in a folder this process may write to."""
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        if not is_run_dir(path):
-            raise RunDirError(
-                f"--out {path}: the folder is not empty and holds no a3c_jax run; "
-                "choose another folder"
-            )
-        if not overwrite:
-            raise RunDirError(
-                f"--out {path}: already holds a run; pass --overwrite to replace it, "
-                f"or --resume {path} to continue it"
-            )
-        shutil.rmtree(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"--out {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise RunDirError(f"--out {path}: cannot write in {parent} (permission denied)")
+            return
+
+
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Raises `RunDirError` unless a new run may be written to the folder `path` (which exists):
+    it is empty (but for a lock file), or, with `overwrite`, holds an a3c_jax run and nothing
+    else (`written_by_a3c_jax`, `foreign_entries`). Nothing is deleted here."""
+    if not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return
+    if not written_by_a3c_jax(path):
+        raise RunDirError(
+            f"--out {path}: the folder is not empty and holds no a3c_jax run (no {RUN_FILE} "
+            "written by a3c_jax); --overwrite replaces only a run folder a3c_jax wrote: choose "
+            "another folder"
+        )
+    foreign = foreign_entries(path)
+    if foreign:
+        raise RunDirError(
+            f"--out {path}: holds a run and also {', '.join(foreign)}, which a3c_jax did not "
+            "write; --overwrite replaces only what a3c_jax wrote: move them or choose another "
+            "folder"
+        )
+    if not overwrite:
+        raise RunDirError(
+            f"--out {path}: already holds a run; pass --overwrite to replace it, "
+            f"or --resume {path} to continue it"
+        )
+
+
+def prepare_new_run_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Checks that a new run may be written to `path` (`check_writable`, `check_replaceable`);
+    deletes nothing (`run_claim.claim` replaces an old run once the new one has started).
+    Raises `RunDirError`."""
+    path = Path(path)
+    check_writable(path)
+    if path.is_dir():
+        check_replaceable(path, overwrite)
     return path
 
 
 def create(path: str | os.PathLike[str], overwrite: bool = False) -> RunFolder:
-    """A new run folder at `path` (`prepare_new_run_dir`, then created; by process 0 alone)."""
+    """A new run folder at `path` (checked, and an old run replaced if `overwrite`), for a
+    writer that holds no lock over its lifetime (`saving.save`)."""
+    from a3c_jax import run_claim
+
     folder = RunFolder(Path(path))
     if folder.writes:
-        prepare_new_run_dir(path, overwrite).mkdir(parents=True, exist_ok=True)
+        with run_claim.claim(path, overwrite=overwrite) as claim:
+            claim.clear()
     return folder
 
 

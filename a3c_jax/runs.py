@@ -3,11 +3,12 @@
 `train_run` trains in chunks of `chunk_updates` updates, each chunk one call of the same compiled
 `Trainer.run` (`compiled.compiled_chunk`), and does its host work between chunks while the next
 chunk already runs. The host work belongs to small parts, each with one job, that this driver
-only calls: `run_folder` (layout, config.json and run.json), `metrics_log` (metrics.csv and
-TensorBoard writers), `progress` (the bar), `checkpointer` (save, keep-N, restore) and `signals`
-(Ctrl-C). The driver's states always carry the seed axis `[S, ...]` (S >= 1). Resuming from a
-checkpoint replays the same compiled chunks on the same state, so the result is bitwise that of a
-run that never stopped.
+only calls: `run_folder` (layout, config.json and run.json), `run_claim` (the folder's lock and
+the clean-up after a failed start), `metrics_log` (metrics.csv and TensorBoard writers),
+`progress` (the bar), `checkpointer` (save, keep-N, restore) and `signals` (Ctrl-C, SIGTERM).
+The driver's states always carry the seed axis `[S, ...]` (S >= 1). Resuming from a checkpoint
+replays the same compiled chunks on the same state, so the result is bitwise that of a run that
+never stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from a3c_jax import checkpointer, distributed, run_folder
+from a3c_jax import checkpointer, distributed, memory, run_claim, run_folder
 from a3c_jax.compiled import compiled_chunk, compiled_chunk_ahead, compiled_init
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import check_finite
@@ -59,14 +61,14 @@ from a3c_jax.saving import (  # noqa: F401 (runs' API since before the split)
     save,
     seed_axis,
 )
-from a3c_jax.signals import interruptible
+from a3c_jax.signals import StopRequest, interruptible
 from a3c_jax.types import RunnerState, Trainer
 
 
 class RunOutcome(NamedTuple):
     """What `train_run` returns."""
 
-    status: str  # "finished", "interrupted" (Ctrl-C) or "stopped" (stop_after)
+    status: str  # "finished", "interrupted" (Ctrl-C, SIGTERM) or "stopped" (stop_after)
     run_dir: Path
     runner_state: RunnerState  # one seed: no seed axis; several: `[num_seeds, ...]`
     update: int  # updates done (per seed)
@@ -74,6 +76,38 @@ class RunOutcome(NamedTuple):
     compile_s: float  # seconds compiling the chunk (new run: and the initial state, at once)
     train_s: float  # seconds from the first chunk's dispatch to the last chunk's metrics
     write_s: float = 0.0  # seconds writing the final checkpoint
+    signal: int = 0  # the signal that interrupted the run (SIGINT, SIGTERM), 0 if none
+
+
+class RunFolderLostError(RuntimeError):
+    """The run folder was deleted or replaced during training; the state was saved elsewhere."""
+
+
+class RunOptions(NamedTuple):
+    """How a run chunks, checkpoints and logs: recorded in run.json ("options") and restored by
+    a resume, where not given again (`resolve_options`)."""
+
+    chunk_updates: int | None = None  # None: `default_chunk_updates`
+    checkpoint_every: int | None = None  # None: every `checkpoint_seconds`
+    checkpoint_seconds: float = 60.0
+    keep_checkpoints: int = 3
+    tensorboard: bool = False
+
+
+def resolve_options(given: dict[str, Any], saved: dict[str, Any]) -> RunOptions:
+    """The options of this invocation: those `given` (not None), else the `saved` ones of the
+    run (a resume), else `RunOptions`' defaults. The two checkpoint timings go together: giving
+    either replaces both saved ones."""
+    out = {**RunOptions()._asdict(), **{k: v for k, v in saved.items() if k in RunOptions._fields}}
+    if given.get("checkpoint_every") is not None or given.get("checkpoint_seconds") is not None:
+        out.update(checkpoint_every=None, checkpoint_seconds=RunOptions().checkpoint_seconds)
+    out.update({k: v for k, v in given.items() if v is not None})
+    options = RunOptions(**out)
+    if options.keep_checkpoints < 1:
+        raise ConfigError(f"keep_checkpoints={options.keep_checkpoints} must be at least 1")
+    if not options.checkpoint_seconds > 0:
+        raise ConfigError(f"checkpoint_seconds={options.checkpoint_seconds} must be positive")
+    return options
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -87,6 +121,24 @@ def default_chunk_updates(num_updates: int, target_chunks: int = 50) -> int:
     """Updates per jitted chunk: about `target_chunks` chunks per run (see
     `benchmarks/progress_overhead.py` for the measured cost of chunking)."""
     return max(1, math.ceil(num_updates / target_chunks))
+
+
+def resume_target(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+    """The run folder to resume and the checkpoint asked for: `path` is a run folder (None: its
+    newest checkpoint that verifies) or a checkpoint file in one (`FOLDER/checkpoints/...`)."""
+    path = Path(path)
+    if not path.is_file():
+        return path, None
+    parent = path.parent
+    if parent.name.startswith("process_"):
+        parent = parent.parent
+    folder = parent.parent
+    if parent.name != run_folder.CHECKPOINT_DIR or not run_folder.written_by_a3c_jax(folder):
+        raise RunDirError(
+            f"--resume {path}: a checkpoint outside a run folder; resume a run folder (or a "
+            f"checkpoint in its {run_folder.CHECKPOINT_DIR}/), or load it with a3c_jax.load"
+        )
+    return folder, path
 
 
 # --------------------------------------------------------------------------- the chunk loop
@@ -114,14 +166,16 @@ class _Run:
     info: dict[str, Any]  # run.json
     clock: _Clock
     saver: checkpointer.Checkpointer | None = None
+    options: RunOptions = dataclasses.field(default_factory=RunOptions)
+    claim: run_claim.RunClaim | None = None
 
-    def save(self, state: RunnerState, status: str) -> Path:
-        """A checkpoint of `state` with its progress and `status`; run.json follows it."""
+    def meta(self, state: RunnerState, status: str) -> dict[str, Any]:
+        """A checkpoint's metadata: `state`'s progress and `status`."""
         updates, env_steps = (
             per_seed(x, self.num_seeds)
             for x in distributed.fetch((state.updates, state.train_state.env_steps))
         )
-        meta = {
+        return {
             "update": int(np.max(updates)),
             "env_steps": int(np.max(env_steps)),
             "num_seeds": self.num_seeds,
@@ -130,33 +184,50 @@ class _Run:
             "status": status,
             "chunk_updates": self.chunk,
         }
-        path = self.saver.save(state, meta)
+
+    def save(self, state: RunnerState, status: str, provisional: bool = False) -> Path:
+        """A checkpoint of `state` with its progress and `status`; run.json follows it."""
+        meta = self.meta(state, status)
+        path = self.saver.save(state, meta, provisional)
         self.info.update(meta, batched=self.num_seeds > 1, checkpoint=path.name)
         self.folder.write_info(self.info)
         return path
 
 
 def _new_run(
-    config: Config, run_dir: Path, trainer: Trainer, seed: int, num_seeds: int, overwrite: bool
+    config: Config, claim: run_claim.RunClaim, trainer: Trainer, seed: int, num_seeds: int
 ) -> _Run:
-    folder = run_folder.create(run_dir, overwrite)
+    """A new run's initial state; only once it is made is an old run in the folder replaced."""
     info = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
     runner = compiled_init(trainer, config, num_seeds)(seed_keys(seed, num_seeds))
-    return _Run(config, folder, seed, num_seeds, 0, runner, info, _Clock(0.0))
+    claim.clear()
+    return _Run(config, RunFolder(claim.path), seed, num_seeds, 0, runner, info, _Clock(0.0))
 
 
 def _resumed_run(
-    config: Config, run_dir: Path, trainer: Trainer, seed: int, num_seeds: int
+    config: Config,
+    run_dir: Path,
+    trainer: Trainer,
+    seed: int,
+    num_seeds: int,
+    checkpoint: Path | None,
+    log: Callable[[str], None],
 ) -> _Run:
-    path = find_checkpoint(run_dir)
+    """The run in `run_dir` at `checkpoint` (None: the newest that verifies)."""
+    if checkpoint is None:
+        checkpoint, content = _newest_checkpoint(run_dir, log)
+    else:
+        content = checkpointer.ckpt.read_checkpoint(checkpoint)
     like = None
     if jax.process_count() > 1:  # the shapes and shardings of this run's global arrays
         like = compiled_init(trainer, config, num_seeds)(seed_keys(seed, num_seeds))
-    content, runner = checkpointer.restore(path, config, trainer.init, like)
+    content, runner = checkpointer.restore_content(
+        content, str(checkpoint), config, trainer.init, like
+    )
     saved_seeds = content.meta.get("num_seeds", 1)
     if saved_seeds != num_seeds:
         raise RunDirError(f"--resume {run_dir}: the run has {saved_seeds} seed(s), not {num_seeds}")
-    check_finite(runner, checkpoint=str(path), num_seeds=num_seeds)  # stays stopped
+    check_finite(runner, checkpoint=str(checkpoint), num_seeds=num_seeds)  # stays stopped
     folder = RunFolder(run_dir)
     info = folder.read_info()
     seed = seed if content.meta.get("seed") is None else content.meta["seed"]
@@ -167,12 +238,29 @@ def _resumed_run(
     return _Run(config, folder, seed, num_seeds, chunk, runner, info, clock)
 
 
+def _newest_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, Any]:
+    """The newest checkpoint of the run in `run_dir` that verifies (`newest_readable`)."""
+    folder = RunFolder(run_dir).checkpoint_dir
+    if not checkpointer.ckpt.list_checkpoints(folder) and jax.process_count() == 1:
+        folder = run_dir / run_folder.CHECKPOINT_DIR / "process_0"  # a multi-process run's
+    if not checkpointer.ckpt.list_checkpoints(folder):
+        raise RunDirError(f"{run_dir}: holds no checkpoint (looked in {folder})")
+    return checkpointer.newest_readable(folder, log)
+
+
 class _Schedule(NamedTuple):
     """When the loop stops early and checkpoints."""
 
     max_chunks: float  # chunks to run in this invocation (inf: to the end)
     every_chunks: int  # a checkpoint every this many chunks (0: by wall-clock time)
     checkpoint_seconds: float
+    first: bool = False  # an early checkpoint after the first chunk (a new run has none yet)
+
+
+def _due(schedule: _Schedule, chunks_run: int, seconds_since: float) -> bool:
+    """Whether a periodic checkpoint is due after `chunks_run` chunks."""
+    every = schedule.every_chunks
+    return chunks_run % every == 0 if every else seconds_since >= schedule.checkpoint_seconds
 
 
 def _chunk_loop(
@@ -209,6 +297,7 @@ def _chunk_loop(
                 run.runner.diverged,
             )
         )
+        _check_folder(run)
         env_steps = per_seed(env_steps, run.num_seeds)
         now = run.clock()
         report(metrics, per_seed(updates, run.num_seeds), env_steps, now)
@@ -218,16 +307,40 @@ def _chunk_loop(
             return "finished", now - train_start
         if pending is None:
             return ("interrupted" if stop.is_set() else "stopped"), now - train_start
-        every = schedule.every_chunks
-        due = (
-            chunks_run % every == 0
-            if every
-            else now - last_checkpoint >= schedule.checkpoint_seconds
-        )
-        if due:
-            run.save(run.runner, "running")
+        due = _due(schedule, chunks_run, now - last_checkpoint)
+        if due or (schedule.first and chunks_run == 1):
+            run.save(run.runner, "running", provisional=not due)
             last_checkpoint = run.clock()
     return "finished" if finished(env_steps) else "stopped", 0.0
+
+
+def rescue_folder(lost: Path, config: Config) -> RunFolder:
+    """A new run folder in the temporary directory for the state of a run whose folder `lost`
+    was deleted (its config.json written)."""
+    folder = RunFolder(Path(tempfile.mkdtemp(prefix=f"a3c_jax-rescued-{lost.name}-")))
+    folder.write_config(config)
+    return folder
+
+
+def folder_lost(lost: Path, update: int, checkpoint: Path) -> RunFolderLostError:
+    """The error of a run stopped because its folder `lost` was deleted or replaced."""
+    return RunFolderLostError(
+        f"the run folder {lost} was deleted or replaced during training: stopped; the state at "
+        f"update {update} is saved in {checkpoint} (resume it with a3c-jax train --resume "
+        f"{checkpoint.parent.parent})"
+    )
+
+
+def _check_folder(run: _Run) -> None:
+    """Raises `RunFolderLostError` if the run folder was deleted or replaced, after saving the
+    state to a new folder in the temporary directory (named in the message)."""
+    if run.claim is None or run.claim.alive():
+        return
+    run.folder = rescue_folder(run.claim.path, run.config)
+    run.info = {**run.info, "rescued_from": str(run.claim.path)}
+    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, run.config, 1)
+    path = run.save(run.runner, "rescued")
+    raise folder_lost(run.claim.path, run.info["update"], path)
 
 
 def _save_last_good(run: _Run, compiled: Any, start: RunnerState) -> None:
@@ -269,40 +382,43 @@ class _Reporter:
 
 
 def _observed_loop(
-    run: _Run,
-    compiled: Any,
-    schedule: _Schedule,
-    progress: bool,
-    tensorboard: bool,
-    log: Callable[[str], None],
+    run: _Run, compiled: Any, schedule: _Schedule, progress: bool, stop: StopRequest
 ) -> tuple[str, float, Path, float]:
-    """`_chunk_loop` with its metrics writers, progress bar and Ctrl-C handler open, then the
-    final checkpoint. Returns the status, the training seconds, that checkpoint and the seconds
-    writing it."""
+    """`_chunk_loop` with its metrics writers and progress bar open, then the final checkpoint.
+    Returns the status, the training seconds, that checkpoint and the seconds writing it."""
     writes = run.folder.writes  # process 0 of a multi-process run; the only one otherwise
+    tensorboard = run.options.tensorboard
     writers = open_writers(run.folder, run.num_seeds, tensorboard) if writes else MetricsWriters([])
     start_steps = per_seed(distributed.fetch(run.runner.train_state.env_steps), run.num_seeds)
     bar = Progress(run.config.total_timesteps, int(np.mean(start_steps)), progress and writes)
     try:
-        with interruptible(log) as stop:
-            report = _Reporter(run, writers, bar)
-            status, train_s = _chunk_loop(run, compiled, schedule, report, stop)
-            write_start = time.perf_counter()
-            path = run.save(run.runner, status)
-            return status, train_s, path, time.perf_counter() - write_start
+        report = _Reporter(run, writers, bar)
+        status, train_s = _chunk_loop(run, compiled, schedule, report, stop)
+        write_start = time.perf_counter()
+        path = run.save(run.runner, status)
+        return status, train_s, path, time.perf_counter() - write_start
     finally:
         bar.close()
         writers.close()
 
 
-def _begin(run: _Run, chunk_updates: int | None, keep_checkpoints: int) -> None:
-    """Settles the run's chunk size and checkpointer and writes config.json and run.json."""
+def _begin(run: _Run, given: dict[str, Any]) -> None:
+    """Settles the run's options (`resolve_options`), chunk size and checkpointer, and writes
+    config.json and run.json (the original command line kept, this one appended)."""
     config = run.config
-    run.chunk = int(chunk_updates or run.chunk or default_chunk_updates(config.num_updates))
-    run.saver = checkpointer.Checkpointer(run.folder.checkpoint_dir, config, keep_checkpoints)
+    run.options = resolve_options(given, run.info.get("options") or {})
+    chunk = run.options.chunk_updates or run.chunk or default_chunk_updates(config.num_updates)
+    run.chunk = int(chunk)
+    run.options = run.options._replace(chunk_updates=run.chunk)
+    run.saver = checkpointer.Checkpointer(
+        run.folder.checkpoint_dir, config, run.options.keep_checkpoints
+    )
+    command = list(sys.argv)
     run.info.update(
         versions=run_folder.versions(),
-        command=sys.argv,
+        command=run.info.get("command", command),
+        commands=[*run.info.get("commands", []), command],
+        options=run.options._asdict(),
         seed=run.seed,
         num_seeds=run.num_seeds,
         chunk_updates=run.chunk,
@@ -310,6 +426,42 @@ def _begin(run: _Run, chunk_updates: int | None, keep_checkpoints: int) -> None:
     )
     run.folder.write_config(config)
     run.folder.write_info(run.info)
+
+
+def _start(
+    config: Config,
+    trainer: Trainer,
+    claim: run_claim.RunClaim,
+    resume: tuple[bool, Path | None],
+    seeds: tuple[int, int],
+    given: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[_Run, Any, float]:
+    """The run's state (new, or from its checkpoint) and compiled chunk; returns them and the
+    seconds compiling."""
+    seed, num_seeds = seeds
+    if resume[0]:
+        run = _resumed_run(config, claim.path, trainer, seed, num_seeds, resume[1], log)
+        t0, ahead = time.perf_counter(), None
+    else:
+        t0 = time.perf_counter()  # the chunk compiles while the initial state compiles and runs
+        chunk = int(given["chunk_updates"] or default_chunk_updates(config.num_updates))
+        ahead = compiled_chunk_ahead(trainer, config, chunk, seed_keys(seed, num_seeds))
+        run = _new_run(config, claim, trainer, seed, num_seeds)
+    run.claim = claim
+    _begin(run, given)
+    compiled = ahead.result() if ahead else compiled_chunk(trainer, config, run.chunk, run.runner)
+    return run, compiled, time.perf_counter() - t0
+
+
+def _schedule(run: _Run, stop_after: int | None, new: bool) -> _Schedule:
+    every = run.options.checkpoint_every
+    return _Schedule(
+        math.inf if stop_after is None else math.ceil(stop_after / run.chunk),
+        math.ceil(every / run.chunk) if every else 0,
+        run.options.checkpoint_seconds,
+        first=new,
+    )
 
 
 def train_run(
@@ -321,67 +473,52 @@ def train_run(
     resume: bool = False,
     chunk_updates: int | None = None,
     checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 60.0,
-    keep_checkpoints: int = 3,
+    checkpoint_seconds: float | None = None,
+    keep_checkpoints: int | None = None,
     stop_after: int | None = None,
     progress: bool = True,
-    tensorboard: bool = False,
+    tensorboard: bool | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunOutcome:
     """Trains `config` into the run folder `run_dir`, or continues the run there (`resume`).
 
-    Args:
-      config: the run's configuration (with `resume`: must equal the saved one, else
-        `ConfigMismatchError` naming the fields that differ).
-      run_dir: the run folder: new or empty (or, with `overwrite`, a run folder to replace);
-        with `resume`, the run to continue.
-      seed: the PRNG seed; with `num_seeds > 1`, `jax.random.split(PRNGKey(seed), num_seeds)`
-        gives the seeds' keys, trained at once with `vmap`.
-      chunk_updates: updates per jitted chunk (default: about 50 chunks per run; a resumed run
-        keeps its own).
-      checkpoint_every: updates between periodic checkpoints, rounded up to whole chunks;
-        default: a checkpoint every `checkpoint_seconds` of wall-clock time (at the end of a
-        chunk). A final checkpoint is always written.
-      keep_checkpoints: how many of the newest checkpoints to keep.
-      stop_after: stop after this many more updates (rounded up to whole chunks), checkpoint,
-        and return status "stopped": `resume` continues from there.
-      progress: show a progress bar (a plain line every 10 s when stderr is not a terminal).
-      tensorboard: also write TensorBoard event files (needs `tensorboardX`).
+    `run_dir`: new or empty (with `overwrite`, a folder of an a3c_jax run to replace once the new
+    run has started); with `resume`, the run (or a checkpoint in its `checkpoints/`). The folder
+    is locked while the run lasts (`run_claim`). `config` must equal a resumed run's.
+    `num_seeds > 1`: `jax.random.split(PRNGKey(seed), num_seeds)`, trained at once with `vmap`.
+    `chunk_updates` (default: about 50 chunks), `checkpoint_every` (updates, rounded up to whole
+    chunks; default: every `checkpoint_seconds`, 60), `keep_checkpoints` (3) and `tensorboard`
+    are recorded in the folder; a resume keeps them unless given again. A new run also
+    checkpoints after its first chunk; a final checkpoint is always written. `stop_after`: stop
+    after this many more updates (whole chunks), status "stopped".
 
-    Returns the outcome; Ctrl-C stops after the running chunk with a checkpoint and status
-    "interrupted". Raises `DivergenceError` (after saving the last good state) if an update
-    produced a non-finite loss, gradient or parameter.
+    Returns the outcome; Ctrl-C or SIGTERM stops after the running chunk with a checkpoint and
+    status "interrupted". Raises `DivergenceError` (after saving the last good state) if an
+    update produced a non-finite loss, gradient or parameter; `RunFolderLostError` if the folder
+    is deleted meanwhile. A new run that fails before its first checkpoint leaves nothing.
     """
     from a3c_jax.train import make_trainer
 
-    if keep_checkpoints < 1:
-        raise ConfigError(f"keep_checkpoints={keep_checkpoints} must be at least 1")
+    options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
+    given = RunOptions(*options)._asdict()  # None: not given
+    resolve_options(given, {})  # bad values stop here, before anything is built
     clock_start = time.perf_counter()
-    trainer = make_trainer(config)  # the one trainer of this run
-    ahead = None
-    if resume:
-        run = _resumed_run(config, Path(run_dir), trainer, seed, num_seeds)
-        t0 = time.perf_counter()
-    else:
-        t0 = time.perf_counter()  # the chunk compiles while the initial state compiles and runs
-        chunk = int(chunk_updates or default_chunk_updates(config.num_updates))
-        ahead = compiled_chunk_ahead(trainer, config, chunk, seed_keys(seed, num_seeds))
-        run = _new_run(config, Path(run_dir), trainer, seed, num_seeds, overwrite)
-    run.clock.start = clock_start
-    _begin(run, chunk_updates, keep_checkpoints)
-    compiled = ahead.result() if ahead else compiled_chunk(trainer, config, run.chunk, run.runner)
-    compile_s = time.perf_counter() - t0
-    what = "a chunk" if resume else "the initial state and a chunk"
-    log(f"compiled {what} of {run.chunk} updates in {compile_s:.2f} s")
-    schedule = _Schedule(
-        math.inf if stop_after is None else math.ceil(stop_after / run.chunk),
-        math.ceil(checkpoint_every / run.chunk) if checkpoint_every else 0,
-        checkpoint_seconds,
-    )
-    status, train_s, path, write_s = _observed_loop(
-        run, compiled, schedule, progress, tensorboard, log
-    )
+    memory.check_fits(config, num_seeds)
+    trainer = make_trainer(config)  # the one trainer of this run; checks the devices
+    folder, checkpoint = resume_target(run_dir) if resume else (Path(run_dir), None)
+    # The signal handlers first: once the folder is locked, SIGTERM leaves a checkpoint.
+    with interruptible(log) as stop, run_claim.claim(folder, overwrite, resume) as claim:
+        for orphan in claim.removed_orphans:
+            log(f"removed {orphan.name}, left by a process that was killed while writing")
+        seeds, target = (seed, num_seeds), (resume, checkpoint)
+        run, compiled, compile_s = _start(config, trainer, claim, target, seeds, given, log)
+        run.clock.start = clock_start
+        what = "a chunk" if resume else "the initial state and a chunk"
+        log(f"compiled {what} of {run.chunk} updates in {compile_s:.2f} s")
+        schedule = _schedule(run, stop_after, new=not resume)
+        status, train_s, path, write_s = _observed_loop(run, compiled, schedule, progress, stop)
     update = int(np.max(per_seed(distributed.fetch(run.runner.updates), num_seeds)))
     state = public_state(run.runner, num_seeds)
-    return RunOutcome(status, run.folder.path, state, update, path, compile_s, train_s, write_s)
+    timing = (compile_s, train_s, write_s)
+    return RunOutcome(status, claim.path, state, update, path, *timing, stop.signum)

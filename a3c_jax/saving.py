@@ -120,6 +120,13 @@ def load(
     """
     path = find_checkpoint(run_dir)
     content = ckpt.read_checkpoint(path)
+    if content.meta.get("trainer") == "async":  # an A3C run's shared store (`async_runs`)
+        from a3c_jax import async_runs
+
+        if config is not None:
+            ckpt.check_config(content.config, config, str(path))
+        params = async_runs.saved_params(content, str(path))
+        return SavedRun(content.config, params, None, {**content.meta, "checkpoint": str(path)})
     if content.meta.get("processes", 1) > jax.process_count():
         return _load_params_only(content, path, config, index)
     content, runner = checkpointer.restore_content(content, str(path), config)

@@ -40,11 +40,13 @@ def test_bad_input_exits_2_before_training(capsys):
     assert "gamma=3.0 must lie in" in capsys.readouterr().err
 
 
-def test_train_a3c_end_to_end(capsys):
+def test_train_a3c_end_to_end(capsys, tmp_path):
     code = main(
         [
             "train",
             "--no-cache",
+            "--out",
+            str(tmp_path / "run"),
             "--algo",
             "a3c",
             "--episodes",

@@ -30,6 +30,7 @@ ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "state_dependent_std": ("continuous", True),
 }
 ACTION_BOUNDINGS = ("clip", "tanh")
+RECURRENT_CELLS = ("lstm", "gru")
 # Config fields of the environment wrappers (a3c_jax.wrappers) and their neutral values.
 WRAPPER_FIELDS: dict[str, Any] = {
     "mask_velocity": False,
@@ -82,6 +83,10 @@ class Config:
     activation: str | None = None
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
     cnn_channels: int | None = None
+    # Recurrent policies: "lstm" or "gru" cores after the torso(s) (one each for the actor and
+    # the critic, or one shared with `shared_torso`), `recurrent_size` units; None: feed-forward.
+    recurrent: str | None = None
+    recurrent_size: int | None = None
     # Gradient parallelism (a3c_jax.parallel): the environments split over devices, one gradient
     # step averaged over them. 1 (the default): one device, no device axis. "all": every device
     # of every process, counted when the trainer is built.
@@ -114,6 +119,7 @@ class Config:
             )
         _check_env_name(self.env_name)
         self._check_action_space_fields()
+        self._check_recurrent_fields()
         layers = (
             presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
             registry.get(self.algo).defaults,
@@ -202,6 +208,40 @@ class Config:
                     f"has {kind} actions: drop the setting"
                 )
 
+    def _check_recurrent_fields(self) -> None:
+        """`recurrent` is None, "lstm" or "gru" ("none" given as text means None); a
+        `recurrent_size` given without a core is an error (checked before presets fill it)."""
+        if isinstance(self.recurrent, str) and self.recurrent.lower() in ("none", "null", ""):
+            object.__setattr__(self, "recurrent", None)
+        if self.recurrent is not None and self.recurrent not in RECURRENT_CELLS:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r} must be one of {RECURRENT_CELLS} or None"
+            )
+        size = self.recurrent_size
+        if self.recurrent is None and size not in (None, presets.DEFAULTS["recurrent_size"]):
+            raise ConfigError(
+                f"recurrent_size={size!r} sizes a recurrent core, but recurrent=None: set "
+                f"recurrent to one of {RECURRENT_CELLS} or drop recurrent_size"
+            )
+
+    def _check_recurrent_combinations(self) -> None:
+        """The combinations a recurrent policy cannot train in, named before anything compiles."""
+        if self.recurrent is None:
+            return
+        if self.host_env:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r}: recurrent policies run on gymnax environments; "
+                f"env_name={self.env_name!r} is a host environment (its rollout is a Python loop "
+                "without a hidden state): drop recurrent or use a gymnax environment"
+            )
+        if self.shared_torso and not registry.get(self.algo).recurrent_critic:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r} with shared_torso=True and algo={self.algo!r}: its "
+                "critic learns from replayed single transitions, which carry no hidden state, so "
+                "it cannot share the actor's core; use shared_torso=False (a recurrent actor and "
+                "a feed-forward critic)"
+            )
+
     def _validate(self) -> None:
         def positive_int(name: str) -> None:
             value = getattr(self, name)
@@ -228,6 +268,7 @@ class Config:
             "replay_capacity",
             "replay_batch_size",
             "num_workers",
+            "recurrent_size",
         ):
             positive_int(name)
         in_range("gamma", 0.0, 1.0)
@@ -314,6 +355,7 @@ class Config:
         from a3c_jax import envs
 
         spec = envs.make_env(self.env_name)
+        self._check_recurrent_combinations()
         if self.torso == "cnn" and len(spec.obs_shape) != 3:
             raise ConfigError(
                 f"torso='cnn' needs image observations [H, W, C]; {self.env_name} observes "

@@ -39,9 +39,9 @@ TASKS: dict[str, dict[str, Any]] = {
     "CartPole-v1 (velocities masked)": dict(
         env_name="CartPole-v1",
         mask_velocity=True,
-        recurrent_size=64,
-        num_envs=16,
-        n_steps=16,
+        recurrent_size=32,
+        num_envs=8,
+        n_steps=32,
         total_timesteps=300_000,
     ),
     "MemoryChain-bsuite (memory 5)": dict(
@@ -95,7 +95,7 @@ def curves(task: str, recurrent: str | None, seeds: int, scale: float) -> dict[s
         fields.pop("recurrent_size")
     config = a3c_jax.Config(algo="a2c", recurrent=recurrent, **fields)
     start = time.perf_counter()
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed in range(seeds)])  # the tests' seeds
     result = a3c_jax.jit_train(config, seeds)(keys)
     jax.block_until_ready(result.params)
     seconds = time.perf_counter() - start

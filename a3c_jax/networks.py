@@ -334,7 +334,7 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         def torso_fn() -> nn.Module:
             return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
-    core = getattr(config, "recurrent", None)
+    core = config.recurrent
     recurrent_critic = core is not None and (
         config.shared_torso or registry.get(config.algo).recurrent_critic
     )
@@ -349,7 +349,7 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         squash_low=tuple(map(float, spec.action_low)) if squash else None,
         squash_high=tuple(map(float, spec.action_high)) if squash else None,
         core=core,
-        core_size=getattr(config, "recurrent_size", 128),
+        core_size=config.recurrent_size,
         recurrent_critic=recurrent_critic,
     )
 

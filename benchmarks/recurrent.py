@@ -6,7 +6,7 @@ memory.
     python benchmarks/recurrent.py --part speed|curves
 
 - **speed**: `make_train` of `a2c` on CartPole-v1 (8 steps per rollout, separate 64x64 tanh
-  actor and critic; recurrent: an LSTM core of 128 units after each torso), at 64, 512 and 2048
+  actor and critic; recurrent: an LSTM core of 64 or 128 units after each torso), at 64, 512 and 2048
   environments: lower+compile seconds apart, median seconds of the run over repeats, and
   environment steps per second (the whole jitted run: rollout with the cores, the bootstrap's
   re-run of the critic, the loss's re-run and its gradient); the ratio recurrent / feed-forward.
@@ -50,16 +50,18 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
-def speed(num_envs: int, recurrent: str | None, repeats: int, updates: int) -> dict[str, Any]:
+def speed(num_envs: int, size: int | None, repeats: int, steps: int) -> dict[str, Any]:
     import jax
 
     import a3c_jax
 
+    updates = max(4, steps // (num_envs * 8))
     config = a3c_jax.Config(
         algo="a2c",
         num_envs=num_envs,
         total_timesteps=num_envs * 8 * updates,
-        recurrent=recurrent,
+        recurrent=None if size is None else "lstm",
+        recurrent_size=size,
     )
     key = jax.random.PRNGKey(0)
     start = time.perf_counter()
@@ -73,7 +75,7 @@ def speed(num_envs: int, recurrent: str | None, repeats: int, updates: int) -> d
     run_s = statistics.median(times)
     return {
         "num_envs": num_envs,
-        "recurrent": recurrent,
+        "recurrent_size": size,
         "compile_s": compile_s,
         "run_s": run_s,
         "steps": config.num_updates * config.batch_size,
@@ -167,28 +169,29 @@ def main() -> None:
     data: dict[str, Any] = {"machine": common.machine_info(), "speed": [], "curves": []}
     loads = [common.load_average()]
     if args.part in ("speed", "all"):
-        repeats, updates = (2, 20) if args.quick else (3, 50)
+        repeats, steps = (1, 50_000) if args.quick else (2, 200_000)
+        sizes = (None, 64, 128)
         for num_envs in (64, 512, 2048):
-            for recurrent in (None, "lstm"):
-                data["speed"].append(speed(num_envs, recurrent, repeats, updates))
+            for size in sizes:
+                data["speed"].append(speed(num_envs, size, repeats, steps))
                 loads.append(data["speed"][-1]["load"])
         rows = []
-        for ff, rec in zip(data["speed"][::2], data["speed"][1::2], strict=True):
+        for i in range(0, len(data["speed"]), len(sizes)):
+            ff, *lstms = data["speed"][i : i + len(sizes)]
             rows.append(
-                [
-                    ff["num_envs"],
-                    f"{ff['steps_per_s']:,.0f}",
-                    f"{rec['steps_per_s']:,.0f}",
-                    f"{rec['steps_per_s'] / ff['steps_per_s']:.2f}",
-                    f"{ff['compile_s']:.1f} / {rec['compile_s']:.1f}",
+                [ff["num_envs"], f"{ff['steps_per_s']:,.0f}"]
+                + [
+                    f"{r['steps_per_s']:,.0f} ({r['steps_per_s'] / ff['steps_per_s']:.2f})"
+                    for r in lstms
                 ]
+                + [" / ".join(f"{r['compile_s']:.1f}" for r in (ff, *lstms))]
             )
         header = [
             "num_envs",
             "feed-forward steps/s",
-            "LSTM steps/s",
-            "ratio",
-            "compile s (ff / lstm)",
+            "LSTM-64 steps/s (ratio)",
+            "LSTM-128 steps/s (ratio)",
+            "compile s (ff / 64 / 128)",
         ]
         print(common.markdown_table(header, rows))
     if args.part in ("curves", "all"):

@@ -6,8 +6,8 @@ memory.
     python benchmarks/recurrent.py --part speed|curves
 
 - **speed**: `make_train` of `a2c` on CartPole-v1 (8 steps per rollout, separate 64x64 tanh
-  actor and critic; recurrent: an LSTM core of 64 or 128 units after each torso), at 64, 512 and 2048
-  environments: lower+compile seconds apart, median seconds of the run over repeats, and
+  actor and critic; recurrent: an LSTM core of 64 or 128 units after each torso), at 64, 512
+  and 2048 environments: lower+compile seconds apart, median seconds of the run over repeats, and
   environment steps per second (the whole jitted run: rollout with the cores, the bootstrap's
   re-run of the critic, the loss's re-run and its gradient); the ratio recurrent / feed-forward.
 - **curves**: training curves (mean return of the episodes finished in each update, against

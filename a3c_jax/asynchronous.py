@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from a3c_jax import envs
+from a3c_jax import envs, wrappers
 from a3c_jax.algorithms import actor_critic, registry
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
@@ -275,7 +275,7 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
       store's to fill);
     - `apply(train_state, grads [P]) -> train_state`: `optim.apply_gradients`.
     """
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config)  # the observation transforms (mask_velocity, frame_stack)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
     loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)

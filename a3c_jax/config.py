@@ -40,6 +40,9 @@ WRAPPER_FIELDS: dict[str, Any] = {
 }
 
 
+NORMALIZER_FIELDS = ("normalize_obs", "normalize_reward")
+
+
 class ConfigError(ValueError):
     """A configuration that cannot train; raised before anything is compiled."""
 
@@ -388,11 +391,21 @@ class Config:
                 f"applies to {', '.join(wrappers.POSITION_INDICES)}"
             )
         if self.asynchronous or self.host_env:
+            # A3C workers apply the observation transforms (stateless or per environment); the
+            # normalisers' statistics would need sharing between the workers' threads.
+            refused = NORMALIZER_FIELDS if self.asynchronous and not self.host_env else ()
             used = [
                 f"{k}={getattr(self, k)!r}"
                 for k, v in WRAPPER_FIELDS.items()
-                if getattr(self, k) != v
+                if getattr(self, k) != v and (k in refused or not refused)
             ]
+            if used and refused:
+                raise ConfigError(
+                    f"{', '.join(used)}: the normalisers are not available for algo="
+                    f"{self.algo!r} (its workers' threads would each keep their own statistics); "
+                    "the observation transforms (mask_velocity, frame_stack) are, or use "
+                    "algo='a2c'"
+                )
             if used:
                 where = f"env_name={self.env_name!r}" if self.host_env else f"algo={self.algo!r}"
                 raise ConfigError(

@@ -239,8 +239,10 @@ def test_resume_is_bitwise_with_the_hidden_state(tmp_path):
 
 def test_a3c_worker_carries_its_hidden_state_like_a2c(key):
     """One A3C worker replays synchronous a2c, hidden state included: it keeps its own across
-    its t_max-step rollouts and the loss re-runs each from the state at its start."""
+    its t_max-step rollouts and the loss re-runs each from the state at its start (on
+    CartPole-v1 without velocities: the workers apply the observation transforms)."""
     config = Config(
+        mask_velocity=True,
         algo="a3c",
         recurrent="lstm",
         num_workers=1,
@@ -253,6 +255,9 @@ def test_a3c_worker_carries_its_hidden_state_like_a2c(key):
     sync = jax.jit(a3c_jax.make_train(config.replace(algo="a2c")))(key)
     chex.assert_trees_all_close(result.params, sync.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.metrics.total_loss, sync.metrics.total_loss, rtol=1e-5)
+    assert result.params["params"]["actor_torso"]["Dense_0"]["kernel"].shape[0] == 2  # x, θ
+    with pytest.raises(ConfigError, match="normalisers"):
+        config.replace(normalize_obs=True)
 
 
 def test_act_evaluate_and_video(lstm_run, tmp_path, key):

@@ -104,11 +104,14 @@ def nstep_loss(
     Args:
       params: the actor-critic's parameters (differentiated).
       traj: `[T, B, ...]` transitions.
-      next_values: `[T, B]` critic values of `traj.next_obs` (held fixed).
+      next_values: `[T, B]` critic values of `traj.next_obs` (held fixed); None for a recurrent
+        critic: computed here from the re-run's hidden states, held fixed (`values_after`).
       valid: `[T, B]` bool mask of real steps, or None (all real).
       start_state: the recurrent cores' state `[B, ...]` at the rollout's start (`replay_policy`).
     """
-    pi, values, _ = replay_policy(networks, params, traj, start_state)  # [T, B]
+    pi, values, states = replay_policy(networks, params, traj, start_state)  # [T, B]
+    if next_values is None:  # a recurrent critic: from this re-run's states (`values_after`)
+        next_values = jax.lax.stop_gradient(values_after(networks, params, traj.next_obs, states))
     advantages, targets = advantages_and_targets(
         traj, jax.lax.stop_gradient(values), next_values, config, valid
     )
@@ -124,6 +127,19 @@ def nstep_loss(
         config.ent_coef,
         mask=valid,
     )
+
+
+def values_after(
+    networks: Networks, params: Params, next_obs: jax.Array, states: CoreState
+) -> jax.Array:
+    """A recurrent critic's values `[T, B]` of `next_obs` `[T, B, O...]`, each one core step on
+    from the state after its step `states` `[T, B, ...]` (the same episode's: the reset comes at
+    the next episode's first step). One batched step over all `T·B`, no scan."""
+    num_steps, num_envs = next_obs.shape[:2]
+    flat = jax.tree.map(lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (next_obs, states))
+    not_first = jnp.zeros((num_steps * num_envs,), bool)
+    _, values, _ = networks.step(params, flat[0], not_first, flat[1])
+    return values.reshape(num_steps, num_envs)
 
 
 def bootstrap_values(
@@ -151,8 +167,8 @@ def bootstrap_values(
         _, _, states = replay_policy(networks, params, traj, start_state)  # [T, B, ...]
 
         def value_after(obs: jax.Array, state: CoreState) -> jax.Array:
-            not_first = jnp.zeros(obs.shape[:1], bool)
-            return networks.step(params, obs, not_first, state)[1]
+            obs, state = jax.tree.map(lambda x: x[None], (obs, state))
+            return values_after(networks, params, obs, state)[0]
     else:
         states = CoreState()
 
@@ -186,13 +202,24 @@ def nstep_collect(
 
     Returns the new carry, the transitions `[T, B, ...]` and the critic's values `[T, B]` of
     `traj.next_obs` where the returns read them (`bootstrap_values`): the bootstrap of truncated
-    steps and of the step after the rollout. `nstep_loss(params, traj, next_values, None,
-    env_carry.core_state)`, with the carry given here, is then the loss to differentiate.
+    steps and of the step after the rollout (None for a recurrent critic: `collected_bootstrap`).
+    `nstep_loss(params, traj, next_values, None, env_carry.core_state)`, with the carry given
+    here, is then the loss to differentiate.
     """
     policy = sampling_policy(networks)
-    start_state = env_carry.core_state
     env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps)
-    return env_carry, traj, bootstrap_values(spec, networks, params, traj, start_state)
+    return env_carry, traj, collected_bootstrap(spec, networks, params, traj)
+
+
+def collected_bootstrap(
+    spec: EnvSpec, networks: Networks, params: Params, traj: Transition
+) -> jax.Array | None:
+    """What a collector hands the loss as `next_values`: `bootstrap_values` of a feed-forward
+    critic; None for a recurrent one, whose loss takes them from its own re-run of the rollout
+    (`values_after`), instead of re-running it once more here."""
+    if networks.recurrent_critic:
+        return None
+    return bootstrap_values(spec, networks, params, traj)
 
 
 def episode_collect(
@@ -217,7 +244,7 @@ def episode_collect(
     env_carry, traj, valid = rollout_episodes(
         spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
     )
-    return env_carry, traj, valid, bootstrap_values(spec, networks, params, traj)
+    return env_carry, traj, valid, collected_bootstrap(spec, networks, params, traj)
 
 
 def episodes_step(
@@ -261,8 +288,8 @@ def nstep_learn(
     `optim.gradient_step`. `next_values` `[T, B]`: `bootstrap_values` of `traj` (computed here
     if None); `start_state`: the hidden state at the rollout's start (recurrent policies).
     Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
-    if next_values is None:
-        next_values = bootstrap_values(spec, networks, train_state.params, traj, start_state)
+    if next_values is None and not networks.recurrent_critic:
+        next_values = bootstrap_values(spec, networks, train_state.params, traj)
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
     train_state, metrics = gradient_step(
         loss_fn, optimizer, train_state, config.batch_size, traj, next_values, None, start_state

@@ -83,13 +83,20 @@ def test_step_after_an_episode_boundary_equals_a_fresh_start(cell, shared, key):
     assert not np.allclose(nets.step(params, obs, ~start, stale)[0].logits, pi_fresh.logits)
 
 
+@functools.lru_cache
+def _player(cell, shared, T):
+    """The networks and a jitted rollout of `T` steps with their sampling policy (compiled once
+    for the tests that share it)."""
+    config, spec, nets = _networks(cell, shared)
+    policy = rollout.sampling_policy(nets)
+    return config, spec, nets, jax.jit(lambda p, c, k: rollout.rollout(spec, policy, p, c, k, T))
+
+
 def _played(cell, shared, key, T=48, B=4):
     """A rollout of the sampling policy with hidden state, and what it started from."""
-    config, spec, nets = _networks(cell, shared)
+    config, spec, nets, play = _player(cell, shared, T)
     params = nets.init(key)
     carry = rollout.with_initial_state(nets, envs.reset(spec, jax.random.PRNGKey(5), B))
-    policy = rollout.sampling_policy(nets)
-    play = jax.jit(lambda p, c, k: rollout.rollout(spec, policy, p, c, k, T))
     # A first rollout leaves a hidden state (and episodes) running into the second one.
     carry, _ = play(params, carry, jax.random.PRNGKey(6))
     start = carry
@@ -169,7 +176,7 @@ def test_gradients_flow_through_the_rollout_to_its_first_step(cell, shared, key)
     grad = jax.grad(last_output)(obs[0], no_reset.at[3].set(True))
     np.testing.assert_array_equal(grad, 0.0)
     # Through the loss, every core kernel (the recurrent ones too) gets a gradient.
-    config, spec, nets, params, start, _end, traj = _played(cell, shared, key, T=16)
+    config, spec, nets, params, start, _end, traj = _played(cell, shared, key)
     next_values = actor_critic.bootstrap_values(spec, nets, params, traj, start.core_state)
     loss = functools.partial(actor_critic.nstep_loss, config=config, networks=nets)
     grads = jax.grad(lambda p: loss(p, traj, next_values, None, start.core_state)[0])(params)

@@ -42,7 +42,7 @@ TASKS: dict[str, dict[str, Any]] = {
         recurrent_size=32,
         num_envs=8,
         n_steps=32,
-        total_timesteps=300_000,
+        total_timesteps=500_000,
     ),
     "MemoryChain-bsuite (memory 5)": dict(
         env_name="MemoryChain-bsuite", recurrent_size=32, total_timesteps=30_000

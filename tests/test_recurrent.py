@@ -46,6 +46,15 @@ def test_config_errors_name_the_combination(fields, message):
         Config(**fields)
 
 
+def test_command_line_refuses_a_bad_combination_with_exit_code_2(capsys):
+    from a3c_jax.cli import main
+
+    argv = ["train", "--dry-run", "--set", "recurrent=lstm", "algo=ac_replay", "shared_torso=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("a3c-jax: error: ") and "shared_torso=True" in err
+
+
 def test_recurrent_field_from_text():
     assert Config.from_dict({"recurrent": "none"}).recurrent is None
     assert Config.from_dict({"recurrent": "gru", "recurrent_size": "32"}).recurrent_size == 32

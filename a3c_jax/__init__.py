@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from a3c_jax.saving import SavedRun, load, save
     from a3c_jax.train import jit_train, make_train, make_trainer
     from a3c_jax.types import (
+        CoreState,
         EnvCarry,
         RunnerState,
         Trainer,
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("jit_train", "make_train", "make_trainer"), "train"),
     **dict.fromkeys(
         (
+            "CoreState",
             "EnvCarry",
             "RunnerState",
             "Trainer",
@@ -102,6 +104,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigMismatchError",
+    "CoreState",
     "DivergenceError",
     "EnvCarry",
     "RunDirError",

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from a3c_jax import envs
+from a3c_jax import envs, wrappers
 from a3c_jax.algorithms import actor_critic, registry
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.networks import make_networks
@@ -51,8 +51,11 @@ from a3c_jax.optim import (
     init_train_state,
     make_optimizer,
 )
+from a3c_jax.rollout import with_initial_state
 from a3c_jax.train import InitKeys, init_keys, update_metrics
 from a3c_jax.types import (
+    CoreState,
+    EnvCarry,
     LossMetrics,
     Params,
     PRNGKey,
@@ -232,13 +235,15 @@ def worker_gradient(
     params: Params,
     traj: Transition,
     next_values: jax.Array,
+    start_state: CoreState | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """A worker's gradient of one rollout `[T, B]` (`optim.compute_gradients` of the synchronous
-    algorithm's `loss_fn(params, traj, next_values)`), flat `[P]`, and its `UpdateMetrics`
+    algorithm's `loss_fn(params, traj, next_values, None, start_state)`; `start_state`: a
+    recurrent policy's hidden state at the rollout's start), flat `[P]`, and its `UpdateMetrics`
     stacked into `[F]` (`env_steps` and `learning_rate` nan: the store's to fill). Shared by the
     gymnax workers and the host-environment workers (`a3c_jax.host`)."""
     nan = jnp.full((), jnp.nan, jnp.float32)
-    grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values)
+    grads, loss_metrics = compute_gradients(loss_fn, params, traj, next_values, None, start_state)
     out = UpdateOutput(
         traj, jnp.ones(traj.reward.shape, bool), loss_metrics | {"learning_rate": nan}
     )
@@ -263,20 +268,24 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
 
     - `init(key) -> (TrainState over [P], [carry of each worker])`;
     - `worker_step(params [P], carry) -> (carry, grads [P], metrics [F])`: one rollout of
-      `n_steps` in the worker's `num_envs` environments and its n-step actor-critic gradient, with
+      `n_steps` in the worker's `num_envs` environments and its n-step actor-critic gradient (a
+      recurrent policy's hidden state is part of the carry: each worker keeps its own across its
+      rollouts, and the loss re-runs the rollout from the state at its start), with
       the `UpdateMetrics` fields stacked into `[F]` (`env_steps` and `learning_rate` are the
       store's to fill);
     - `apply(train_state, grads [P]) -> train_state`: `optim.apply_gradients`.
     """
-    spec = envs.make_env(config.env_name)
+    spec = wrappers.make_env(config)  # the observation transforms (mask_velocity, frame_stack)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
     loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-    carry_shapes = jax.eval_shape(
-        lambda key: (envs.reset(spec, key, config.num_envs), key), jax.random.PRNGKey(0)
-    )
+
+    def reset(key: PRNGKey) -> EnvCarry:
+        return with_initial_state(networks, envs.reset(spec, key, config.num_envs))
+
+    carry_shapes = jax.eval_shape(lambda key: (reset(key), key), jax.random.PRNGKey(0))
     carry_def = jax.tree.structure(carry_shapes)
 
     def init(key: PRNGKey) -> tuple[TrainState, list[Carry]]:
@@ -285,7 +294,7 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
         carries = []
         for worker in range(config.num_workers):
             env_key, loop_key = worker_keys(keys, worker)
-            env = envs.reset(spec, env_key, config.num_envs)
+            env = reset(env_key)
             carries.append(tuple(jax.tree.leaves((env, loop_key))))
         return init_train_state(optimizer, flat_params), carries
 
@@ -293,10 +302,11 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
         env, key = jax.tree.unflatten(carry_def, carry)
         key, update_key = jax.random.split(key)
         params = unravel(flat_params)
+        start_state = env.core_state
         env, traj, next_values = actor_critic.nstep_collect(
             spec, networks, config, params, env, update_key
         )
-        grads, stacked = worker_gradient(loss_fn, params, traj, next_values)
+        grads, stacked = worker_gradient(loss_fn, params, traj, next_values, start_state)
         return tuple(jax.tree.leaves((env, key))), grads, stacked
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:

@@ -31,6 +31,7 @@ ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "state_dependent_std": ("continuous", True),
 }
 ACTION_BOUNDINGS = ("clip", "tanh")
+RECURRENT_CELLS = ("lstm", "gru")
 # Config fields of the environment wrappers (a3c_jax.wrappers) and their neutral values.
 WRAPPER_FIELDS: dict[str, Any] = {
     "mask_velocity": False,
@@ -52,6 +53,9 @@ def torso_kind(torso: str, obs_shape: Sequence[int]) -> str:
     if len(obs_shape) != 3:
         return "mlp"
     return "nature_cnn" if min(obs_shape[:2]) >= NATURE_CNN_MIN_SIZE else "cnn"
+
+
+NORMALIZER_FIELDS = ("normalize_obs", "normalize_reward")
 
 
 class ConfigError(ValueError):
@@ -97,6 +101,10 @@ class Config:
     activation: str | None = None
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
     cnn_channels: int | None = None
+    # Recurrent policies: "lstm" or "gru" cores after the torso(s) (one each for the actor and
+    # the critic, or one shared with `shared_torso`), `recurrent_size` units; None: feed-forward.
+    recurrent: str | None = None
+    recurrent_size: int | None = None
     # Gradient parallelism (a3c_jax.parallel): the environments split over devices, one gradient
     # step averaged over them. 1 (the default): one device, no device axis. "all": every device
     # of every process, counted when the trainer is built.
@@ -131,6 +139,7 @@ class Config:
             )
         _check_env_name(self.env_name)
         self._check_action_space_fields()
+        self._check_recurrent_fields()
         layers = (
             presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
             registry.get(self.algo).defaults,
@@ -219,6 +228,40 @@ class Config:
                     f"has {kind} actions: drop the setting"
                 )
 
+    def _check_recurrent_fields(self) -> None:
+        """`recurrent` is None, "lstm" or "gru" ("none" given as text means None); a
+        `recurrent_size` given without a core is an error (checked before presets fill it)."""
+        if isinstance(self.recurrent, str) and self.recurrent.lower() in ("none", "null", ""):
+            object.__setattr__(self, "recurrent", None)
+        if self.recurrent is not None and self.recurrent not in RECURRENT_CELLS:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r} must be one of {RECURRENT_CELLS} or None"
+            )
+        size = self.recurrent_size
+        if self.recurrent is None and size not in (None, presets.DEFAULTS["recurrent_size"]):
+            raise ConfigError(
+                f"recurrent_size={size!r} sizes a recurrent core, but recurrent=None: set "
+                f"recurrent to one of {RECURRENT_CELLS} or drop recurrent_size"
+            )
+
+    def _check_recurrent_combinations(self) -> None:
+        """The combinations a recurrent policy cannot train in, named before anything compiles."""
+        if self.recurrent is None:
+            return
+        if self.host_env:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r}: recurrent policies run on gymnax environments; "
+                f"env_name={self.env_name!r} is a host environment (its rollout is a Python loop "
+                "without a hidden state): drop recurrent or use a gymnax environment"
+            )
+        if self.shared_torso and not registry.get(self.algo).recurrent_critic:
+            raise ConfigError(
+                f"recurrent={self.recurrent!r} with shared_torso=True and algo={self.algo!r}: its "
+                "critic learns from replayed single transitions, which carry no hidden state, so "
+                "it cannot share the actor's core; use shared_torso=False (a recurrent actor and "
+                "a feed-forward critic)"
+            )
+
     def _validate(self) -> None:
         """Every field's type and range, then the fields against each other."""
         for name in (
@@ -229,6 +272,7 @@ class Config:
             "replay_capacity",
             "replay_batch_size",
             "num_workers",
+            "recurrent_size",
         ):
             _positive_int(self, name)
         if self.total_timesteps >= MAX_TIMESTEPS:
@@ -331,6 +375,7 @@ class Config:
         from a3c_jax import envs
 
         spec = envs.make_env(self.env_name)
+        self._check_recurrent_combinations()
         if self.torso in ("cnn", "nature_cnn") and len(spec.obs_shape) != 3:
             raise ConfigError(
                 f"torso={self.torso!r} needs image observations [H, W, C]; {self.env_name} "
@@ -365,11 +410,21 @@ class Config:
                 f"applies to {', '.join(wrappers.POSITION_INDICES)}"
             )
         if self.asynchronous or self.host_env:
+            # A3C workers apply the observation transforms (stateless or per environment); the
+            # normalisers' statistics would need sharing between the workers' threads.
+            refused = NORMALIZER_FIELDS if self.asynchronous and not self.host_env else ()
             used = [
                 f"{k}={getattr(self, k)!r}"
                 for k, v in WRAPPER_FIELDS.items()
-                if getattr(self, k) != v
+                if getattr(self, k) != v and (k in refused or not refused)
             ]
+            if used and refused:
+                raise ConfigError(
+                    f"{', '.join(used)}: the normalisers are not available for algo="
+                    f"{self.algo!r} (its workers' threads would each keep their own statistics); "
+                    "the observation transforms (mask_velocity, frame_stack) are, or use "
+                    "algo='a2c'"
+                )
             if used:
                 where = f"env_name={self.env_name!r}" if self.host_env else f"algo={self.algo!r}"
                 raise ConfigError(

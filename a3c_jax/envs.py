@@ -234,8 +234,10 @@ def reset(spec: EnvSpec, key: PRNGKey, num_envs: int, first_env: int | jax.Array
 
 def restart(spec: EnvSpec, key: PRNGKey, carry: EnvCarry) -> EnvCarry:
     """Fresh episodes in the environments of `carry` (the same `env_id`s), from `key`; the
-    wrappers keep their statistics."""
-    return _reset_ids(spec, key, carry.env_id, carry.wrapper_state)
+    wrappers keep their statistics, the policy its hidden state's shape (reset at each
+    episode's first step by the networks)."""
+    fresh = _reset_ids(spec, key, carry.env_id, carry.wrapper_state)
+    return fresh._replace(core_state=carry.core_state)
 
 
 def _reset_ids(
@@ -301,5 +303,6 @@ def step_each(
         episode_length=jnp.where(done, 0, episode_length),
         env_id=carry.env_id,
         wrapper_state=wrapper_state,
+        core_state=carry.core_state,
     )
     return new_carry, transition

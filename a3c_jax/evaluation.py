@@ -17,29 +17,83 @@ import jax.numpy as jnp
 from a3c_jax import background, envs, wrappers
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
-from a3c_jax.rollout import EpisodeState, PolicyFn, episode_step, rollout_keys, start_episodes
-from a3c_jax.types import Params, PRNGKey
+from a3c_jax.rollout import (
+    EpisodeState,
+    PolicyFn,
+    episode_step,
+    rollout_keys,
+    start_episodes,
+    with_initial_state,
+)
+from a3c_jax.types import CoreState, Params, PRNGKey
 
 
 def acting_policy(networks: Networks, spec: envs.EnvSpec, greedy: bool) -> PolicyFn:
     """The policy of trained parameters: the distribution's mode (`greedy`) or a sample,
-    clipped to the action bounds; `(params, obs [B, O...], key) -> action [B, A...]`."""
+    clipped to the action bounds; `(params, obs [B, O...], first [B], state, key) -> (action
+    [B, A...], state)` (`rollout.PolicyFn`)."""
 
-    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey | None) -> jax.Array:
-        pi = networks.policy(params, jnp.asarray(obs, jnp.float32))
-        return envs.clip_action(spec, pi.mode() if greedy else pi.sample(key))
+    def policy_fn(
+        params: Params, obs: jax.Array, first: jax.Array, state: CoreState, key: PRNGKey | None
+    ) -> tuple[jax.Array, CoreState]:
+        pi, _, state = networks.step(params, jnp.asarray(obs, jnp.float32), first, state)
+        return envs.clip_action(spec, pi.mode() if greedy else pi.sample(key)), state
 
     return policy_fn
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_act(config: Config, greedy: bool) -> Callable:
+def _jitted_act(config: Config, greedy: bool) -> tuple[Callable, Networks]:
     spec = wrappers.make_env(config, training=False)
-    return jax.jit(acting_policy(make_networks(config, spec), spec, greedy))
+    networks = make_networks(config, spec)
+    return jax.jit(acting_policy(networks, spec, greedy)), networks
 
 
-def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..., jax.Array]:
-    """A jitted policy `act(obs, key=None) -> action` for observations `[O...]` or `[B, O...]`.
+class Act:
+    """A jitted policy for any loop (`make_act`).
+
+    Feed-forward: `act(obs, key=None) -> action`. Recurrent (`Config.recurrent`): stateful,
+    `act(obs, state, key=None, first=None) -> (action, state)`, from `state = act.init(batch)`
+    at the start of the episodes; `first` `[B]` bool marks environments at their episode's first
+    step (their state is reset, as in training), for vector environments that reset on their
+    own. Observations `[O...]` or `[B, O...]`; `act.init(batch)` holds `[batch, ...]` (1 for an
+    unbatched observation).
+    """
+
+    def __init__(self, config: Config, params: Params, greedy: bool) -> None:
+        self._jitted, self._networks = _jitted_act(config, greedy)
+        self._params = params
+        self._greedy = greedy
+        self._obs_ndim = len(wrappers.make_env(config, training=False).obs_shape)
+        self.recurrent = config.recurrent is not None
+
+    def init(self, batch: int = 1) -> CoreState:
+        """The initial hidden state of `batch` environments (`()` leaves: feed-forward)."""
+        return self._networks.initial_state(batch)
+
+    def _run(
+        self, obs: Any, state: CoreState, key: PRNGKey | None = None, first: Any = None
+    ) -> tuple[jax.Array, CoreState]:
+        if not self._greedy and key is None:
+            raise ValueError("a stochastic act (greedy=False) needs a PRNG key: act(obs, key)")
+        obs = jnp.asarray(obs, jnp.float32)
+        single = obs.ndim == self._obs_ndim
+        batch = obs[None] if single else obs
+        first = jnp.zeros(batch.shape[:1], bool) if first is None else first
+        first = jnp.broadcast_to(jnp.asarray(first, bool), batch.shape[:1])
+        action, state = self._jitted(self._params, batch, first, state, key)
+        return (action[0] if single else action), state
+
+    def __call__(self, obs: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.recurrent:
+            return self._run(obs, *args, **kwargs)  # (obs, state, key=None, first=None)
+        return self._run(obs, CoreState(), *args, **kwargs)[0]  # (obs, key=None)
+
+
+def make_act(config: Config, params: Params, greedy: bool = True) -> Act:
+    """A jitted policy for observations `[O...]` or `[B, O...]` (`Act`): `act(obs, key=None) ->
+    action`, or, for a recurrent policy, `act(obs, state, key=None) -> (action, state)` from
+    `state = act.init(batch)`.
 
     Observations are the environment's own (after `config`'s transforms, `wrappers.make_env`):
     parameters trained with `normalize_obs` carry their frozen statistics (`TrainResult.params`,
@@ -48,24 +102,23 @@ def make_act(config: Config, params: Params, greedy: bool = True) -> Callable[..
     Greedy (the distribution's mode: argmax, or the Gaussian mean clipped to the action bounds)
     by default; with `greedy=False` it samples and needs `key`.
     """
-    jitted = _jitted_act(config, greedy)
-
-    def act(obs: jax.Array, key: PRNGKey | None = None) -> jax.Array:
-        if not greedy and key is None:
-            raise ValueError("a stochastic act (greedy=False) needs a PRNG key: act(obs, key)")
-        return jitted(params, obs, key)
-
-    return act
+    return Act(config, params, greedy)
 
 
 def play_episodes(
-    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, key: PRNGKey, num_episodes: int
+    spec: envs.EnvSpec,
+    policy_fn: PolicyFn,
+    params: Params,
+    key: PRNGKey,
+    num_episodes: int,
+    networks: Networks | None = None,
 ) -> jax.Array:
     """Undiscounted returns `[num_episodes]` of whole episodes, one per environment, played in
-    parallel with `policy_fn(params, obs [N, O...], key) -> action [N, A...]` (each environment
-    acting on its own observation with its own key: `rollout.episode_step`) until each ends
-    (termination or time limit; at most 100,000 steps for environments without a limit). A
-    `while_loop` that stops with the longest episode; each step's keys are drawn in the loop."""
+    parallel with `policy_fn` (`rollout.PolicyFn`; each environment acting on its own
+    observation with its own key: `rollout.episode_step`) until each ends (termination or time
+    limit; at most 100,000 steps for environments without a limit), from `networks`' initial
+    hidden state (None: a policy without one). A `while_loop` that stops with the longest
+    episode; each step's keys are drawn in the loop."""
     max_steps = spec.max_episode_steps or 100_000
     key, reset_key = jax.random.split(key)
     Loop = tuple[EpisodeState, PRNGKey, jax.Array, jax.Array]  # state, key, totals [N], step
@@ -82,6 +135,8 @@ def play_episodes(
         return state, key, totals + jnp.where(valid, transition.reward, 0.0), t + 1
 
     carry = envs.reset(spec, reset_key, num_episodes)
+    if networks is not None:
+        carry = with_initial_state(networks, carry)
     totals = jnp.zeros((num_episodes,), jnp.float32)
     loop = (start_episodes(carry), key, totals, jnp.zeros((), jnp.int32))
     return jax.lax.while_loop(cond, body, loop)[2]
@@ -92,8 +147,11 @@ def _make_evaluator(
     config: Config, num_episodes: int, greedy: bool
 ) -> Callable[[Params, PRNGKey], jax.Array]:
     spec = wrappers.make_env(config, training=False)
-    policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
-    return jax.jit(lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes))
+    networks = make_networks(config, spec)
+    policy_fn = acting_policy(networks, spec, greedy)
+    return jax.jit(
+        lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes, networks)
+    )
 
 
 def evaluate(

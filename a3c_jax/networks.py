@@ -9,13 +9,22 @@ with `action_bounding="tanh"`) for continuous ones. Orthogonal initialisation: `
 hidden layers, 0.01 for the policy (and log-std) head, 1 for the value head, applied to all
 kernels at once by `Networks.init` (`orthogonal_init`; the flax module's own `init` leaves them
 at zero).
+
+Recurrent policies (`Config.recurrent`: "lstm" or "gru", flax's `OptimizedLSTMCell` and
+`GRUCell` of `recurrent_size` units) put a core between the torso and the heads: one for the
+actor and one for the critic (the decks' two networks), or one shared with `shared_torso`. The
+hidden state (`types.CoreState`) is reset to its initial value, zeros, at the first step of
+every episode (`reset_core`); `Networks.step` takes one step of `B` environments and
+`Networks.unroll` a rollout `[T, B]` from its starting state, the same reset at each episode's
+first step: the same function of the same inputs, so the loss re-runs exactly what was played.
+Without a core both are the feed-forward actor-critic.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.linen as nn
 import flax.traverse_util
@@ -25,7 +34,7 @@ import jax.numpy as jnp
 from a3c_jax import wrappers
 from a3c_jax.config import torso_kind
 from a3c_jax.distributions import Categorical, DiagGaussian, Distribution, SquashedGaussian
-from a3c_jax.types import Params, PRNGKey
+from a3c_jax.types import CoreState, Params, PRNGKey
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -96,15 +105,24 @@ def orthogonal_kernels(
 # policy), 1 for the value head (Andrychowicz et al., 2021).
 HIDDEN_GAIN = math.sqrt(2)
 HEAD_GAINS = {"actor_head": 0.01, "critic_head": 1.0, "log_std_head": 0.01}
+CORE_GAIN = 1.0  # the recurrent cores' kernels (gates of sigmoids and tanh)
+CORE_NAMES = ("core", "actor_core", "critic_core")  # the cores' module names
+CORES: dict[str, Callable[..., nn.Module]] = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 LOG_STD_RANGE = (-20.0, 2.0)  # state-dependent log-stds are clipped to this range
 
 
 def orthogonal_init(params: Params, key: PRNGKey) -> Params:
     """`params` with every kernel replaced by an orthogonal one (`orthogonal_kernels`) at its
-    layer's gain: `HEAD_GAINS` by the layer's name, else `HIDDEN_GAIN`. Other leaves unchanged."""
+    layer's gain: `HEAD_GAINS` by the layer's name, `CORE_GAIN` inside a recurrent core, else
+    `HIDDEN_GAIN`. Other leaves unchanged."""
     flat = flax.traverse_util.flatten_dict(params)
     paths = [path for path in flat if path[-1] == "kernel"]
-    gains = [HEAD_GAINS.get(path[-2], HIDDEN_GAIN) for path in paths]
+    gains = [
+        CORE_GAIN
+        if any(name in CORE_NAMES for name in path)
+        else HEAD_GAINS.get(path[-2], HIDDEN_GAIN)
+        for path in paths
+    ]
     kernels = orthogonal_kernels(key, [flat[path].shape for path in paths], gains)
     return flax.traverse_util.unflatten_dict({**flat, **dict(zip(paths, kernels, strict=True))})
 
@@ -158,8 +176,28 @@ class CNNTorso(nn.Module):
         return MLPTorso(self.hidden_sizes, self.activation, obs_ndim=3)(x)
 
 
+def zero_core(kind: str | None, size: int, batch: int) -> Any:
+    """The initial hidden state of one core of `kind` for `batch` environments: an LSTM's
+    `(c, h)`, a GRU's `h`, each `[batch, size]` zeros; `()` for no core."""
+    if kind is None:
+        return ()
+    h = jnp.zeros((batch, size), jnp.float32)
+    return (h, h) if kind == "lstm" else h
+
+
+def reset_core(state: CoreState, first: jax.Array) -> CoreState:
+    """The reset rule: `state` `[B, ...]` with the rows of environments at their episode's first
+    step (`first` `[B]` bool) set back to the initial state (zeros), so nothing leaks across an
+    episode boundary (after a termination or a truncation alike)."""
+    return jax.tree.map(lambda x: jnp.where(first[:, None], jnp.zeros_like(x), x), state)
+
+
+Features = tuple[jax.Array, jax.Array]  # (actor's, critic's) [..., H]
+
+
 class ActorCritic(nn.Module):
-    """Actor and critic; `__call__(obs) -> (distribution, value [...])`."""
+    """Actor and critic; `__call__(obs) -> (distribution, value [...])` (feed-forward), or in
+    pieces: `features` (torsos), `cores` (one recurrent step), `heads`."""
 
     torso_fn: Callable[[], nn.Module]
     discrete: bool
@@ -171,6 +209,9 @@ class ActorCritic(nn.Module):
     # (the environment clips the sampled actions).
     squash_low: tuple[float, ...] | None = None
     squash_high: tuple[float, ...] | None = None
+    core: str | None = None  # "lstm" or "gru" after the torso(s); None: feed-forward
+    core_size: int = 128
+    recurrent_critic: bool = True  # False: only the actor has a core (a replayed critic)
 
     def setup(self) -> None:
         if self.shared_torso:
@@ -178,6 +219,12 @@ class ActorCritic(nn.Module):
         else:
             self.actor_torso = self.torso_fn()
             self.critic_torso = self.torso_fn()
+        if self.core is not None and self.shared_torso:
+            self.shared = CORES[self.core](self.core_size, name="core")
+        elif self.core is not None:
+            self.actor_core = CORES[self.core](self.core_size)
+            if self.recurrent_critic:
+                self.critic_core = CORES[self.core](self.core_size)
         self.actor_head = _dense(self.num_actions)
         if not self.discrete and self.state_dependent_std:
             # Starts near log_std_init everywhere: small kernel (HEAD_GAINS), constant bias.
@@ -213,6 +260,39 @@ class ActorCritic(nn.Module):
         torso = self.torso if self.shared_torso else self.critic_torso
         return self.critic_head(torso(obs))[..., 0]
 
+    def features(self, obs: jax.Array) -> Features:
+        """The torsos' features of `obs` `[..., O...]`: (actor's, critic's), each `[..., H]`."""
+        if self.shared_torso:
+            features = self.torso(obs)
+            return features, features
+        return self.actor_torso(obs), self.critic_torso(obs)
+
+    def cores(self, state: CoreState, features: Features) -> tuple[CoreState, Features]:
+        """One step of the recurrent cores on features `[B, H]` from `state` `[B, ...]`
+        (already reset where an episode starts); without a core, both pass through."""
+        actor, critic = features
+        if self.core is None:
+            return state, features
+        if self.shared_torso:
+            carry, out = self.shared(state.actor, actor)
+            return CoreState(carry, ()), (out, out)
+        actor_carry, actor = self.actor_core(state.actor, actor)
+        critic_carry = state.critic
+        if self.recurrent_critic:
+            critic_carry, critic = self.critic_core(state.critic, critic)
+        return CoreState(actor_carry, critic_carry), (actor, critic)
+
+    def heads(self, features: Features) -> tuple[Distribution, jax.Array]:
+        """The policy and value `[...]` of (actor's, critic's) features `[..., H]`."""
+        actor, critic = features
+        return self._distribution(actor), self.critic_head(critic)[..., 0]
+
+    def step(self, obs: jax.Array, state: CoreState) -> tuple[Distribution, jax.Array, CoreState]:
+        """`features`, `cores`, `heads` on `obs` `[B, O...]` (used to create the parameters)."""
+        state, features = self.cores(state, self.features(obs))
+        pi, value = self.heads(features)
+        return pi, value, state
+
     def __call__(self, obs: jax.Array) -> tuple[Distribution, jax.Array]:
         if self.shared_torso:
             features = self.torso(obs)
@@ -221,12 +301,24 @@ class ActorCritic(nn.Module):
 
 
 class Networks(NamedTuple):
-    """Pure functions over the actor-critic's parameters. `obs` is `[..., O...]`."""
+    """Pure functions over the actor-critic's parameters. `obs` is `[..., O...]`.
+
+    `apply`, `policy` and `value` are the feed-forward functions (a recurrent side raises: its
+    output depends on a hidden state); `step` and `unroll` serve every network, recurrent or not.
+    """
 
     init: Callable[[PRNGKey], Params]
     apply: Callable[[Params, jax.Array], tuple[Distribution, jax.Array]]  # -> (pi, v [...])
     policy: Callable[[Params, jax.Array], Distribution]
     value: Callable[[Params, jax.Array], jax.Array]  # -> [...]
+    # (params, obs [B, O...], first [B] bool, state [B]) -> (pi [B], v [B], state [B])
+    step: Callable[..., tuple[Distribution, jax.Array, CoreState]]
+    # (params, obs [T, B, O...], first [T, B] bool, state [B]) -> (pi [T, B], v [T, B],
+    # states [T, B]: the state after each step)
+    unroll: Callable[..., tuple[Distribution, jax.Array, CoreState]]
+    initial_state: Callable[[int], CoreState]  # batch -> zeros `[batch, ...]` (() leaves: none)
+    recurrent_actor: bool = False
+    recurrent_critic: bool = False
 
 
 class NatureCNNTorso(nn.Module):
@@ -251,6 +343,8 @@ class NatureCNNTorso(nn.Module):
 
 def make_networks(config: Config, spec: EnvSpec) -> Networks:
     """Builds the actor-critic described by `config` for the environment `spec`."""
+    from a3c_jax.algorithms import registry
+
     kind = torso_kind(config.torso, spec.obs_shape)
 
     def torso_fn() -> nn.Module:
@@ -260,6 +354,10 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
             return CNNTorso(config.cnn_channels, config.hidden_sizes, config.activation)
         return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
+    core = config.recurrent
+    recurrent_critic = core is not None and (
+        config.shared_torso or registry.get(config.algo).recurrent_critic
+    )
     squash = not spec.discrete and config.action_bounding == "tanh"
     module = ActorCritic(
         torso_fn,
@@ -270,26 +368,89 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         state_dependent_std=not spec.discrete and config.state_dependent_std,
         squash_low=tuple(map(float, spec.action_low)) if squash else None,
         squash_high=tuple(map(float, spec.action_high)) if squash else None,
+        core=core,
+        core_size=config.recurrent_size,
+        recurrent_critic=recurrent_critic,
     )
-    dummy_obs = jnp.zeros(spec.obs_shape, jnp.float32)
+
+    def initial_state(batch: int) -> CoreState:
+        size = module.core_size
+        if core is None:
+            return CoreState()
+        if config.shared_torso:
+            return CoreState(zero_core(core, size, batch))
+        return CoreState(
+            zero_core(core, size, batch), zero_core(core if recurrent_critic else None, size, batch)
+        )
 
     def init(key: PRNGKey) -> Params:
         module_key, kernel_key = jax.random.split(key)
-        return orthogonal_init(module.init(module_key, dummy_obs), kernel_key)
+        if core is None:
+            variables = module.init(module_key, jnp.zeros(spec.obs_shape, jnp.float32))
+        else:
+            dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+            variables = module.init(
+                module_key, dummy_obs, initial_state(1), method=ActorCritic.step
+            )
+        return orthogonal_init(variables, kernel_key)
 
-    def applied(method: Callable | None) -> Callable:
+    def prepared(params: Params, obs: jax.Array) -> tuple[Params, jax.Array]:
         # Parameters exported with frozen observation statistics (wrappers.export_params)
         # normalise raw observations first; the training loop's own parameters have none.
+        obs = wrappers.prepare_obs(params, obs, config.obs_clip)
+        return {k: v for k, v in params.items() if k != wrappers.OBS_STATS}, obs
+
+    def applied(method: Callable | None, recurrent: bool, name: str) -> Callable:
         def fn(params: Params, obs: jax.Array):
-            obs = wrappers.prepare_obs(params, obs, config.obs_clip)
-            params = {k: v for k, v in params.items() if k != wrappers.OBS_STATS}
+            if recurrent:
+                raise TypeError(
+                    f"networks.{name}: recurrent={core!r} makes it depend on a hidden state; "
+                    "use networks.step or networks.unroll"
+                )
+            params, obs = prepared(params, obs)
             return module.apply(params, obs, method=method)
 
         return fn
 
+    def step(
+        params: Params, obs: jax.Array, first: jax.Array, state: CoreState
+    ) -> tuple[Distribution, jax.Array, CoreState]:
+        params, obs = prepared(params, obs)
+        features = module.apply(params, obs, method=ActorCritic.features)
+        state, features = module.apply(
+            params, reset_core(state, first), features, method=ActorCritic.cores
+        )
+        pi, value = module.apply(params, features, method=ActorCritic.heads)
+        return pi, value, state
+
+    def unroll(
+        params: Params, obs: jax.Array, first: jax.Array, state: CoreState
+    ) -> tuple[Distribution, jax.Array, CoreState]:
+        params, obs = prepared(params, obs)
+        features = module.apply(params, obs, method=ActorCritic.features)  # [T, B, H]
+        if core is not None:
+
+            def body(state: CoreState, inputs: tuple[Features, jax.Array]):
+                features, first = inputs
+                state, features = module.apply(
+                    params, reset_core(state, first), features, method=ActorCritic.cores
+                )
+                return state, (features, state)
+
+            _, (features, states) = jax.lax.scan(body, state, (features, first))
+        else:
+            states = state
+        pi, value = module.apply(params, features, method=ActorCritic.heads)
+        return pi, value, states
+
     return Networks(
         init=init,
-        apply=applied(None),
-        policy=applied(ActorCritic.policy),
-        value=applied(ActorCritic.value),
+        apply=applied(None, core is not None, "apply"),
+        policy=applied(ActorCritic.policy, core is not None, "policy"),
+        value=applied(ActorCritic.value, recurrent_critic, "value"),
+        step=step,
+        unroll=unroll,
+        initial_state=initial_state,
+        recurrent_actor=core is not None,
+        recurrent_critic=recurrent_critic,
     )

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "activation": "tanh",
     "shared_torso": False,
     "cnn_channels": 16,
+    "recurrent": None,
+    "recurrent_size": 128,
     "log_std_init": 0.0,
     "action_bounding": "clip",
     "state_dependent_std": False,

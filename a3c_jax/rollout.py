@@ -4,6 +4,11 @@
 fixed length and masked. Both are a `lax.scan` taking each step with `policy_step`. Every loop
 that plays each environment's first episode (`rollout_episodes` for training,
 `evaluation.play_episodes`, `video.play_recorded`) steps with `episode_step`.
+
+Policies are stateful: a policy acts on the observation and the hidden state the carry holds
+(`EnvCarry.core_state`, `()` leaves for feed-forward networks) and returns the next state, which
+the carry keeps; an environment whose carry has `episode_length == 0` is at its episode's first
+step, and the policy resets its state there (`networks.reset_core`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,29 @@ import jax.numpy as jnp
 
 from a3c_jax import envs
 from a3c_jax.networks import Networks
-from a3c_jax.types import EnvCarry, Params, PRNGKey, Transition
+from a3c_jax.types import CoreState, EnvCarry, Params, PRNGKey, Transition
 
-# (params, obs [B, O...], key) -> action [B, A...]
-PolicyFn = Callable[[Params, jax.Array, PRNGKey], jax.Array]
+# (params, obs [B, O...], first [B] bool, state CoreState [B], key) -> (action [B, A...], state)
+PolicyFn = Callable[[Params, jax.Array, jax.Array, CoreState, PRNGKey], tuple[jax.Array, CoreState]]
+
+
+def stateless(
+    policy_fn: Callable[[Params, jax.Array, PRNGKey], jax.Array],
+) -> PolicyFn:
+    """A `PolicyFn` from a policy without hidden state, `(params, obs [B, O...], key) -> action`
+    (a random policy, say): it passes the state through."""
+
+    def fn(params: Params, obs: jax.Array, first: jax.Array, state: CoreState, key: PRNGKey):
+        del first
+        return policy_fn(params, obs, key), state
+
+    return fn
+
+
+def with_initial_state(networks: Networks, carry: EnvCarry) -> EnvCarry:
+    """`carry` (fresh from `envs.reset`) holding the networks' initial hidden state for its `B`
+    environments."""
+    return carry._replace(core_state=networks.initial_state(carry.env_id.shape[0]))
 
 
 def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int) -> jax.Array:
@@ -38,23 +62,36 @@ def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int) -> jax.Array:
     return jnp.moveaxis(keys, 0, 2)
 
 
-def act_each(policy_fn: PolicyFn, params: Params, obs: jax.Array, keys: jax.Array) -> jax.Array:
-    """Actions `[B, A...]` for observations `obs` `[B, O...]`, each environment acting on its own
-    observation with its own key `keys[b]` (`policy_fn` vmapped over environments)."""
+def act_each(
+    policy_fn: PolicyFn,
+    params: Params,
+    obs: jax.Array,
+    first: jax.Array,
+    state: CoreState,
+    keys: jax.Array,
+) -> tuple[jax.Array, CoreState]:
+    """Actions `[B, A...]` and next hidden states `[B, ...]` for observations `obs` `[B, O...]`,
+    each environment acting on its own observation, episode start `first[b]`, state and key
+    `keys[b]` (`policy_fn` vmapped over environments)."""
 
-    def one(obs: jax.Array, env_key: PRNGKey) -> jax.Array:
-        return policy_fn(params, obs[None], env_key)[0]
+    def one(obs: jax.Array, first: jax.Array, state: CoreState, env_key: PRNGKey):
+        state = jax.tree.map(lambda x: x[None], state)
+        action, state = policy_fn(params, obs[None], first[None], state, env_key)
+        return action[0], jax.tree.map(lambda x: x[0], state)
 
-    return jax.vmap(one)(obs, keys)
+    return jax.vmap(one)(obs, first, state, keys)
 
 
 def policy_step(
     spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, carry: EnvCarry, keys: jax.Array
 ) -> tuple[EnvCarry, Transition]:
-    """One step of `B` environments acting with `policy_fn`; `keys` `[2, B]` holds each
+    """One step of `B` environments acting with `policy_fn` on the carry's hidden state (reset
+    where `episode_length == 0`: an episode's first step); `keys` `[2, B]` holds each
     environment's action key and step key (one step of `rollout_keys`)."""
-    action = act_each(policy_fn, params, carry.obs, keys[0])
-    return envs.step_each(spec, keys[1], carry, action)
+    first = carry.episode_length == 0
+    action, core_state = act_each(policy_fn, params, carry.obs, first, carry.core_state, keys[0])
+    carry, transition = envs.step_each(spec, keys[1], carry, action)
+    return carry._replace(core_state=core_state), transition
 
 
 def rollout(
@@ -78,10 +115,13 @@ def rollout(
 
 
 def sampling_policy(networks: Networks) -> PolicyFn:
-    """The behaviour policy of every on-policy algorithm here: `a ~ π(·|obs)`."""
+    """The behaviour policy of every on-policy algorithm here: `a ~ π(·|obs, h)`."""
 
-    def policy_fn(params: Params, obs: jax.Array, key: PRNGKey) -> jax.Array:
-        return networks.policy(params, obs).sample(key)
+    def policy_fn(
+        params: Params, obs: jax.Array, first: jax.Array, state: CoreState, key: PRNGKey
+    ) -> tuple[jax.Array, CoreState]:
+        pi, _, state = networks.step(params, obs, first, state)
+        return pi.sample(key), state
 
     return policy_fn
 

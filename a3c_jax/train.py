@@ -14,6 +14,7 @@ from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, check_finite  # noqa: F401 (their old home)
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.optim import Optimizer, flatten, init_train_state, make_optimizer
+from a3c_jax.rollout import with_initial_state
 from a3c_jax.types import (
     DIVERGED_GRADIENT,
     DIVERGED_LOSS,
@@ -254,6 +255,7 @@ class DeviceLoop(NamedTuple):
         train_state = init_train_state(self.optimizer, params)
         first_env = parallel.device_index(self.axis_name) * self.local.num_envs
         env = envs.reset(self.spec, keys.env, self.local.num_envs, first_env)
+        env = with_initial_state(self.networks, env)  # recurrent policies' hidden state
         algo_state = self.algorithm.init(params, keys.algo)
         nan = jnp.full((), jnp.nan, jnp.float32)
         zero = jnp.zeros((), jnp.int32)

@@ -17,8 +17,18 @@ Params = Any  # a flax variable dict: {"params": {...}}
 PRNGKey = jax.Array
 
 
+class CoreState(NamedTuple):
+    """The hidden state of the recurrent cores (`Config.recurrent`) of `B` environments' policies:
+    each an LSTM's `(c [B, H], h [B, H])`, a GRU's `h [B, H]`, or `()` where there is no core.
+    Zeros are the initial state (`networks.Networks.initial_state`)."""
+
+    actor: Any = ()  # the actor's core (the one core, with `shared_torso`)
+    critic: Any = ()  # the critic's own core; () when shared or feed-forward
+
+
 class EnvCarry(NamedTuple):
-    """The state of `B` vectorised environments between steps."""
+    """The state of `B` vectorised environments between steps, and the hidden state of the
+    policy acting in them (it travels with its environments: checkpointed, split over devices)."""
 
     env_state: Any  # gymnax state, every leaf with a leading [B]
     obs: jax.Array  # [B, O...] float32, the observation the next action is chosen on
@@ -26,6 +36,9 @@ class EnvCarry(NamedTuple):
     episode_length: jax.Array  # [B] int32 steps of the running episode so far
     env_id: jax.Array  # [B] int32 global index of each environment: its key (envs.env_keys)
     wrapper_state: Any = ()  # the state of the spec's wrappers (a3c_jax.wrappers), () if none
+    # The policy's hidden state after the last step (CoreState, leaves [B, ...]); reset to the
+    # initial state by the networks at each episode's first step (episode_length == 0).
+    core_state: CoreState = CoreState()
 
 
 class Transition(NamedTuple):
@@ -49,6 +62,12 @@ class Transition(NamedTuple):
     def done(self) -> jax.Array:
         """[B] bool: an episode ended at this step, by termination or truncation."""
         return self.terminated | self.truncated
+
+    @property
+    def first(self) -> jax.Array:
+        """[B] bool: this step is an episode's first (`obs` came from a reset): where a recurrent
+        policy's hidden state is reset (the carry's `episode_length` was 0)."""
+        return self.episode_length == 1
 
 
 class TrainState(NamedTuple):

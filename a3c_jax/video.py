@@ -24,7 +24,13 @@ from a3c_jax import envs, wrappers
 from a3c_jax.config import Config
 from a3c_jax.evaluation import acting_policy
 from a3c_jax.networks import make_networks
-from a3c_jax.rollout import EpisodeState, episode_step, rollout_keys, start_episodes
+from a3c_jax.rollout import (
+    EpisodeState,
+    episode_step,
+    rollout_keys,
+    start_episodes,
+    with_initial_state,
+)
 from a3c_jax.types import Params, PRNGKey
 
 WIDTH, HEIGHT = 360, 240
@@ -53,12 +59,13 @@ def play_recorded(
     arrays belong to the next, auto-reset episode).
     """
     spec = wrappers.make_env(config, training=False)
-    policy_fn = acting_policy(make_networks(config, spec), spec, greedy)
+    networks = make_networks(config, spec)
+    policy_fn = acting_policy(networks, spec, greedy)
 
     @jax.jit
     def play(params: Params, key: PRNGKey) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
         reset_key, key = jax.random.split(key)
-        carry = envs.reset(spec, reset_key, 1)
+        carry = with_initial_state(networks, envs.reset(spec, reset_key, 1))
 
         def body(state: EpisodeState, keys: jax.Array) -> tuple[EpisodeState, tuple]:
             before = state.carry

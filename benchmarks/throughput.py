@@ -126,7 +126,7 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
 
     import a3c_jax
     from a3c_jax import envs
-    from a3c_jax.rollout import rollout
+    from a3c_jax.rollout import rollout, stateless
     from a3c_jax.train import compiler_options
 
     jax.block_until_ready(jnp.zeros(()) + 1)
@@ -184,7 +184,8 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
         def body(state, _):
             carry, key = state
             key, step_key = jax.random.split(key)
-            carry, traj = rollout(spec, random_policy, None, carry, step_key, config.n_steps)
+            policy = stateless(random_policy)
+            carry, traj = rollout(spec, policy, None, carry, step_key, config.n_steps)
             return (carry, key), jnp.sum(traj.reward)
 
         _, rewards = jax.lax.scan(body, (carry, key), None, length=config.num_updates)

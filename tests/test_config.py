@@ -11,7 +11,9 @@ from a3c_jax import Config, ConfigError, presets
 def test_every_field_resolved():
     config = Config()
     for field in dataclasses.fields(config):
-        assert getattr(config, field.name) is not None, field.name
+        if field.name != "recurrent":  # None is its value: a feed-forward policy
+            assert getattr(config, field.name) is not None, field.name
+    assert config.recurrent is None and config.recurrent_size == 128
     assert config.batch_size == config.num_envs * config.n_steps
     assert config.num_updates == config.total_timesteps // config.batch_size
 

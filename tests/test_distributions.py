@@ -85,7 +85,9 @@ def test_clipped_gaussian_actions_reach_the_environment_inside_the_bounds(key):
     raw = nets.policy(params, obs).sample(key)
     assert float(jnp.max(jnp.abs(raw))) > 2.0  # the Gaussian itself leaves [-2, 2]
     for greedy in (True, False):
-        action = evaluation.acting_policy(nets, spec, greedy)(params, obs, key)
+        first = jnp.zeros(obs.shape[:1], bool)
+        policy = evaluation.acting_policy(nets, spec, greedy)
+        action, _ = policy(params, obs, first, nets.initial_state(256), key)
         assert float(jnp.max(jnp.abs(action))) <= 2.0
     assert float(jnp.max(jnp.abs(envs.clip_action(spec, raw)))) <= 2.0
 

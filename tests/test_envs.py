@@ -44,6 +44,7 @@ def _run(spec, key, num_envs, steps, action):
             jnp.float32 if not spec.discrete else jnp.int32,
         )
 
+    policy = rollout.stateless(policy)
     return jax.jit(lambda c, k: rollout.rollout(spec, policy, None, c, k, steps))(carry, key)
 
 

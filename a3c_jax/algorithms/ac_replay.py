@@ -6,7 +6,9 @@ error `r + γ V(s') - V(s)`), and those transitions join a replay buffer. The cr
 minibatch of `replay_batch_size` past transitions sampled from the buffer, with one-step TD
 targets `r + γ V(s')` (no bootstrap after termination) from the current critic. One gradient
 step on `actor - ent_coef · entropy + vf_coef · critic`; with separate actor and critic networks
-(the default) the two parts touch disjoint parameters.
+(the default) the two parts touch disjoint parameters. With `Config.recurrent` only the actor
+has a core (its registry entry's `recurrent_critic=False`): replayed single transitions carry no
+hidden state for a recurrent critic.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from a3c_jax.algorithms.actor_critic import (
     advantages_and_targets,
     episode_collect,
     episodes_step,
+    replay_policy,
 )
 from a3c_jax.algorithms.base import Algorithm
 from a3c_jax.optim import Optimizer
@@ -51,7 +54,7 @@ def replay_loss(
       traj: `[T, B, ...]` the episodes just played; `next_values`, `valid`: `[T, B]`.
       batch: `[N, ...]` replayed experience; `batch_next_values`: `[N]` `V(next_obs)`, held fixed.
     """
-    pi, values = networks.apply(params, traj.obs)
+    pi, values, _ = replay_policy(networks, params, traj, None)  # episodes start at step 0
     advantages, _ = advantages_and_targets(
         traj, jax.lax.stop_gradient(values), next_values, config, valid
     )

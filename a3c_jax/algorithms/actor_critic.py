@@ -10,6 +10,11 @@ with GAE(λ) advantages and value targets from `returns` (zero bootstrap after t
   one-step TD target `r + γ V(s')` and advantage `r + γ V(s') - V(s)`.
 - `da2c`: every environment plays one whole episode from a reset (`rollout_episodes`); Monte-Carlo
   returns (λ = 1) run backward from its end; steps after an episode's end are masked out.
+
+With a recurrent policy (`Config.recurrent`) the loss re-runs the cores over the rollout from
+the hidden state the environments held at its start (`networks.unroll`: truncated
+backpropagation through time over the rollout), resetting it at each episode's first step as
+the rollout did, so it recomputes exactly the policy that acted.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from a3c_jax import envs, losses, returns
 from a3c_jax.algorithms.base import Algorithm, no_state
 from a3c_jax.optim import Optimizer, gradient_step
 from a3c_jax.rollout import rollout, rollout_episodes, sampling_policy
-from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
+from a3c_jax.types import (
+    CoreState,
+    EnvCarry,
+    Params,
+    PRNGKey,
+    TrainState,
+    Transition,
+    UpdateOutput,
+)
 
 if TYPE_CHECKING:
     from a3c_jax.config import Config
@@ -64,11 +77,24 @@ def advantages_and_targets(
     return advantages, advantages + values
 
 
+def replay_policy(
+    networks: Networks, params: Params, traj: Transition, start_state: CoreState | None
+) -> tuple[Any, jax.Array, CoreState]:
+    """The policy `[T, B]`, values `[T, B]` and hidden states after each step `[T, B, ...]` of
+    the rollout `traj`, re-run from `start_state` `[B, ...]` (the carry's `core_state` before
+    the rollout; None: the initial state, for rollouts that start every episode afresh) with the
+    rollout's own resets (`traj.first`). Without a core: the networks on every step at once."""
+    if start_state is None:
+        start_state = networks.initial_state(traj.reward.shape[1])
+    return networks.unroll(params, traj.obs, traj.first, start_state)
+
+
 def nstep_loss(
     params: Params,
     traj: Transition,
     next_values: jax.Array,
     valid: jax.Array | None = None,
+    start_state: CoreState | None = None,
     *,
     config: Config,
     networks: Networks,
@@ -78,10 +104,14 @@ def nstep_loss(
     Args:
       params: the actor-critic's parameters (differentiated).
       traj: `[T, B, ...]` transitions.
-      next_values: `[T, B]` critic values of `traj.next_obs` (held fixed).
+      next_values: `[T, B]` critic values of `traj.next_obs` (held fixed); None for a recurrent
+        critic: computed here from the re-run's hidden states, held fixed (`values_after`).
       valid: `[T, B]` bool mask of real steps, or None (all real).
+      start_state: the recurrent cores' state `[B, ...]` at the rollout's start (`replay_policy`).
     """
-    pi, values = networks.apply(params, traj.obs)  # [T, B]
+    pi, values, states = replay_policy(networks, params, traj, start_state)  # [T, B]
+    if next_values is None:  # a recurrent critic: from this re-run's states (`values_after`)
+        next_values = jax.lax.stop_gradient(values_after(networks, params, traj.next_obs, states))
     advantages, targets = advantages_and_targets(
         traj, jax.lax.stop_gradient(values), next_values, config, valid
     )
@@ -99,8 +129,25 @@ def nstep_loss(
     )
 
 
+def values_after(
+    networks: Networks, params: Params, next_obs: jax.Array, states: CoreState
+) -> jax.Array:
+    """A recurrent critic's values `[T, B]` of `next_obs` `[T, B, O...]`, each one core step on
+    from the state after its step `states` `[T, B, ...]` (the same episode's: the reset comes at
+    the next episode's first step). One batched step over all `T·B`, no scan."""
+    num_steps, num_envs = next_obs.shape[:2]
+    flat = jax.tree.map(lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (next_obs, states))
+    not_first = jnp.zeros((num_steps * num_envs,), bool)
+    _, values, _ = networks.step(params, flat[0], not_first, flat[1])
+    return values.reshape(num_steps, num_envs)
+
+
 def bootstrap_values(
-    spec: EnvSpec, networks: Networks, params: Params, traj: Transition
+    spec: EnvSpec,
+    networks: Networks,
+    params: Params,
+    traj: Transition,
+    start_state: CoreState | None = None,
 ) -> jax.Array:
     """The critic's values `[T, B]` of `traj.next_obs` where the returns read them: at truncated
     steps (`returns.truncate_episodes`) and at the last step (the bootstrap); 0 elsewhere, where
@@ -110,13 +157,35 @@ def bootstrap_values(
     critic pass over `2B` observations serves, each environment's cut-off observation (if any)
     and its last `next_obs`, instead of one over all `T·B`. Longer rollouts, and environments
     without a known time limit, take the full pass.
+
+    A recurrent critic values `next_obs[t]` one core step on from its state after step `t`
+    (the same episode's: the reset comes at the next episode's first step), which a re-run of
+    the rollout from `start_state` gives (`replay_policy`).
     """
     num_steps, num_envs = traj.reward.shape
+    if networks.recurrent_critic:
+        _, _, states = replay_policy(networks, params, traj, start_state)  # [T, B, ...]
+
+        def value_after(obs: jax.Array, state: CoreState) -> jax.Array:
+            obs, state = jax.tree.map(lambda x: x[None], (obs, state))
+            return values_after(networks, params, obs, state)[0]
+    else:
+        states = CoreState()
+
+        def value_after(obs: jax.Array, state: CoreState) -> jax.Array:
+            del state
+            return networks.value(params, obs)
+
     if not 0 < num_steps <= spec.max_episode_steps:
-        return networks.value(params, traj.next_obs)
+        flat = jax.tree.map(
+            lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (traj.next_obs, states)
+        )
+        return value_after(*flat).reshape(num_steps, num_envs)
     step = jnp.argmax(traj.truncated, axis=0)  # [B] each environment's truncation (0 if none)
-    cut_off = traj.next_obs[step, jnp.arange(num_envs)]  # [B, O...]
-    values = networks.value(params, jnp.concatenate([cut_off, traj.next_obs[-1]]))  # [2B]
+    cut_off = jax.tree.map(lambda x: x[step, jnp.arange(num_envs)], (traj.next_obs, states))
+    last = jax.tree.map(lambda x: x[-1], (traj.next_obs, states))
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cut_off, last)
+    values = value_after(*both)  # [2B]
     next_values = jnp.where(traj.truncated, values[None, :num_envs], 0.0)
     return next_values.at[-1].set(values[num_envs:])
 
@@ -133,12 +202,24 @@ def nstep_collect(
 
     Returns the new carry, the transitions `[T, B, ...]` and the critic's values `[T, B]` of
     `traj.next_obs` where the returns read them (`bootstrap_values`): the bootstrap of truncated
-    steps and of the step after the rollout. `nstep_loss(params, traj, next_values)` is then the
-    loss to differentiate.
+    steps and of the step after the rollout (None for a recurrent critic: `collected_bootstrap`).
+    `nstep_loss(params, traj, next_values, None, env_carry.core_state)`, with the carry given
+    here, is then the loss to differentiate.
     """
     policy = sampling_policy(networks)
     env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps)
-    return env_carry, traj, bootstrap_values(spec, networks, params, traj)
+    return env_carry, traj, collected_bootstrap(spec, networks, params, traj)
+
+
+def collected_bootstrap(
+    spec: EnvSpec, networks: Networks, params: Params, traj: Transition
+) -> jax.Array | None:
+    """What a collector hands the loss as `next_values`: `bootstrap_values` of a feed-forward
+    critic; None for a recurrent one, whose loss takes them from its own re-run of the rollout
+    (`values_after`), instead of re-running it once more here."""
+    if networks.recurrent_critic:
+        return None
+    return bootstrap_values(spec, networks, params, traj)
 
 
 def episode_collect(
@@ -154,14 +235,16 @@ def episode_collect(
     limit).
 
     Returns the carry, transitions `[T_max, B, ...]`, `valid` `[T_max, B]` and the critic's values
-    `[T_max, B]` of `traj.next_obs` where the returns read them (`bootstrap_values`).
+    `[T_max, B]` of `traj.next_obs` where the returns read them (`bootstrap_values`). Every
+    episode starts at step 0, so a recurrent policy starts from its initial state there: the
+    loss re-runs it with `start_state=None`.
     """
     reset_key, play_key = jax.random.split(key)
     env_carry = envs.restart(spec, reset_key, env_carry)
     env_carry, traj, valid = rollout_episodes(
         spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
     )
-    return env_carry, traj, valid, bootstrap_values(spec, networks, params, traj)
+    return env_carry, traj, valid, collected_bootstrap(spec, networks, params, traj)
 
 
 def episodes_step(
@@ -198,16 +281,18 @@ def nstep_learn(
     train_state: TrainState,
     traj: Transition,
     next_values: jax.Array | None = None,
+    start_state: CoreState | None = None,
 ) -> tuple[TrainState, UpdateOutput]:
     """The gradient step of `a2c`, `nstep_da2c` and `online_ac` on one rollout `[T, B, ...]`
     played with `train_state.params`: `nstep_loss`, differentiated and applied by
     `optim.gradient_step`. `next_values` `[T, B]`: `bootstrap_values` of `traj` (computed here
-    if None). Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
-    if next_values is None:
+    if None); `start_state`: the hidden state at the rollout's start (recurrent policies).
+    Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
+    if next_values is None and not networks.recurrent_critic:
         next_values = bootstrap_values(spec, networks, train_state.params, traj)
     loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
     train_state, metrics = gradient_step(
-        loss_fn, optimizer, train_state, config.batch_size, traj, next_values
+        loss_fn, optimizer, train_state, config.batch_size, traj, next_values, None, start_state
     )
     valid = jnp.ones(traj.reward.shape, bool)
     return train_state, UpdateOutput(traj, valid, metrics)
@@ -219,11 +304,12 @@ def make_nstep(
     """`a2c`, `nstep_da2c` and `online_ac`: one `n_steps` rollout, one gradient step."""
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
+        start_state = env_carry.core_state
         env_carry, traj, next_values = nstep_collect(
             spec, networks, config, train_state.params, env_carry, key
         )
         train_state, out = nstep_learn(
-            spec, networks, config, optimizer, train_state, traj, next_values
+            spec, networks, config, optimizer, train_state, traj, next_values, start_state
         )
         return train_state, env_carry, algo_state, out
 

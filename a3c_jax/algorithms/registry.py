@@ -30,6 +30,9 @@ class AlgorithmSpec(NamedTuple):
     asynchronous: bool = False  # trained by `train_async` (threads), not by `make_train`
     # Config fields sizing a whole buffer that each of D devices keeps 1/D of, rounded up.
     per_device_rounded_up: tuple[str, ...] = ()
+    # With `Config.recurrent`: whether the critic gets a recurrent core too. False where the
+    # critic learns from replayed single transitions, which carry no hidden state.
+    recurrent_critic: bool = True
 
     @property
     def build(self) -> StampedBuilder:
@@ -71,6 +74,7 @@ REGISTRY: dict[str, AlgorithmSpec] = {
             {"gae_lambda": 0.0},
             episodic=True,
             per_device_rounded_up=("replay_capacity", "replay_batch_size"),
+            recurrent_critic=False,
         ),
         # The first deck's distributed actor-critic: whole episodes, Monte-Carlo returns
         # R <- r + γ R from R = 0 at termination, no entropy bonus.

@@ -385,3 +385,23 @@ def test_two_processes_train_as_one(tmp_path):
     assert len(report["devices"]) == 2
     np.testing.assert_allclose(report["total_loss"], ref.metrics.total_loss, rtol=1e-5)
     assert "parallel_backend='pmap' runs within one process" in report["pmap_error"]
+
+
+def test_recurrent_policy_on_two_devices_trains_as_one():
+    """A recurrent (LSTM) a2c on 2 devices: each device carries the hidden state of its own
+    environments (`[D, B/D, H]`, split with them), and the run is the one-device run."""
+    config = SMALL.replace(
+        recurrent="lstm", recurrent_size=8, hidden_sizes=(16,), total_timesteps=8 * 5 * 4
+    )
+    key = jax.random.PRNGKey(3)
+    one = jax.jit(a3c_jax.make_train(config))(key)
+    two = jax.jit(a3c_jax.make_train(config.replace(num_devices=2)))(key)
+    assert _max_abs_diff(two.params, one.params) < 1e-5
+    c, h = two.runner_state.env.core_state.actor
+    chex.assert_shape(h, (2, SMALL.num_envs // 2, 8))
+    np.testing.assert_allclose(
+        np.asarray(h).reshape(SMALL.num_envs, 8),
+        np.asarray(one.runner_state.env.core_state.actor[1]),
+        atol=1e-5,
+    )
+    assert float(np.max(np.abs(c))) > 0.0

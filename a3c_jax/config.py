@@ -39,7 +39,7 @@ WRAPPER_FIELDS: dict[str, Any] = {
 }
 
 
-# The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweep`) makes
+# The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweeps`) makes
 # them traced inputs of one compiled program. Every other field changes shapes or the program.
 TRACED_FIELDS: tuple[str, ...] = (
     "lr",

@@ -54,8 +54,8 @@ def _print_progress(total: int, t0: float) -> Any:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from a3c_jax import sweep as sw
     from a3c_jax import sweep_output
+    from a3c_jax import sweeps as sw
 
     if args.num_seeds < 1:
         raise ConfigError(f"--num-seeds={args.num_seeds} must be at least 1")

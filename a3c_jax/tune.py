@@ -1,7 +1,7 @@
 """Optuna search over the traced hyperparameters, a batch of trials per call of one program.
 
 Each round asks Optuna for `batch` trials (ask-and-tell), trains them all over `num_seeds` seeds
-in one call of the sweep program compiled once at the start (`a3c_jax.sweep.compile_sweep`), and
+in one call of the sweep program compiled once at the start (`a3c_jax.sweeps.compile_sweep`), and
 tells Optuna each trial's mean greedy return over seeds (or a quantile of it). Each trial also
 reports its training-return curve as intermediate values, so Optuna's pruner can mark trials
 that trail the others at the same step as pruned; a trial of a round trains to its end whatever
@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from a3c_jax import sweep as sw
+from a3c_jax import sweeps as sw
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.run_folder import RunDirError, read_json, versions, write_json
 

@@ -94,10 +94,17 @@ def check_settings(config: Config, settings: Sequence[Setting]) -> list[Config]:
 
 def traced_config(config: Config, hyperparams: Mapping[str, jax.Array]) -> Config:
     """`config` with `hyperparams`' fields replaced by (traced) scalars, unvalidated: only for
-    building the training program, which reads them through arithmetic only."""
+    building the training program, which reads them through arithmetic only. Its `replace`
+    (as `parallel.device_config` uses for a device's share) validates the concrete fields and
+    carries the traced ones over."""
     out = copy.copy(config)
     for name, value in hyperparams.items():
         object.__setattr__(out, name, value)
+
+    def replace(**changes: Any) -> Config:
+        return traced_config(config.replace(**changes), hyperparams)
+
+    object.__setattr__(out, "replace", replace)
     return out
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from a3c_jax.run_folder import RunDirError
     from a3c_jax.runs import train_run
     from a3c_jax.saving import SavedRun, load, save
+    from a3c_jax.sweeps import SweepResult, sweep
     from a3c_jax.train import jit_train, make_train, make_trainer
     from a3c_jax.types import (
         CoreState,
@@ -58,6 +59,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     "RunDirError": "run_folder",
     "train_run": "runs",
     **dict.fromkeys(("SavedRun", "load", "save"), "saving"),
+    **dict.fromkeys(("SweepResult", "sweep"), "sweeps"),
     **dict.fromkeys(("jit_train", "make_train", "make_trainer"), "train"),
     **dict.fromkeys(
         (
@@ -110,6 +112,7 @@ __all__ = [
     "RunDirError",
     "RunnerState",
     "SavedRun",
+    "SweepResult",
     "TrainResult",
     "TrainState",
     "Trainer",
@@ -135,6 +138,7 @@ __all__ = [
     "returns",
     "rollout",
     "save",
+    "sweep",
     "train_async",
     "train_async_run",
     "train_host",

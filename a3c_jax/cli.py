@@ -1,9 +1,10 @@
-"""The command line: `a3c-jax train | eval | plot` (also `python -m a3c_jax ...`).
+"""The command line: `a3c-jax train | eval | plot | sweep | tune` (also `python -m a3c_jax ...`).
 
     a3c-jax train --env CartPole-v1 --algo a2c [--num-seeds 4] [--set lr=7e-4 num_envs=64]
                   [--config file.yaml] [--out runs/NAME] [--overwrite] [--resume runs/NAME]
     a3c-jax eval runs/NAME [--episodes 100] [--stochastic] [--video episode.gif]
     a3c-jax plot runs/A runs/B [--out curves.png]
+    a3c-jax sweep | tune ...        (a3c_jax.sweep_cli: a grid or an Optuna study, one compile)
 
 Every `Config` field can be set, from a JSON/YAML file (`--config`) and then `--set FIELD=VALUE`
 (which wins). Bad names and values stop with a message naming the field and exit code 2 before
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_eval_parser(sub)
     _add_plot_parser(sub)
+    from a3c_jax import sweep_cli
+
+    sweep_cli.add_parsers(sub)
     return parser
 
 
@@ -549,7 +553,10 @@ def _add_plot_parser(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": train_command, "eval": eval_command, "plot": plot_command}[args.command]
+    from a3c_jax import sweep_cli
+
+    commands = {"train": train_command, "eval": eval_command, "plot": plot_command}
+    command = {**commands, **sweep_cli.COMMANDS}[args.command]
     from a3c_jax.checkpoint import CheckpointError
 
     try:

@@ -58,6 +58,21 @@ def torso_kind(torso: str, obs_shape: Sequence[int]) -> str:
 NORMALIZER_FIELDS = ("normalize_obs", "normalize_reward")
 
 
+# The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweeps`) makes
+# them traced inputs of one compiled program. Every other field changes shapes or the program.
+TRACED_FIELDS: tuple[str, ...] = (
+    "lr",
+    "ent_coef",
+    "vf_coef",
+    "gamma",
+    "gae_lambda",
+    "max_grad_norm",
+    "reward_scale",
+    "rmsprop_decay",
+    "optimizer_eps",
+)
+
+
 class ConfigError(ValueError):
     """A configuration that cannot train; raised before anything is compiled."""
 

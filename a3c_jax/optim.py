@@ -53,7 +53,9 @@ def make_optimizer(config: Config, axis_name: str | None = None) -> Optimizer:
         base = optax.adam(1.0, eps=config.optimizer_eps)
     else:
         base = optax.rmsprop(1.0, decay=config.rmsprop_decay, eps=config.optimizer_eps)
-    if not math.isinf(config.max_grad_norm):
+    # A traced `max_grad_norm` (a sweep's input, `a3c_jax.sweeps`) always clips: at inf that is
+    # the identity.
+    if not (isinstance(config.max_grad_norm, float | int) and math.isinf(config.max_grad_norm)):
         base = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), base)
 
     def learning_rate(env_steps: jax.Array) -> jax.Array:

@@ -96,3 +96,56 @@ def _labels(run_dirs: Sequence[str | os.PathLike[str]]) -> list[str]:
             label = f"{label}: {config.get('algo')} on {config.get('env_name')}"
         labels.append(label)
     return labels
+
+
+def plot_sweep(
+    settings: Sequence[dict[str, float]],
+    values: np.ndarray,
+    out: str | os.PathLike[str],
+    label: str = "greedy return",
+) -> Path:
+    """A sweep's picture: for a full 2-D grid a heatmap of the mean over seeds (each cell
+    annotated with mean ± std), otherwise each setting's seeds as dots with their mean.
+    `values`: `[settings, seeds]`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(settings[0])
+    axes_values = [sorted({s[n] for s in settings}) for n in names]
+    mean, std = np.nanmean(values, axis=1), np.nanstd(values, axis=1)
+    if len(names) == 2 and len(settings) == len(axes_values[0]) * len(axes_values[1]) > 1:
+        rows, cols = axes_values
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for s, m in zip(settings, mean, strict=True):
+            grid[rows.index(s[names[0]]), cols.index(s[names[1]])] = m
+        fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 3, 0.8 * len(rows) + 2))
+        image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        low, high = np.nanmin(grid), np.nanmax(grid)
+        for s, m, d in zip(settings, mean, std, strict=True):
+            r, c = rows.index(s[names[0]]), cols.index(s[names[1]])
+            bright = high > low and (m - low) / (high - low) > 0.6  # viridis is light up there
+            color = "k" if bright else "w"
+            ax.text(c, r, f"{m:.1f}\n± {d:.1f}", ha="center", va="center", color=color, fontsize=8)
+        ax.set_xticks(range(len(cols)), [f"{v:g}" for v in cols])
+        ax.set_yticks(range(len(rows)), [f"{v:g}" for v in rows])
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
+        fig.colorbar(image, ax=ax, label=f"{label}, mean over seeds")
+    else:
+        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(settings) + 2), 4.5))
+        x = np.arange(len(settings))
+        for s in range(values.shape[1]):
+            ax.plot(x, values[:, s], "o", color="gray", alpha=0.5, ms=4)
+        ax.plot(x, mean, "_", color="C0", ms=18, mew=2, label="mean over seeds")
+        ticks = [" ".join(f"{n}={s[n]:g}" for n in names) for s in settings]
+        ax.set_xticks(x, ticks, rotation=70, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -268,7 +268,7 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
       store's to fill);
     - `apply(train_state, grads [P]) -> train_state`: `optim.apply_gradients`.
     """
-    spec = envs.make_env(config.env_name)
+    spec = envs.make_env(config.env_name, **envs.backend_options(config))
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
     loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)

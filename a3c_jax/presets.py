@@ -51,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "parallel_backend": "shard_map",
     "num_workers": 1,
     "vector_env": "sync",
+    # Brax environments only (a3c_jax.brax_envs). "spring" compiles and steps fastest on CPU
+    # (benchmarks/brax.py); 1000 physics steps is Brax's (and MuJoCo's) time limit.
+    "brax_backend": "spring",
+    "episode_length": 1000,
+    "action_repeat": 1,
 }
 
 

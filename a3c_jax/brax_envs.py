@@ -29,6 +29,7 @@ import importlib.util
 import io
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -108,10 +109,14 @@ def options(config: Config) -> dict[str, Any]:
     }
 
 
-def _brax_numpy() -> contextlib.AbstractContextManager:
-    """Brax's own code relies on NumPy's implicit rank promotion: allowed while it is traced,
-    whatever `jax_numpy_rank_promotion` our code (and our tests: "raise") runs under."""
-    return jax.numpy_rank_promotion("allow")
+@contextlib.contextmanager
+def _brax_numpy() -> Iterator[None]:
+    """Where Brax's own code is traced: NumPy's implicit rank promotion allowed (Brax relies on
+    it), whatever `jax_numpy_rank_promotion` our code (and our tests: "raise") runs under; and
+    the `DeprecationWarning`s Brax's physics raise about MuJoCo's fields kept quiet."""
+    with jax.numpy_rank_promotion("allow"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 class BraxState(NamedTuple):

@@ -5,7 +5,8 @@ a dependency here) and MinAtar through seaborn, and replays states one matplotli
 These small Pillow renderers cover the classic-control environments from their states
 (CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0 and MountainCarContinuous-v0) and every
 environment whose observation is a grid (`[H, W]` such as Catch-bsuite, or `[H, W, C]` such as
-the MinAtar games) from its observations.
+the MinAtar games) from its observations; Brax environments (`"brax:<name>"`) from their
+bodies' positions (`draw_brax`).
 """
 
 from __future__ import annotations
@@ -177,9 +178,48 @@ STATE_RENDERERS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
+    """A light renderer of any Brax environment (`a3c_jax.brax_envs`): each body a dot joined to
+    its parent, seen from the side (x, z; from above for reacher), the view following the first
+    body and scaled to the first frame's extent."""
+    parents = list(spec.env.env.sys.link_parents)
+    axes = [0, 1] if spec.name == "brax:reacher" else [0, 2]
+    view: dict[str, float] = {}
+
+    def draw(state: Any, params: Any) -> Any:
+        pos = np.asarray(state.inner.pipeline_state.x.pos)[:, axes]  # [L, 2]
+        if not view:
+            view["half"] = max(0.3, 1.6 * float(np.max(np.abs(pos - pos[:1]))))
+        half = view["half"]
+        half_y = half * HEIGHT / WIDTH
+        centre_y = 0.7 * half_y if axes[1] == 2 else 0.0
+        xr = (float(pos[0, 0]) - half, float(pos[0, 0]) + half)
+        yr = (centre_y - half_y, centre_y + half_y)
+        image, canvas = _canvas()
+        if axes[1] == 2:  # the ground
+            canvas.line([_to_pixels(xr[0], 0, xr, yr), _to_pixels(xr[1], 0, xr, yr)], (0, 0, 0))
+        points = [_to_pixels(float(x), float(y), xr, yr) for x, y in pos]
+        for child, parent in enumerate(parents):
+            if parent >= 0:
+                canvas.line([points[parent], points[child]], fill=(204, 153, 102), width=5)
+        for x, y in points:
+            canvas.ellipse([x - 5, y - 5, x + 5, y + 5], fill=(40, 40, 40))
+        return image
+
+    return draw
+
+
+def _state_renderer(config: Config, spec: envs.EnvSpec) -> Callable[[Any, Any], Any] | None:
+    if config.env_name.startswith("brax:"):
+        return draw_brax(spec)
+    return STATE_RENDERERS.get(config.env_name)
+
+
 def can_render(env_name: str) -> bool:
     """Whether `record_episode` can draw `env_name`."""
-    return env_name in STATE_RENDERERS or len(envs.make_env(env_name).obs_shape) in (2, 3)
+    if env_name in STATE_RENDERERS or env_name.startswith("brax:"):
+        return True
+    return len(envs.make_env(env_name).obs_shape) in (2, 3)
 
 
 def record_episode(
@@ -201,11 +241,12 @@ def record_episode(
     if not can_render(config.env_name):
         raise ValueError(
             f"no renderer for {config.env_name}: videos are drawn for "
-            f"{', '.join(STATE_RENDERERS)} and environments with grid observations"
+            f"{', '.join(STATE_RENDERERS)}, Brax environments and environments with grid "
+            "observations"
         )
     spec = wrappers.make_env(config, training=False)
     states, obs, rewards, length = play_recorded(config, params, key, max_steps, greedy)
-    draw = STATE_RENDERERS.get(config.env_name)
+    draw = _state_renderer(config, spec)
     frames = []
     for t in range(length):
         if draw is not None:

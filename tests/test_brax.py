@@ -61,18 +61,20 @@ def test_reset_and_step_shapes_of_a_second_environment():
 
 def test_backend_options_make_distinct_environments():
     config = Config(env_name=PENDULUM, episode_length=50, action_repeat=2, brax_backend="spring")
-    spec = wrappers.make_env(config)
+    spec = envs.make_env(PENDULUM, **envs.backend_options(config))
     assert spec.max_episode_steps == 25  # ceil(50 / 2) agent steps
-    assert spec is wrappers.make_env(config)  # made once per name and options
+    assert spec is envs.make_env(PENDULUM, **envs.backend_options(config))  # made once
+    assert wrappers.make_env(config).max_episode_steps == 25
     assert envs.make_env(PENDULUM).max_episode_steps == 1000
 
 
-def test_termination_and_truncation_targets():
-    # A time limit of 40 physics steps, 2 per action: 20 agent steps, each rewarded 2. Pushing
-    # at full force topples the pole (|angle| > 0.2) within a few steps: terminations. Not
-    # pushing keeps it up for the whole time limit: a truncation.
+@pytest.fixture(scope="module")
+def pendulum_play():
+    """24 steps of 2 inverted pendulums with a time limit of 40 physics steps, 2 per action (20
+    agent steps, each rewarded 2): environment 0 pushes at full force, which topples the pole
+    (|angle| > 0.2) within a few steps, terminations; environment 1 does not push, which keeps
+    it up for the whole time limit, a truncation."""
     spec = envs.make_env(PENDULUM, episode_length=40, action_repeat=2)
-    assert spec.max_episode_steps == 20
     actions = jnp.array([[1.0], [0.0]])
     key = jax.random.PRNGKey(0)
 
@@ -80,7 +82,13 @@ def test_termination_and_truncation_targets():
         return envs.step(spec, k, carry, actions)
 
     play = jax.jit(lambda c: jax.lax.scan(body, c, jax.random.split(key, 24)))
-    _, traj = play(envs.reset(spec, key, 2))
+    carry, traj = play(envs.reset(spec, key, 2))
+    return spec, carry, traj
+
+
+def test_termination_and_truncation_targets(pendulum_play):
+    spec, _, traj = pendulum_play
+    assert spec.max_episode_steps == 20
     term, trunc = np.asarray(traj.terminated), np.asarray(traj.truncated)
     assert term[:, 0].any() and not trunc[:, 0].any()
     assert not term[:, 1].any()
@@ -185,3 +193,29 @@ def test_missing_brax_is_a_clear_error_before_anything_compiles(monkeypatch, cap
 def test_bad_brax_settings_are_config_errors(fields, message):
     with pytest.raises(ConfigError, match=message):
         Config(**fields)
+
+
+def test_video_frames_of_a_brax_environment(pendulum_play):
+    from a3c_jax import video
+
+    spec, carry, _ = pendulum_play
+    assert video.can_render(PENDULUM)
+    frame = video.draw_brax(spec)(jax.tree.map(lambda x: x[1], carry.env_state), None)
+    pixels = np.asarray(frame)
+    assert pixels.shape == (video.HEIGHT, video.WIDTH, 3)
+    assert (pixels.sum(axis=-1) < 200).sum() > 50  # the bodies are drawn (dark dots)
+    assert (pixels == 255).all(axis=-1).mean() > 0.5  # on a white background
+
+
+@pytest.mark.slow
+def test_a2c_learns_inverted_pendulum():
+    # The preset (1M steps per seed, 16 environments, normalised observations and rewards),
+    # 2 seeds at once; Brax's maximum return is 1000.
+    config = Config(env_name=PENDULUM)
+    assert config.total_timesteps == 1_000_000 and config.normalize_obs
+    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
+    a3c_jax.check_finite(result)
+    for i in range(2):
+        params = jax.tree.map(lambda x, i=i: x[i], result.params)
+        returns = a3c_jax.evaluate(config, params, jax.random.PRNGKey(100 + i), num_episodes=5)
+        assert float(np.mean(returns)) >= 900.0, (i, np.asarray(returns))

@@ -209,10 +209,10 @@ def test_video_frames_of_a_brax_environment(pendulum_play):
 
 @pytest.mark.slow
 def test_a2c_learns_inverted_pendulum():
-    # The preset (1M steps per seed, 16 environments, normalised observations and rewards),
-    # 2 seeds at once; Brax's maximum return is 1000.
+    # The preset (1.5M steps per seed, 16 environments, normalised observations and rewards),
+    # 2 seeds at once; the maximum return is 1000. Measured with 4 other seeds: 938 to 1000.
     config = Config(env_name=PENDULUM)
-    assert config.total_timesteps == 1_000_000 and config.normalize_obs
+    assert config.total_timesteps == 1_500_000 and config.normalize_obs
     result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
     a3c_jax.check_finite(result)
     for i in range(2):

@@ -203,8 +203,11 @@ def test_video_frames_of_a_brax_environment(pendulum_play):
     frame = video.draw_brax(spec)(jax.tree.map(lambda x: x[1], carry.env_state), None)
     pixels = np.asarray(frame)
     assert pixels.shape == (video.HEIGHT, video.WIDTH, 3)
-    assert (pixels.sum(axis=-1) < 200).sum() > 50  # the bodies are drawn (dark dots)
-    assert (pixels == 255).all(axis=-1).mean() > 0.5  # on a white background
+    drawn = ~(pixels == 255).all(axis=-1)
+    assert drawn.sum() > 500  # the rail, the cart and the pole
+    assert drawn.mean() < 0.5  # on a white background
+    pole = drawn[:, video.WIDTH // 2 - 3 : video.WIDTH // 2 + 3]  # the upright pole: a column
+    assert pole.any(axis=1).sum() > 40
 
 
 @pytest.mark.slow

@@ -120,8 +120,9 @@ def test_termination_and_truncation_targets(pendulum_play):
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """TINY trained through the command line, stopped after 2 of its 3 updates and resumed,
-    then evaluated; and trained straight through (the same compiled chunk, in this process)."""
+    """TINY trained through the command line, stopped after 2 of its 3 updates and resumed;
+    and trained straight through (the same compiled chunk, in this process). (Evaluation:
+    `test_a2c_learns_inverted_pendulum`.)"""
     out = tmp_path_factory.mktemp("brax") / "run"
     sets = ["num_envs=4", "n_steps=8", "total_timesteps=96", "normalize_obs=true"]
     sets += ["normalize_reward=true"]
@@ -130,7 +131,6 @@ def cli_run(tmp_path_factory):
     first = [*base, "--out", str(out), "--env", PENDULUM, "--stop-after", "2", "--set", *sets]
     logs.append(main(first))
     logs.append(main([*base, "--resume", str(out)]))
-    logs.append(main(["eval", str(out), "--episodes", "2", "--index", "0"]))
     straight = runs.train_run(
         TINY,
         out.parent / "straight",
@@ -158,7 +158,7 @@ def test_short_normalised_run_is_finite(cli_run):
 
 def test_cli_train_resume_and_eval(cli_run):
     out, codes, straight = cli_run
-    assert codes == [0, 0, 0]
+    assert codes == [0, 0]
     resumed = a3c_jax.load(out)
     assert resumed.meta["update"] == 3
     for a, b in zip(

@@ -131,6 +131,11 @@ class Config:
     # Gymnasium vector environment steps them "sync" (one after the other, in the learner's
     # thread) or "async" (one process each).
     vector_env: str | None = None
+    # Brax environments ("brax:<name>", a3c_jax.brax_envs): the physics pipeline, physics steps
+    # per episode (the time limit, a truncation) and physics steps per action.
+    brax_backend: str | None = None  # "spring", "positional" or "generalized"
+    episode_length: int | None = None
+    action_repeat: int | None = None
     log_std_init: float | None = None  # Gaussian policies: initial log standard deviation
     # Gaussian policies: "clip" (actions sampled from the Gaussian, clipped to the action
     # bounds by the environment) or "tanh" (squashed into the bounds, log-probability corrected).
@@ -299,6 +304,7 @@ class Config:
         self._validate_choices()
         self._validate_devices()
         self._validate_wrappers()
+        self._validate_brax()
         for name in ("anneal_lr", "normalize_advantages", "shared_torso", "state_dependent_std"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -447,6 +453,30 @@ class Config:
                     "(it steps unwrapped environments); use a gymnax environment with algo='a2c'"
                 )
 
+    def _validate_brax(self) -> None:
+        """The Brax fields: valid values, and set only for a `"brax:<name>"` environment."""
+        from a3c_jax import brax_envs
+
+        if self.brax_backend not in brax_envs.BACKENDS:
+            raise ConfigError(
+                f"brax_backend={self.brax_backend!r} must be one of {brax_envs.BACKENDS}"
+            )
+        for name in ("episode_length", "action_repeat"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        if not brax_envs.is_brax_env(self.env_name):
+            used = [
+                f"{k}={getattr(self, k)!r}"
+                for k in brax_envs.CONFIG_FIELDS
+                if getattr(self, k) != presets.DEFAULTS[k]
+            ]
+            if used:
+                raise ConfigError(
+                    f"{', '.join(used)}: only applies to Brax environments ('brax:<name>'); "
+                    f"env_name={self.env_name!r} is not one: drop the setting"
+                )
+
 
 def _positive_int(config: Config, name: str) -> None:
     value = getattr(config, name)
@@ -586,6 +616,11 @@ def _check_env_name(env_name: Any) -> None:
         raise ConfigError(
             f"env_name={env_name!r} must be a string naming an environment (e.g. 'CartPole-v1')"
         )
+    if env_name.startswith("brax:"):
+        from a3c_jax import brax_envs
+
+        brax_envs.check_env_name(env_name)
+        return
     from a3c_jax import envs
 
     if env_name in envs.DOWNLOADING_ENVS:

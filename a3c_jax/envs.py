@@ -78,7 +78,8 @@ def unknown_env_message(env_name: str) -> str | None:
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     return (
         f"env_name={env_name!r} is not a registered gymnax environment{hint} "
-        f"(known: {', '.join(known)}; Gymnasium environments: 'gymnasium:<id>')"
+        f"(known: {', '.join(known)}; Gymnasium environments: 'gymnasium:<id>'; Brax "
+        "environments: 'brax:<name>')"
     )
 
 
@@ -176,13 +177,19 @@ def describe_actions(spec: EnvSpec, action_space: Any, xp: Any) -> EnvSpec:
 
 
 @functools.cache
-def make_env(env_name: str) -> EnvSpec:
+def make_env(env_name: str, **options: Any) -> EnvSpec:
     """Creates (once per name) the gymnax environment `env_name` and describes its spaces.
-    `"gymnasium:<id>"` names describe a host environment instead (`a3c_jax.host.spaces`)."""
+    `"gymnasium:<id>"` names describe a host environment instead (`a3c_jax.host.spaces`),
+    `"brax:<name>"` names a Brax environment (`a3c_jax.brax_envs`) made with the backend
+    `options` (`backend_options(config)`)."""
     if env_name.startswith("gymnasium:"):
         from a3c_jax.host import spaces as host_spaces
 
         return host_spaces.make_spec(env_name)
+    if env_name.startswith("brax:"):
+        from a3c_jax import brax_envs
+
+        return brax_envs.make_spec(env_name, **options)
     env, env_params = make_gymnax(env_name)
     spaces = import_leaf("gymnax.environments.spaces")
     action_space = env.action_space(env_params)
@@ -199,6 +206,15 @@ def make_env(env_name: str) -> EnvSpec:
         f"{env_name}: action space {action_space!r} is neither Discrete nor a 1-D Box; "
         "a3c_jax supports categorical and diagonal-Gaussian policies only"
     )
+
+
+def backend_options(config: Any) -> dict[str, Any]:
+    """The options of `make_env` that `config` (an `a3c_jax.Config`) sets for its backend."""
+    if config.env_name.startswith("brax:"):
+        from a3c_jax import brax_envs
+
+        return brax_envs.options(config)
+    return {}
 
 
 def _obs(x: jax.Array) -> jax.Array:

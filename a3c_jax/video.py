@@ -5,7 +5,8 @@ a dependency here) and MinAtar through seaborn, and replays states one matplotli
 These small Pillow renderers cover the classic-control environments from their states
 (CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0 and MountainCarContinuous-v0) and every
 environment whose observation is a grid (`[H, W]` such as Catch-bsuite, or `[H, W, C]` such as
-the MinAtar games) from its observations.
+the MinAtar games) from its observations; Brax environments (`"brax:<name>"`) from their
+bodies' positions (`draw_brax`).
 """
 
 from __future__ import annotations
@@ -184,9 +185,96 @@ STATE_RENDERERS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """`v` `[3]` rotated by the unit quaternion `q` `[4]` (w, x, y, z)."""
+    w, u = q[0], q[1:]
+    return v + 2.0 * w * np.cross(u, v) + 2.0 * np.cross(u, np.cross(u, v))
+
+
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The quaternion product `a b` (w, x, y, z)."""
+    w = a[0] * b[0] - a[1:] @ b[1:]
+    return np.concatenate([[w], a[0] * b[1:] + b[0] * a[1:] + np.cross(a[1:], b[1:])])
+
+
+def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
+    """A light renderer of any Brax environment (`a3c_jax.brax_envs`), with no MuJoCo renderer:
+    its capsules as thick segments, spheres as discs and boxes as their outline, seen from the
+    side (x, z; from above, x, y, for reacher), the view following the first body and scaled
+    to the first frame's extent."""
+    sys = spec.env.env.sys
+    body = np.asarray(sys.geom_bodyid)  # 0: the world; b > 0: link b - 1
+    kind, size = np.asarray(sys.geom_type), np.asarray(sys.geom_size)
+    local_pos, local_rot = np.asarray(sys.geom_pos), np.asarray(sys.geom_quat)
+    axes = [0, 1] if spec.name == "brax:reacher" else [0, 2]
+    view: dict[str, float] = {}
+
+    def geoms(state: Any) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        x = state.inner.pipeline_state.x
+        pos, rot = np.asarray(x.pos), np.asarray(x.rot)
+        out = []
+        for g in range(len(body)):
+            if kind[g] == 0:  # planes: the ground line
+                continue
+            if body[g] == 0:
+                p, q = local_pos[g], local_rot[g]
+            else:
+                link = body[g] - 1
+                p = pos[link] + _rotate(rot[link], local_pos[g])
+                q = _qmul(rot[link], local_rot[g])
+            out.append((int(kind[g]), p, q, size[g]))
+        return out
+
+    def draw(state: Any, params: Any) -> Any:
+        shapes = geoms(state)
+        centre_x = float(np.asarray(state.inner.pipeline_state.x.pos)[0, axes[0]])
+        if not view:
+            reach = [np.abs(p[axes] - [centre_x, 0.0]).max() + s[:2].max() for _, p, _, s in shapes]
+            view["half"] = max(0.3, 1.2 * max(reach, default=1.0))
+        half = view["half"]
+        half_y = half * HEIGHT / WIDTH
+        centre_y = 0.7 * half_y if axes[1] == 2 else 0.0
+        xr, yr = (centre_x - half, centre_x + half), (centre_y - half_y, centre_y + half_y)
+        scale = WIDTH / (2 * half)
+        image, canvas = _canvas()
+
+        def px(point: np.ndarray) -> tuple[float, float]:
+            return _to_pixels(float(point[axes[0]]), float(point[axes[1]]), xr, yr)
+
+        if axes[1] == 2:
+            canvas.line([_to_pixels(xr[0], 0, xr, yr), _to_pixels(xr[1], 0, xr, yr)], (0, 0, 0))
+        for shape, p, q, s in shapes:
+            if shape in (3, 5):  # capsule, cylinder: radius, half-length along the local z
+                tip = _rotate(q, np.array([0.0, 0.0, s[1]]))
+                width = max(2, int(2 * s[0] * scale))
+                canvas.line([px(p - tip), px(p + tip)], fill=(204, 153, 102), width=width)
+            elif shape == 6:  # box: the outline of its corners' projection
+                corners = [
+                    px(p + _rotate(q, s * np.array(signs)))
+                    for signs in np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
+                ]
+                xs, ys = zip(*corners, strict=True)
+                canvas.rectangle([min(xs), min(ys), max(xs), max(ys)], outline=(40, 40, 40))
+            else:  # spheres and the rest: discs
+                cx, cy = px(p)
+                r = max(2.0, s[0] * scale)
+                canvas.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(40, 40, 40))
+        return image
+
+    return draw
+
+
+def _state_renderer(config: Config, spec: envs.EnvSpec) -> Callable[[Any, Any], Any] | None:
+    if config.env_name.startswith("brax:"):
+        return draw_brax(spec)
+    return STATE_RENDERERS.get(config.env_name)
+
+
 def can_render(env_name: str) -> bool:
     """Whether `record_episode` can draw `env_name`."""
-    return env_name in STATE_RENDERERS or len(envs.make_env(env_name).obs_shape) in (2, 3)
+    if env_name in STATE_RENDERERS or env_name.startswith("brax:"):
+        return True
+    return len(envs.make_env(env_name).obs_shape) in (2, 3)
 
 
 def record_episode(
@@ -208,11 +296,12 @@ def record_episode(
     if not can_render(config.env_name):
         raise ValueError(
             f"no renderer for {config.env_name}: videos are drawn for "
-            f"{', '.join(STATE_RENDERERS)} and environments with grid observations"
+            f"{', '.join(STATE_RENDERERS)}, Brax environments and environments with grid "
+            "observations"
         )
     spec = wrappers.make_env(config, training=False)
     states, obs, rewards, length = play_recorded(config, params, key, max_steps, greedy)
-    draw = STATE_RENDERERS.get(config.env_name)
+    draw = _state_renderer(config, spec)
     frames = []
     for t in range(length):
         if draw is not None:

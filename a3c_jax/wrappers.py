@@ -255,7 +255,7 @@ def make_env(config: Config, axis_name: str | None = None, training: bool = True
     """The environment `config` trains on (`training`: with its normalisers, statistics merged
     over `axis_name`) or is evaluated on (transforms only: the networks apply the frozen
     observation statistics, `export_params`)."""
-    spec = envs.make_env(config.env_name)
+    spec = envs.make_env(config.env_name, **envs.backend_options(config))
     wrappers = wrapper_list(config, axis_name, training)
     if not wrappers:
         return spec

@@ -69,6 +69,10 @@ def test_replace_revalidates():
         ({"replay_batch_size": 0}, "replay_batch_size=0 must be a positive integer"),
         ({"algo": "da2c", "num_envs": 8, "total_timesteps": 7}, "smaller than one step in each"),
         ({"algo": "ac_replay", "num_envs": 4, "total_timesteps": 3}, "num_envs=4 environments"),
+        # Brax's settings on a gymnax environment (checked without importing Brax).
+        ({"episode_length": 200}, r"episode_length=200: only applies to Brax environments"),
+        ({"action_repeat": 2}, r"action_repeat=2: only applies to Brax"),
+        ({"brax_backend": "nope"}, r"brax_backend='nope' must be one of"),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):

@@ -26,6 +26,8 @@ HEAVY = (
     "gymnasium",
     "flax",
     "optax",
+    "brax",  # an optional backend: imported only for "brax:<name>" environments
+    "mujoco",
 )
 
 

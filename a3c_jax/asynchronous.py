@@ -428,52 +428,12 @@ def train_async(
     train_state, carries = parts.init(key)
     if store is None:
         store = ParameterStore(train_state, parts.apply, config.num_updates, config.batch_size)
-    failures: list[tuple[int, BaseException]] = []
-    running = [config.num_workers]
-    running_lock = threading.Lock()
-    all_stopped = threading.Event()
-
-    def run(worker: int) -> None:
-        try:
-            _work(worker, store, parts.worker_step, carries[worker], callback)
-        except BaseException as error:
-            failures.append((worker, error))
-            store.stop()
-        finally:
-            with running_lock:
-                running[0] -= 1
-                if running[0] == 0:
-                    all_stopped.set()
-
-    threads = [
-        threading.Thread(target=run, args=(i,), name=f"a3c-worker-{i}", daemon=True)
-        for i in range(config.num_workers)
-    ]
-    cpu_start = time.process_time()
-    store.start_clock()
-    interrupted = False
     try:
-        for thread in threads:
-            thread.start()
-        try:
-            while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
-                pass
-        except KeyboardInterrupt:
-            interrupted = True
-            store.stop()
-            all_stopped.wait()
-        wall_seconds = store.elapsed()
-        cpu_seconds = time.process_time() - cpu_start
-        for thread in threads:
-            thread.join()
+        wall_seconds, cpu_seconds, interrupted = _run_workers(
+            config.num_workers, store, parts.worker_step, carries, callback
+        )
     finally:
         parts.close(carries)
-    if failures:
-        worker, error = failures[0]
-        error.add_note(
-            f"raised in A3C worker {worker} of {config.num_workers}; every worker was stopped"
-        )
-        raise error
     final = jax.block_until_ready(store.state)
     metrics, async_metrics = _collect_metrics(store, parts.optimizer, config.batch_size)
     train_state = _unravel_train_state(final, parts.unravel)
@@ -488,3 +448,57 @@ def train_async(
         compile_seconds=compile_seconds,
         interrupted=interrupted,
     )
+
+
+def _run_workers(
+    num_workers: int,
+    store: ParameterStore,
+    worker_step: Callable,
+    carries: list,
+    callback: Callable[[UpdateRecord], bool | None] | None,
+) -> tuple[float, float, bool]:
+    """Runs `num_workers` threads (`_work`) on `store` until the budget is spent, the callback or
+    a worker's exception stops them (that exception is raised here, with a note naming the
+    worker), or Ctrl-C does. Returns the wall and CPU seconds and whether Ctrl-C stopped it."""
+    failures: list[tuple[int, BaseException]] = []
+    running = [num_workers]
+    running_lock = threading.Lock()
+    all_stopped = threading.Event()
+
+    def run(worker: int) -> None:
+        try:
+            _work(worker, store, worker_step, carries[worker], callback)
+        except BaseException as error:
+            failures.append((worker, error))
+            store.stop()
+        finally:
+            with running_lock:
+                running[0] -= 1
+                if running[0] == 0:
+                    all_stopped.set()
+
+    threads = [
+        threading.Thread(target=run, args=(i,), name=f"a3c-worker-{i}", daemon=True)
+        for i in range(num_workers)
+    ]
+    cpu_start = time.process_time()
+    store.start_clock()
+    interrupted = False
+    for thread in threads:
+        thread.start()
+    try:
+        while not all_stopped.wait(0.05):  # a timeout keeps the wait open to Ctrl-C
+            pass
+    except KeyboardInterrupt:
+        interrupted = True
+        store.stop()
+        all_stopped.wait()
+    wall_seconds = store.elapsed()
+    cpu_seconds = time.process_time() - cpu_start
+    for thread in threads:
+        thread.join()
+    if failures:
+        worker, error = failures[0]
+        error.add_note(f"raised in A3C worker {worker} of {num_workers}; every worker was stopped")
+        raise error
+    return wall_seconds, cpu_seconds, interrupted

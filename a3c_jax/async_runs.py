@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from a3c_jax import checkpoint as ckpt
-from a3c_jax import checkpointer, run_claim, run_folder
+from a3c_jax import checkpointer, run_claim
 from a3c_jax.asynchronous import (
     AsyncResult,
     ParameterStore,
@@ -52,7 +51,9 @@ from a3c_jax.runs import (
     RunOptions,
     _Clock,
     _newest_checkpoint,
+    default_chunk_updates,
     folder_lost,
+    invocation_info,
     rescue_folder,
     resolve_options,
 )
@@ -250,21 +251,11 @@ def _open_run(
         info = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
         clock = _Clock(0.0)
     options = resolve_options(given, info.get("options") or {})
-    chunk = options.chunk_updates or max(1, math.ceil(config.num_updates / 50))
+    chunk = options.chunk_updates or default_chunk_updates(config.num_updates)
     options = options._replace(chunk_updates=int(chunk))
     saver = checkpointer.Checkpointer(folder.checkpoint_dir, config, options.keep_checkpoints)
     run = _AsyncRun(config, claim, seed, state, info, clock, options, saver, folder)
-    command = list(sys.argv)
-    info.update(
-        versions=run_folder.versions(),
-        command=info.get("command", command),
-        commands=[*info.get("commands", []), command],
-        options=options._asdict(),
-        seed=seed,
-        num_seeds=1,
-        trainer=ASYNC_TRAINER,
-        status="running",
-    )
+    info.update(invocation_info(info, options), seed=seed, num_seeds=1, trainer=ASYNC_TRAINER)
     folder.write_config(config)
     folder.write_info(info)
     return run

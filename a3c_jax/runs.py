@@ -110,6 +110,20 @@ def resolve_options(given: dict[str, Any], saved: dict[str, Any]) -> RunOptions:
     return options
 
 
+def invocation_info(info: dict[str, Any], options: RunOptions) -> dict[str, Any]:
+    """What run.json records as an invocation starts: the library versions, the run's
+    `options`, its first command line (kept) and every invocation's (this one appended), and
+    the status "running"."""
+    command = list(sys.argv)
+    return {
+        "versions": run_folder.versions(),
+        "command": info.get("command", command),
+        "commands": [*info.get("commands", []), command],
+        "options": options._asdict(),
+        "status": "running",
+    }
+
+
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     """The keys `[num_seeds, 2]` of a run's seeds: `PRNGKey(seed)` for one seed, else
     `jax.random.split(PRNGKey(seed), num_seeds)`."""
@@ -413,17 +427,8 @@ def _begin(run: _Run, given: dict[str, Any]) -> None:
     run.saver = checkpointer.Checkpointer(
         run.folder.checkpoint_dir, config, run.options.keep_checkpoints
     )
-    command = list(sys.argv)
-    run.info.update(
-        versions=run_folder.versions(),
-        command=run.info.get("command", command),
-        commands=[*run.info.get("commands", []), command],
-        options=run.options._asdict(),
-        seed=run.seed,
-        num_seeds=run.num_seeds,
-        chunk_updates=run.chunk,
-        status="running",
-    )
+    run.info.update(invocation_info(run.info, run.options))
+    run.info.update(seed=run.seed, num_seeds=run.num_seeds, chunk_updates=run.chunk)
     run.folder.write_config(config)
     run.folder.write_info(run.info)
 

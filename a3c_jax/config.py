@@ -9,7 +9,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from a3c_jax import presets
@@ -17,7 +17,7 @@ from a3c_jax.algorithms import registry
 
 OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
-TORSOS = ("auto", "mlp", "cnn")
+TORSOS = ("auto", "mlp", "cnn", "nature_cnn")
 PARALLEL_BACKENDS = ("shard_map", "pmap")
 VECTOR_ENVS = ("sync", "async")
 
@@ -41,6 +41,18 @@ WRAPPER_FIELDS: dict[str, Any] = {
 
 
 NORMALIZER_FIELDS = ("normalize_obs", "normalize_reward")
+NATURE_CNN_MIN_SIZE = 36  # the smallest image the three strided convolutions leave a pixel of
+
+
+def torso_kind(torso: str, obs_shape: Sequence[int]) -> str:
+    """What `Config.torso` resolves to for observations of `obs_shape`: "auto" takes the MLP
+    for vectors, the Nature CNN for images of at least `NATURE_CNN_MIN_SIZE` pixels a side
+    (Atari frames) and the 3x3 CNN for smaller ones (MinAtar's 10x10)."""
+    if torso != "auto":
+        return torso
+    if len(obs_shape) != 3:
+        return "mlp"
+    return "nature_cnn" if min(obs_shape[:2]) >= NATURE_CNN_MIN_SIZE else "cnn"
 
 
 class ConfigError(ValueError):
@@ -81,7 +93,7 @@ class Config:
     replay_capacity: int | None = None  # transitions kept in the circular buffer
     replay_batch_size: int | None = None  # transitions per critic minibatch
     # Networks.
-    torso: str | None = None  # "mlp", "cnn" or "auto" (cnn for [H, W, C] observations)
+    torso: str | None = None  # "mlp", "cnn", "nature_cnn" or "auto" (networks.torso_kind)
     hidden_sizes: tuple[int, ...] | None = None  # MLP widths (for the cnn: dense after the conv)
     activation: str | None = None
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
@@ -359,16 +371,18 @@ class Config:
 
         spec = envs.make_env(self.env_name)
         self._check_recurrent_combinations()
-        if self.torso == "cnn" and len(spec.obs_shape) != 3:
+        if self.torso in ("cnn", "nature_cnn") and len(spec.obs_shape) != 3:
             raise ConfigError(
-                f"torso='cnn' needs image observations [H, W, C]; {self.env_name} observes "
-                f"shape {spec.obs_shape}: use torso='mlp' or 'auto'"
+                f"torso={self.torso!r} needs image observations [H, W, C]; {self.env_name} "
+                f"observes shape {spec.obs_shape}: use torso='mlp' or 'auto'"
             )
-        uses_cnn = self.torso == "cnn" or (self.torso == "auto" and len(spec.obs_shape) == 3)
-        if uses_cnn and min(spec.obs_shape[:2]) < 3:
+        kind = torso_kind(self.torso, spec.obs_shape)
+        smallest = {"cnn": 3, "nature_cnn": NATURE_CNN_MIN_SIZE}.get(kind, 0)
+        if min(spec.obs_shape[:2], default=smallest) < smallest:
             raise ConfigError(
-                f"torso={self.torso!r}: the CNN's 3x3 convolution needs images of at least 3x3; "
-                f"{self.env_name} observes shape {spec.obs_shape}: use torso='mlp'"
+                f"torso={self.torso!r}: its convolutions need images of at least "
+                f"{smallest}x{smallest}; {self.env_name} observes shape {spec.obs_shape}: use "
+                "torso='mlp'" + (" or 'cnn'" if smallest > 3 else "")
             )
 
     def _validate_wrappers(self) -> None:

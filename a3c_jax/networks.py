@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from a3c_jax import wrappers
+from a3c_jax.config import torso_kind
 from a3c_jax.distributions import Categorical, DiagGaussian, Distribution, SquashedGaussian
 from a3c_jax.types import CoreState, Params, PRNGKey
 
@@ -320,19 +321,38 @@ class Networks(NamedTuple):
     recurrent_critic: bool = False
 
 
+class NatureCNNTorso(nn.Module):
+    """The Nature DQN torso (Mnih et al., 2015), the A3C paper's Atari network at that size:
+    convolutions 8x8 stride 4 (32 filters), 4x4 stride 2 (64), 3x3 stride 1 (64), VALID, ReLU,
+    then dense layers: `[..., H, W, C] -> [..., hidden_sizes[-1]]` (H, W >= 36), on frames
+    scaled to [0, 1] (as `a3c_jax.host` prepares Atari's). For 84x84x4 frames with
+    `hidden_sizes=(512,)` it holds 1.7M parameters, where the 3x3 `CNNTorso` would hold 14M."""
+
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        zeros = nn.initializers.zeros  # orthogonal in `Networks.init`, as every kernel
+        x = obs
+        for features, size, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+            conv = nn.Conv(features, (size, size), (stride, stride), "VALID", kernel_init=zeros)
+            x = nn.relu(conv(x))
+        return MLPTorso(self.hidden_sizes, self.activation, obs_ndim=3)(x)
+
+
 def make_networks(config: Config, spec: EnvSpec) -> Networks:
     """Builds the actor-critic described by `config` for the environment `spec`."""
     from a3c_jax.algorithms import registry
 
-    use_cnn = config.torso == "cnn" or (config.torso == "auto" and len(spec.obs_shape) == 3)
-    if use_cnn:
+    kind = torso_kind(config.torso, spec.obs_shape)
 
-        def torso_fn() -> nn.Module:
+    def torso_fn() -> nn.Module:
+        if kind == "nature_cnn":
+            return NatureCNNTorso(config.hidden_sizes, config.activation)
+        if kind == "cnn":
             return CNNTorso(config.cnn_channels, config.hidden_sizes, config.activation)
-    else:
-
-        def torso_fn() -> nn.Module:
-            return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
+        return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
     core = config.recurrent
     recurrent_critic = core is not None and (

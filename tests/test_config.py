@@ -58,6 +58,11 @@ def test_replace_revalidates():
         ({"hidden_sizes": ()}, "hidden_sizes"),
         ({"total_timesteps": 10, "num_envs": 4, "n_steps": 5}, "smaller than one rollout"),
         ({"torso": "cnn"}, "torso='cnn' needs image observations"),
+        ({"torso": "nature_cnn"}, "torso='nature_cnn' needs image observations"),
+        (
+            {"env_name": "Breakout-MinAtar", "torso": "nature_cnn"},
+            r"at least 36x36; Breakout-MinAtar observes shape \(10, 10, 4\): use torso='mlp' or",
+        ),
         ({"anneal_lr": "yes"}, "anneal_lr"),
         ({"cnn_channels": 0}, "cnn_channels=0 must be a positive integer"),
         ({"replay_capacity": -5}, "replay_capacity=-5 must be a positive integer"),

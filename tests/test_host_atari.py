@@ -23,7 +23,8 @@ def test_pong_smoke(key):
     # AtariPreprocessing (84x84 grey, scaled) and 4 stacked frames, channels-last.
     assert spec.obs_shape == (84, 84, 4)
     assert spec.discrete and spec.num_actions == 6
-    # A few hundred frames' worth of agent steps with 2 workers; a small CNN keeps it quick.
+    # A few hundred frames' worth of agent steps with 2 workers, through the Nature CNN torso
+    # ("auto" for 84x84 frames) with a small dense layer.
     config = Config(
         env_name=PONG,
         algo="a3c",
@@ -31,14 +32,13 @@ def test_pong_smoke(key):
         num_envs=1,
         n_steps=20,
         total_timesteps=2 * 20 * 8,
-        cnn_channels=4,
         hidden_sizes=(32,),
     )
     result = a3c_jax.train_async(config, key)
     assert result.num_updates == 16
     assert int(result.train_state.env_steps) == 320
     params = result.params["params"]
-    assert params["actor_torso"]["Dense_0"]["kernel"].shape == (9 * 4, 4)  # 3x3 conv over 4 frames
+    assert params["actor_torso"]["Conv_0"]["kernel"].shape == (8, 8, 4, 32)  # over 4 frames
     chex.assert_tree_all_finite(result.params)
     for name in ("total_loss", "actor_loss", "critic_loss", "entropy", "grad_norm"):
         assert np.all(np.isfinite(getattr(result.metrics, name))), name

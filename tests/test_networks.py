@@ -1,5 +1,7 @@
 """Networks: shapes for every torso and head, initialisation and parameter layout."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,33 @@ def test_cnn_used_for_images(key):
     ).init(key)
     torso = params["params"]["actor_torso"]
     assert torso["Dense_0"]["kernel"].shape == (9 * 4, 16)  # the 3x3 convolution's kernel
+
+
+def test_atari_frames_take_the_nature_cnn(key):
+    """84x84x4 frames: "auto" picks the strided Nature CNN (not the 3x3 CNN, which would hold
+    14M parameters), its kernels start orthogonal, and it runs batched and unbatched."""
+    from a3c_jax.config import torso_kind
+
+    assert torso_kind("auto", (84, 84, 4)) == "nature_cnn"
+    assert torso_kind("auto", (10, 10, 4)) == "cnn" and torso_kind("auto", (4,)) == "mlp"
+    spec = dataclasses.replace(envs.make_env("CartPole-v1"), obs_shape=(84, 84, 4))
+    networks = make_networks(Config(torso="auto", hidden_sizes=(512,)), spec)
+    params = networks.init(key)
+    torso = params["params"]["actor_torso"]
+    assert torso["Conv_0"]["kernel"].shape == (8, 8, 4, 32)
+    assert torso["Conv_2"]["kernel"].shape == (3, 3, 64, 64)
+    assert torso["MLPTorso_0"]["Dense_0"]["kernel"].shape == (7 * 7 * 64, 512)
+    count = sum(x.size for x in jax.tree.leaves(params))
+    assert 3e6 < count < 4e6  # two torsos of 1.7M (actor and critic), not 2 x 14M
+    kernel = np.asarray(torso["Conv_0"]["kernel"]).reshape(-1, 32)
+    np.testing.assert_allclose(kernel.T @ kernel, 2.0 * np.eye(32), atol=1e-4)  # gain sqrt(2)
+    frames = jax.random.uniform(key, (3, 84, 84, 4))  # scaled frames, as Atari's
+    dist, value = networks.apply(params, frames)
+    assert value.shape == (3,) and dist.logits.shape == (3, 2)
+    one_dist, one_value = networks.apply(params, frames[0])
+    np.testing.assert_allclose(one_value, value[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one_dist.logits, dist.logits[0], rtol=1e-5, atol=1e-6)
+    assert float(jnp.std(value)) > 0  # the frames reach the value
 
 
 def test_patch_convolution_equals_flax_conv(key):

@@ -40,7 +40,7 @@ from a3c_jax.divergence import DivergenceError, diverged_quantities
 from a3c_jax.host import rollout, spaces
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.optim import Optimizer, apply_gradients, flatten, init_train_state, make_optimizer
-from a3c_jax.train import divergence, init_keys, update_metrics
+from a3c_jax.train import InitKeys, divergence, init_keys, update_metrics
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
 from a3c_jax.xla import compiler_options
 
@@ -186,9 +186,51 @@ def train_host(
     start = time.perf_counter()
     parts = make_parts(config.replace(vector_env="sync"))  # compiled alike for both
     compile_seconds = time.perf_counter() - start
-    keys = init_keys(key)
-    train_state = parts.init(keys.params)
     host_envs = rollout.HostEnvs(parts.spec, config.num_envs, config.vector_env)
+    try:
+        run = _learner_loop(config, parts, host_envs, init_keys(key), callback)
+    finally:
+        host_envs.close()
+    train_state = jax.block_until_ready(run.train_state)
+    return AsyncResult(
+        params=train_state.params,
+        opt_state=train_state.opt_state,
+        metrics=_stack(run.rows),
+        async_metrics=AsyncMetrics(
+            worker=np.zeros(len(run.records), np.int32),
+            staleness=np.zeros(len(run.records), np.int32),
+            wall_time=np.array([r.wall_time for r in run.records], np.float64),
+        ),
+        train_state=train_state,
+        wall_seconds=run.wall_seconds,
+        cpu_seconds=run.cpu_seconds,
+        compile_seconds=compile_seconds,
+        interrupted=run.interrupted,
+    )
+
+
+class _LearnerRun(NamedTuple):
+    """What the learner's loop leaves: the state, each update's metrics and record, its wall and
+    CPU seconds (the loop alone, resets excluded) and whether Ctrl-C stopped it."""
+
+    train_state: TrainState
+    rows: list[UpdateMetrics]
+    records: list[UpdateRecord]
+    wall_seconds: float
+    cpu_seconds: float
+    interrupted: bool
+
+
+def _learner_loop(
+    config: Config,
+    parts: HostParts,
+    host_envs: rollout.HostEnvs,
+    keys: InitKeys,
+    callback: Callable[[UpdateRecord], bool | None] | None,
+) -> _LearnerRun:
+    """`config.num_updates` rollouts and gradient steps (fewer if the callback or Ctrl-C stops
+    them); a non-finite loss, gradient or parameter raises `DivergenceError`."""
+    train_state = parts.init(keys.params)
     rows: list[UpdateMetrics] = []
     records: list[UpdateRecord] = []
     interrupted = False
@@ -197,8 +239,7 @@ def train_host(
         carry = rollout.reset(host_envs, keys.env)
         loop_key, act_keys = parts.next_keys(keys.loop)
         cpu_start, wall_start = time.process_time(), time.perf_counter()  # the loop alone
-        nan = np.float32(np.nan)
-        last_return, last_length = nan, nan
+        last_return = last_length = np.float32(np.nan)
         for update in range(config.num_updates):
             carry, traj = rollout.rollout(
                 host_envs, parts.act, train_state.params, carry, np.asarray(act_keys)
@@ -210,38 +251,15 @@ def train_host(
                 _raise_diverged(update, int(bad))
             rows.append(metrics)
             last_return, last_length = metrics.episode_return, metrics.episode_length
-            record = UpdateRecord(
-                update,
-                0,
-                0,
-                (update + 1) * config.batch_size,
-                time.perf_counter() - wall_start,
-            )
-            records.append(record)
-            if callback is not None and callback(record):
+            steps = (update + 1) * config.batch_size
+            records.append(UpdateRecord(update, 0, 0, steps, time.perf_counter() - wall_start))
+            if callback is not None and callback(records[-1]):
                 break  # the callback asked to stop
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        host_envs.close()
     wall_seconds = time.perf_counter() - wall_start
     cpu_seconds = time.process_time() - cpu_start
-    train_state = jax.block_until_ready(train_state)
-    return AsyncResult(
-        params=train_state.params,
-        opt_state=train_state.opt_state,
-        metrics=_stack(rows),
-        async_metrics=AsyncMetrics(
-            worker=np.zeros(len(records), np.int32),
-            staleness=np.zeros(len(records), np.int32),
-            wall_time=np.array([r.wall_time for r in records], np.float64),
-        ),
-        train_state=train_state,
-        wall_seconds=wall_seconds,
-        cpu_seconds=cpu_seconds,
-        compile_seconds=compile_seconds,
-        interrupted=interrupted,
-    )
+    return _LearnerRun(train_state, rows, records, wall_seconds, cpu_seconds, interrupted)
 
 
 def _stack(rows: list[UpdateMetrics]) -> UpdateMetrics:

@@ -178,16 +178,7 @@ def _train_async_in_folder(
     outcome = async_runs.train_async_run(
         config,
         run_dir,
-        seed=args.seed,
-        resume=bool(args.resume),
-        chunk_updates=args.chunk_updates,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds,
-        keep_checkpoints=args.keep_checkpoints,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-        tensorboard=args.tensorboard,
-        overwrite=args.overwrite,
+        **_run_options(args),
     )
     result = outcome.result
     print(
@@ -218,6 +209,22 @@ def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
         run_claim.check_new(run_dir, args.overwrite)  # deletes nothing (train_run replaces)
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-folder options of `train` for `runs.train_run` and `async_runs.train_async_run`."""
+    return {
+        "seed": args.seed,
+        "resume": bool(args.resume),
+        "chunk_updates": args.chunk_updates,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_seconds": args.checkpoint_seconds,
+        "keep_checkpoints": args.keep_checkpoints,
+        "stop_after": args.stop_after,
+        "progress": not args.no_progress,
+        "tensorboard": args.tensorboard,
+        "overwrite": args.overwrite,
+    }
+
+
 def _train_in_folder(
     args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int, phases: Any
 ) -> int:
@@ -239,18 +246,9 @@ def _train_in_folder(
     outcome = runs.train_run(
         config,
         run_dir,
-        seed=args.seed,
         num_seeds=num_seeds,
-        resume=bool(args.resume),
-        chunk_updates=args.chunk_updates,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds,
-        keep_checkpoints=args.keep_checkpoints,
-        stop_after=args.stop_after,
-        progress=not args.no_progress,
-        tensorboard=args.tensorboard,
-        overwrite=args.overwrite,
         log=print if output else lambda _: None,
+        **_run_options(args),
     )
     elapsed = time.perf_counter() - t0
     phases.lap("build", compile=outcome.compile_s, train=outcome.train_s, write=outcome.write_s)

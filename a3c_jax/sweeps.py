@@ -130,14 +130,15 @@ def make_program(
     from a3c_jax.train import make_train
 
     spec = wrappers.make_env(config, training=False)
-    policy_fn = acting_policy(make_networks(config, spec), spec, greedy=True)
+    networks = make_networks(config, spec)
+    policy_fn = acting_policy(networks, spec, greedy=True)
     names = list(names)
 
     def one(values: jax.Array, key: PRNGKey, eval_key: PRNGKey) -> SweepOutput:
         hyperparams = dict(zip(names, values, strict=True))
         result = make_train(traced_config(config, hyperparams))(key)
         if episodes:
-            returns = play_episodes(spec, policy_fn, result.params, eval_key, episodes)
+            returns = play_episodes(spec, policy_fn, result.params, eval_key, episodes, networks)
             greedy = jnp.mean(returns)
         else:
             greedy = jnp.full((), jnp.nan, jnp.float32)

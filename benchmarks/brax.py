@@ -99,7 +99,7 @@ def throughput_child(env: str, num_envs: int, min_steps: int, repeats: int) -> d
 
     import a3c_jax
     from a3c_jax import wrappers
-    from a3c_jax.rollout import rollout
+    from a3c_jax.rollout import rollout, stateless
 
     base = _config(env)
     updates = max(5, min_steps // (num_envs * base.n_steps))
@@ -126,7 +126,8 @@ def throughput_child(env: str, num_envs: int, min_steps: int, repeats: int) -> d
         def body(state, _):
             carry, key = state
             key, step_key = jax.random.split(key)
-            carry, traj = rollout(spec, random_policy, None, carry, step_key, config.n_steps)
+            policy = stateless(random_policy)
+            carry, traj = rollout(spec, policy, None, carry, step_key, config.n_steps)
             return (carry, key), jnp.sum(traj.reward)
 
         _, rewards = jax.lax.scan(body, (carry, key), None, length=config.num_updates)

@@ -27,6 +27,7 @@ def random_return(env_name: str, episodes: int) -> float:
 
     from a3c_jax import envs
     from a3c_jax.evaluation import play_episodes
+    from a3c_jax.rollout import stateless
 
     spec = envs.make_env(env_name)
 
@@ -38,6 +39,7 @@ def random_return(env_name: str, episodes: int) -> float:
             key, (obs.shape[0], spec.num_actions), minval=spec.action_low, maxval=spec.action_high
         )
 
+    policy = stateless(policy)
     returns = jax.jit(lambda k: play_episodes(spec, policy, None, k, episodes))(
         jax.random.PRNGKey(123)
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import envs, evaluation
+from a3c_jax import envs, evaluation, rollout
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,7 @@ def _random_returns(env_name: str, episodes: int = 50) -> np.ndarray:
             key, (n, spec.num_actions), minval=spec.action_low, maxval=spec.action_high
         )
 
+    policy = rollout.stateless(policy)
     play = jax.jit(lambda key: evaluation.play_episodes(spec, policy, None, key, episodes))
     return np.asarray(play(jax.random.PRNGKey(0)))
 

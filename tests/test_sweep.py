@@ -24,15 +24,16 @@ def _max_difference(a, b) -> float:
 
 
 @pytest.mark.parametrize(
-    ("algo", "space"),
+    ("fields", "space"),
     [
-        ("a2c", {"lr": [1e-3, 5e-3], "max_grad_norm": [0.5, math.inf]}),
-        ("nstep_da2c", {"gamma": [0.9, 0.99], "ent_coef": [0.0, 0.05]}),
-        ("ac_replay", {"reward_scale": [0.5], "vf_coef": [0.25, 1.0]}),
+        ({"algo": "a2c"}, {"lr": [1e-3, 5e-3], "max_grad_norm": [0.5, math.inf]}),
+        ({"algo": "nstep_da2c"}, {"gamma": [0.9, 0.99], "ent_coef": [0.0, 0.05]}),
+        ({"algo": "ac_replay"}, {"reward_scale": [0.5], "vf_coef": [0.25, 1.0]}),
+        ({"recurrent": "gru", "recurrent_size": 16}, {"lr": [1e-3, 5e-3], "gae_lambda": [0.9]}),
     ],
 )
-def test_sweep_equals_plain_training_of_each_setting(algo, space):
-    config = a3c_jax.Config(**TINY, algo=algo)
+def test_sweep_equals_plain_training_of_each_setting(fields, space):
+    config = a3c_jax.Config(**TINY, **fields)
     key = jax.random.PRNGKey(7)
     result = sw.sweep(config, space, num_seeds=2, key=key, episodes=0, batch_size=3)
     n = len(sw.grid(space))

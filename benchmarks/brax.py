@@ -95,11 +95,9 @@ def _config(env: str, **changes: Any):
 
 def throughput_child(env: str, num_envs: int, min_steps: int, repeats: int) -> dict:
     import jax
-    import jax.numpy as jnp
 
     import a3c_jax
     from a3c_jax import wrappers
-    from a3c_jax.rollout import rollout, stateless
 
     base = _config(env)
     updates = max(5, min_steps // (num_envs * base.n_steps))
@@ -114,24 +112,8 @@ def throughput_child(env: str, num_envs: int, min_steps: int, repeats: int) -> d
     t2 = time.perf_counter()
     train_runs = _time_runs(compiled, key, repeats)
 
-    def random_policy(params, obs, key):
-        shape = (obs.shape[0], spec.num_actions)
-        return jax.random.uniform(key, shape, minval=spec.action_low, maxval=spec.action_high)
-
-    def random_run(key):
-        from a3c_jax import envs
-
-        carry = envs.reset(spec, key, num_envs)
-
-        def body(state, _):
-            carry, key = state
-            key, step_key = jax.random.split(key)
-            policy = stateless(random_policy)
-            carry, traj = rollout(spec, policy, None, carry, step_key, config.n_steps)
-            return (carry, key), jnp.sum(traj.reward)
-
-        _, rewards = jax.lax.scan(body, (carry, key), None, length=config.num_updates)
-        return jnp.sum(rewards)
+    # The same rollout with a uniform random policy, no learning.
+    random_run = common.random_rollout_run(spec, num_envs, config.n_steps, config.num_updates)
 
     r0 = time.perf_counter()
     random_compiled = jax.jit(random_run).lower(key).compile()

@@ -209,3 +209,38 @@ def matplotlib_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def random_rollout_run(spec: Any, num_envs: int, n_steps: int, num_updates: int) -> Callable:
+    """`run(key) -> total reward`: `num_updates` rollouts of `n_steps` over `num_envs`
+    environments of `spec` with a uniform random policy and no learning (the training's own
+    `rollout`, so its steps/s are the environment's and the rollout's alone). Not jitted."""
+    import jax
+    import jax.numpy as jnp
+
+    from a3c_jax import envs
+    from a3c_jax.rollout import rollout, stateless
+
+    def random_policy(params: Any, obs: Any, key: Any) -> Any:
+        n = obs.shape[0]
+        if spec.discrete:
+            return jax.random.randint(key, (n,), 0, spec.num_actions)
+        shape = (n, spec.num_actions)
+        return jax.random.uniform(key, shape, minval=spec.action_low, maxval=spec.action_high)
+
+    policy = stateless(random_policy)
+
+    def run(key: Any) -> Any:
+        reset_key, key = jax.random.split(key)
+        carry = envs.reset(spec, reset_key, num_envs)
+
+        def body(state: Any, _: Any) -> Any:
+            carry, key = state
+            key, step_key = jax.random.split(key)
+            carry, traj = rollout(spec, policy, None, carry, step_key, n_steps)
+            return (carry, key), jnp.sum(traj.reward)
+
+        _, rewards = jax.lax.scan(body, (carry, key), None, length=num_updates)
+        return jnp.sum(rewards)
+
+    return run

@@ -126,7 +126,6 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
 
     import a3c_jax
     from a3c_jax import envs
-    from a3c_jax.rollout import rollout, stateless
     from a3c_jax.train import compiler_options
 
     jax.block_until_ready(jnp.zeros(()) + 1)
@@ -170,26 +169,7 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
     xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
 
     # The same rollout with a uniform random policy, no learning.
-    def random_policy(params, obs, key):
-        n = obs.shape[0]
-        if spec.discrete:
-            return jax.random.randint(key, (n,), 0, spec.num_actions)
-        shape = (n, spec.num_actions)
-        return jax.random.uniform(key, shape, minval=spec.action_low, maxval=spec.action_high)
-
-    def random_run(key):
-        reset_key, key = jax.random.split(key)
-        carry = envs.reset(spec, reset_key, num_envs)
-
-        def body(state, _):
-            carry, key = state
-            key, step_key = jax.random.split(key)
-            policy = stateless(random_policy)
-            carry, traj = rollout(spec, policy, None, carry, step_key, config.n_steps)
-            return (carry, key), jnp.sum(traj.reward)
-
-        _, rewards = jax.lax.scan(body, (carry, key), None, length=config.num_updates)
-        return jnp.sum(rewards)
+    random_run = common.random_rollout_run(spec, num_envs, config.n_steps, config.num_updates)
 
     r0 = time.perf_counter()
     random_compiled = jax.jit(random_run, compiler_options=options).lower(key).compile()

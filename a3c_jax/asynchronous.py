@@ -64,7 +64,7 @@ from a3c_jax.types import (
     UpdateMetrics,
     UpdateOutput,
 )
-from a3c_jax.xla import compiler_options
+from a3c_jax.xla import compile_ahead
 
 # A worker's private carry (its environments and its key), as the tuple of its leaves.
 Carry = tuple[jax.Array, ...]
@@ -312,18 +312,15 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
-    options = compiler_options(config)
     key = jax.random.PRNGKey(0)
     state_shapes, carries_shapes = jax.eval_shape(init, key)
-    init_c, worker_c, apply_c = (
-        jax.jit(fn, compiler_options=options).lower(*args).compile()
-        for fn, args in (
-            (init, (key,)),
-            (worker_step, (state_shapes.params, carries_shapes[0])),
-            (apply, (state_shapes, state_shapes.params)),
-        )
+    return AsyncParts(
+        compile_ahead(init, key, config=config),
+        compile_ahead(worker_step, state_shapes.params, carries_shapes[0], config=config),
+        compile_ahead(apply, state_shapes, state_shapes.params, config=config),
+        unravel,
+        optimizer,
     )
-    return AsyncParts(init_c, worker_c, apply_c, unravel, optimizer)
 
 
 def _unravel_train_state(train_state: TrainState, unravel: Callable) -> TrainState:
@@ -434,9 +431,22 @@ def train_async(
         )
     finally:
         parts.close(carries)
-    final = jax.block_until_ready(store.state)
-    metrics, async_metrics = _collect_metrics(store, parts.optimizer, config.batch_size)
-    train_state = _unravel_train_state(final, parts.unravel)
+    timings = wall_seconds, cpu_seconds, compile_seconds
+    return _async_result(store, parts, config.batch_size, timings, interrupted)
+
+
+def _async_result(
+    store: ParameterStore,
+    parts: AsyncParts,
+    batch_size: int,
+    timings: tuple[float, float, float],
+    interrupted: bool,
+) -> AsyncResult:
+    """The `AsyncResult` of a finished (or stopped) run over `store`; `timings`: its wall,
+    CPU and compile seconds."""
+    wall_seconds, cpu_seconds, compile_seconds = timings
+    train_state = _unravel_train_state(jax.block_until_ready(store.state), parts.unravel)
+    metrics, async_metrics = _collect_metrics(store, parts.optimizer, batch_size)
     return AsyncResult(
         params=train_state.params,
         opt_state=train_state.opt_state,

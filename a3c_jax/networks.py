@@ -341,8 +341,8 @@ class NatureCNNTorso(nn.Module):
         return MLPTorso(self.hidden_sizes, self.activation, obs_ndim=3)(x)
 
 
-def make_networks(config: Config, spec: EnvSpec) -> Networks:
-    """Builds the actor-critic described by `config` for the environment `spec`."""
+def actor_critic_module(config: Config, spec: EnvSpec) -> ActorCritic:
+    """The flax module of `config`'s actor-critic for the environment `spec`."""
     from a3c_jax.algorithms import registry
 
     kind = torso_kind(config.torso, spec.obs_shape)
@@ -355,11 +355,8 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         return MLPTorso(config.hidden_sizes, config.activation, len(spec.obs_shape))
 
     core = config.recurrent
-    recurrent_critic = core is not None and (
-        config.shared_torso or registry.get(config.algo).recurrent_critic
-    )
     squash = not spec.discrete and config.action_bounding == "tanh"
-    module = ActorCritic(
+    return ActorCritic(
         torso_fn,
         spec.discrete,
         spec.num_actions,
@@ -370,65 +367,63 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
         squash_high=tuple(map(float, spec.action_high)) if squash else None,
         core=core,
         core_size=config.recurrent_size,
-        recurrent_critic=recurrent_critic,
+        recurrent_critic=core is not None
+        and (config.shared_torso or registry.get(config.algo).recurrent_critic),
     )
 
+
+def _initial_state_fn(module: ActorCritic) -> Callable[[int], CoreState]:
+    """`initial_state(B)`: the module's zero hidden state for B environments."""
+
     def initial_state(batch: int) -> CoreState:
-        size = module.core_size
+        core, size = module.core, module.core_size
         if core is None:
             return CoreState()
-        if config.shared_torso:
+        if module.shared_torso:
             return CoreState(zero_core(core, size, batch))
-        return CoreState(
-            zero_core(core, size, batch), zero_core(core if recurrent_critic else None, size, batch)
-        )
+        critic_core = core if module.recurrent_critic else None
+        return CoreState(zero_core(core, size, batch), zero_core(critic_core, size, batch))
 
-    def init(key: PRNGKey) -> Params:
-        module_key, kernel_key = jax.random.split(key)
-        if core is None:
-            variables = module.init(module_key, jnp.zeros(spec.obs_shape, jnp.float32))
-        else:
-            dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
-            variables = module.init(
-                module_key, dummy_obs, initial_state(1), method=ActorCritic.step
+    return initial_state
+
+
+def _prepared(config: Config, params: Params, obs: jax.Array) -> tuple[Params, jax.Array]:
+    """Parameters exported with frozen observation statistics (`wrappers.export_params`)
+    normalise raw observations first; the training loop's own parameters have none."""
+    obs = wrappers.prepare_obs(params, obs, config.obs_clip)
+    return {k: v for k, v in params.items() if k != wrappers.OBS_STATS}, obs
+
+
+def _stateless_fn(
+    config: Config, module: ActorCritic, method: Callable | None, recurrent: bool, name: str
+) -> Callable:
+    """`fn(params, obs)` applying `method` of a feed-forward network; an error for a
+    recurrent one, whose outputs depend on a hidden state."""
+
+    def fn(params: Params, obs: jax.Array):
+        if recurrent:
+            raise TypeError(
+                f"networks.{name}: recurrent={module.core!r} makes it depend on a hidden state; "
+                "use networks.step or networks.unroll"
             )
-        return orthogonal_init(variables, kernel_key)
+        params, obs = _prepared(config, params, obs)
+        return module.apply(params, obs, method=method)
 
-    def prepared(params: Params, obs: jax.Array) -> tuple[Params, jax.Array]:
-        # Parameters exported with frozen observation statistics (wrappers.export_params)
-        # normalise raw observations first; the training loop's own parameters have none.
-        obs = wrappers.prepare_obs(params, obs, config.obs_clip)
-        return {k: v for k, v in params.items() if k != wrappers.OBS_STATS}, obs
+    return fn
 
-    def applied(method: Callable | None, recurrent: bool, name: str) -> Callable:
-        def fn(params: Params, obs: jax.Array):
-            if recurrent:
-                raise TypeError(
-                    f"networks.{name}: recurrent={core!r} makes it depend on a hidden state; "
-                    "use networks.step or networks.unroll"
-                )
-            params, obs = prepared(params, obs)
-            return module.apply(params, obs, method=method)
 
-        return fn
-
-    def step(
-        params: Params, obs: jax.Array, first: jax.Array, state: CoreState
-    ) -> tuple[Distribution, jax.Array, CoreState]:
-        params, obs = prepared(params, obs)
-        features = module.apply(params, obs, method=ActorCritic.features)
-        state, features = module.apply(
-            params, reset_core(state, first), features, method=ActorCritic.cores
-        )
-        pi, value = module.apply(params, features, method=ActorCritic.heads)
-        return pi, value, state
+def _unroll_fn(config: Config, module: ActorCritic) -> Callable:
+    """`unroll(params, obs [T, B, ...], first [T, B], state) -> (pi, value [T, B], states)`:
+    the hidden state after each step (`states`, leaves [T, B, H]); feed-forward networks
+    return `state` unchanged."""
 
     def unroll(
         params: Params, obs: jax.Array, first: jax.Array, state: CoreState
     ) -> tuple[Distribution, jax.Array, CoreState]:
-        params, obs = prepared(params, obs)
+        params, obs = _prepared(config, params, obs)
         features = module.apply(params, obs, method=ActorCritic.features)  # [T, B, H]
-        if core is not None:
+        states = state
+        if module.core is not None:
 
             def body(state: CoreState, inputs: tuple[Features, jax.Array]):
                 features, first = inputs
@@ -438,19 +433,48 @@ def make_networks(config: Config, spec: EnvSpec) -> Networks:
                 return state, (features, state)
 
             _, (features, states) = jax.lax.scan(body, state, (features, first))
-        else:
-            states = state
         pi, value = module.apply(params, features, method=ActorCritic.heads)
         return pi, value, states
 
+    return unroll
+
+
+def make_networks(config: Config, spec: EnvSpec) -> Networks:
+    """Builds the actor-critic described by `config` for the environment `spec`."""
+    module = actor_critic_module(config, spec)
+    initial_state = _initial_state_fn(module)
+    recurrent = module.core is not None
+
+    def init(key: PRNGKey) -> Params:
+        module_key, kernel_key = jax.random.split(key)
+        if recurrent:
+            dummy_obs = jnp.zeros((1, *spec.obs_shape), jnp.float32)
+            variables = module.init(
+                module_key, dummy_obs, initial_state(1), method=ActorCritic.step
+            )
+        else:
+            variables = module.init(module_key, jnp.zeros(spec.obs_shape, jnp.float32))
+        return orthogonal_init(variables, kernel_key)
+
+    def step(
+        params: Params, obs: jax.Array, first: jax.Array, state: CoreState
+    ) -> tuple[Distribution, jax.Array, CoreState]:
+        params, obs = _prepared(config, params, obs)
+        features = module.apply(params, obs, method=ActorCritic.features)
+        state, features = module.apply(
+            params, reset_core(state, first), features, method=ActorCritic.cores
+        )
+        pi, value = module.apply(params, features, method=ActorCritic.heads)
+        return pi, value, state
+
     return Networks(
         init=init,
-        apply=applied(None, core is not None, "apply"),
-        policy=applied(ActorCritic.policy, core is not None, "policy"),
-        value=applied(ActorCritic.value, recurrent_critic, "value"),
+        apply=_stateless_fn(config, module, None, recurrent, "apply"),
+        policy=_stateless_fn(config, module, ActorCritic.policy, recurrent, "policy"),
+        value=_stateless_fn(config, module, ActorCritic.value, module.recurrent_critic, "value"),
         step=step,
-        unroll=unroll,
+        unroll=_unroll_fn(config, module),
         initial_state=initial_state,
-        recurrent_actor=core is not None,
-        recurrent_critic=recurrent_critic,
+        recurrent_actor=recurrent,
+        recurrent_critic=module.recurrent_critic,
     )

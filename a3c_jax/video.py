@@ -197,36 +197,56 @@ def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([[w], a[0] * b[1:] + b[0] * a[1:] + np.cross(a[1:], b[1:])])
 
 
+def _brax_geoms(sys: Any, state: Any) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each drawn geometry of a Brax state as (type, world position, world rotation, size);
+    planes (the ground) are left out."""
+    body = np.asarray(sys.geom_bodyid)  # 0: the world; b > 0: link b - 1
+    kind, size = np.asarray(sys.geom_type), np.asarray(sys.geom_size)
+    local_pos, local_rot = np.asarray(sys.geom_pos), np.asarray(sys.geom_quat)
+    x = state.inner.pipeline_state.x
+    pos, rot = np.asarray(x.pos), np.asarray(x.rot)
+    out = []
+    for g in range(len(body)):
+        if kind[g] == 0:  # planes: the ground line
+            continue
+        if body[g] == 0:
+            p, q = local_pos[g], local_rot[g]
+        else:
+            link = body[g] - 1
+            p = pos[link] + _rotate(rot[link], local_pos[g])
+            q = _qmul(rot[link], local_rot[g])
+        out.append((int(kind[g]), p, q, size[g]))
+    return out
+
+
+def _draw_geom(canvas: Any, geom: tuple, px: Callable, scale: float) -> None:
+    """Draws one geometry of `_brax_geoms`; `px` maps a world point to pixels."""
+    shape, p, q, s = geom
+    if shape in (3, 5):  # capsule, cylinder: radius, half-length along the local z
+        tip = _rotate(q, np.array([0.0, 0.0, s[1]]))
+        width = max(2, int(2 * s[0] * scale))
+        canvas.line([px(p - tip), px(p + tip)], fill=(204, 153, 102), width=width)
+    elif shape == 6:  # box: the outline of its corners' projection
+        signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
+        xs, ys = zip(*(px(p + _rotate(q, s * sign)) for sign in signs), strict=True)
+        canvas.rectangle([min(xs), min(ys), max(xs), max(ys)], outline=(40, 40, 40))
+    else:  # spheres and the rest: discs
+        cx, cy = px(p)
+        r = max(2.0, s[0] * scale)
+        canvas.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(40, 40, 40))
+
+
 def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
     """A light renderer of any Brax environment (`a3c_jax.brax_envs`), with no MuJoCo renderer:
     its capsules as thick segments, spheres as discs and boxes as their outline, seen from the
     side (x, z; from above, x, y, for reacher), the view following the first body and scaled
     to the first frame's extent."""
     sys = spec.env.env.sys
-    body = np.asarray(sys.geom_bodyid)  # 0: the world; b > 0: link b - 1
-    kind, size = np.asarray(sys.geom_type), np.asarray(sys.geom_size)
-    local_pos, local_rot = np.asarray(sys.geom_pos), np.asarray(sys.geom_quat)
     axes = [0, 1] if spec.name == "brax:reacher" else [0, 2]
     view: dict[str, float] = {}
 
-    def geoms(state: Any) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        x = state.inner.pipeline_state.x
-        pos, rot = np.asarray(x.pos), np.asarray(x.rot)
-        out = []
-        for g in range(len(body)):
-            if kind[g] == 0:  # planes: the ground line
-                continue
-            if body[g] == 0:
-                p, q = local_pos[g], local_rot[g]
-            else:
-                link = body[g] - 1
-                p = pos[link] + _rotate(rot[link], local_pos[g])
-                q = _qmul(rot[link], local_rot[g])
-            out.append((int(kind[g]), p, q, size[g]))
-        return out
-
     def draw(state: Any, params: Any) -> Any:
-        shapes = geoms(state)
+        shapes = _brax_geoms(sys, state)
         centre_x = float(np.asarray(state.inner.pipeline_state.x.pos)[0, axes[0]])
         if not view:
             reach = [np.abs(p[axes] - [centre_x, 0.0]).max() + s[:2].max() for _, p, _, s in shapes]
@@ -235,7 +255,6 @@ def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
         half_y = half * HEIGHT / WIDTH
         centre_y = 0.7 * half_y if axes[1] == 2 else 0.0
         xr, yr = (centre_x - half, centre_x + half), (centre_y - half_y, centre_y + half_y)
-        scale = WIDTH / (2 * half)
         image, canvas = _canvas()
 
         def px(point: np.ndarray) -> tuple[float, float]:
@@ -243,22 +262,8 @@ def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
 
         if axes[1] == 2:
             canvas.line([_to_pixels(xr[0], 0, xr, yr), _to_pixels(xr[1], 0, xr, yr)], (0, 0, 0))
-        for shape, p, q, s in shapes:
-            if shape in (3, 5):  # capsule, cylinder: radius, half-length along the local z
-                tip = _rotate(q, np.array([0.0, 0.0, s[1]]))
-                width = max(2, int(2 * s[0] * scale))
-                canvas.line([px(p - tip), px(p + tip)], fill=(204, 153, 102), width=width)
-            elif shape == 6:  # box: the outline of its corners' projection
-                corners = [
-                    px(p + _rotate(q, s * np.array(signs)))
-                    for signs in np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
-                ]
-                xs, ys = zip(*corners, strict=True)
-                canvas.rectangle([min(xs), min(ys), max(xs), max(ys)], outline=(40, 40, 40))
-            else:  # spheres and the rest: discs
-                cx, cy = px(p)
-                r = max(2.0, s[0] * scale)
-                canvas.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(40, 40, 40))
+        for geom in shapes:
+            _draw_geom(canvas, geom, px, WIDTH / (2 * half))
         return image
 
     return draw

@@ -7,7 +7,8 @@ Host-side settings only; nothing here traces. Every `jax.jit` of the library com
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -35,6 +36,13 @@ def compiler_options(config: Config | None = None, num_seeds: int = 1) -> dict |
     if config is not None and config.total_timesteps * num_seeds <= SHORT_RUN_STEPS:
         return SHORT_RUN_COMPILER_OPTIONS
     return CPU_COMPILER_OPTIONS
+
+
+def compile_ahead(fn: Callable, *args: Any, config: Config) -> Any:
+    """`fn` jitted with `config`'s compiler options, lowered for `args` (arrays or
+    `jax.ShapeDtypeStruct`s) and compiled now: the compiled program, called with arrays of
+    those shapes."""
+    return jax.jit(fn, compiler_options=compiler_options(config)).lower(*args).compile()
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

@@ -1,6 +1,7 @@
 """Shared test settings: implicit rank promotion is an error in every test."""
 
 import os
+import signal
 
 import jax
 import pytest
@@ -19,3 +20,25 @@ os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 @pytest.fixture
 def key() -> jax.Array:
     return jax.random.PRNGKey(0)
+
+
+# pytest-xdist hands out whole files (`--dist loadfile`) in collection order: the files that take
+# longest start first, so that none of them is left to run alone at the end.
+SLOWEST_FILES = ("test_parallel.py", "test_learning.py", "test_brax.py", "test_recurrent.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: the order within each file is kept
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test: pytest-xdist's workers
+    ignore SIGINT, as a process started in the background does."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

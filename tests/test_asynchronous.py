@@ -146,7 +146,7 @@ def test_worker_exception_stops_every_worker_and_is_raised(key):
     assert not _worker_threads()
 
 
-def test_ctrl_c_stops_workers_and_returns_the_partial_run(key):
+def test_ctrl_c_stops_workers_and_returns_the_partial_run(key, default_sigint):
     main = threading.main_thread().ident
 
     def interrupt(record):

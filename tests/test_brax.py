@@ -212,13 +212,12 @@ def test_video_frames_of_a_brax_environment(pendulum_play):
 
 @pytest.mark.slow
 def test_a2c_learns_inverted_pendulum():
-    # The preset (1.5M steps per seed, 16 environments, normalised observations and rewards),
-    # 2 seeds at once; the maximum return is 1000. Measured with 4 other seeds: 938 to 1000.
+    # The preset (1.5M steps, 16 environments, normalised observations and rewards), seed 0; the
+    # maximum return is 1000. Measured: seed 0 960 and seed 1 984 (greedy, 5 episodes each), 938
+    # to 1000 over 4 other seeds vmapped.
     config = Config(env_name=PENDULUM)
     assert config.total_timesteps == 1_500_000 and config.normalize_obs
-    result = a3c_jax.jit_train(config, num_seeds=2)(jax.random.split(jax.random.PRNGKey(0), 2))
+    result = a3c_jax.jit_train(config)(jax.random.PRNGKey(0))
     a3c_jax.check_finite(result)
-    for i in range(2):
-        params = jax.tree.map(lambda x, i=i: x[i], result.params)
-        returns = a3c_jax.evaluate(config, params, jax.random.PRNGKey(100 + i), num_episodes=5)
-        assert float(np.mean(returns)) >= 900.0, (i, np.asarray(returns))
+    returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(100), num_episodes=5)
+    assert float(np.mean(returns)) >= 900.0, np.asarray(returns)

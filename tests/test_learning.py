@@ -90,23 +90,22 @@ def test_da2c_learns_cartpole():
     assert returns.mean() >= 400.0, returns.mean()
 
 
-# Greedy return over 20 episodes of each of 8 seeds (`split(PRNGKey(0), 8)`, vmapped), measured
-# on this project's 2-core CPU: online_ac 9, 500, 500, 500, 500, 78, 265, 500 (mean 357, standard
-# error of the mean 74); ac_replay 73, 444, 490, 170, 98, 500, 210, 24 (mean 251, s.e. 70). Single
-# seeds range from random-like to solved, hence 8 seeds; each threshold is the measured mean less
-# two standard errors (random policy: about 22). Cost on a quiet 2-core CPU, from the progression's
-# rates: about 30 s (online_ac) and 60 s (ac_replay), compile included.
-VARIANT_THRESHOLDS = {"online_ac": 200.0, "ac_replay": 110.0}
+# Greedy return over 20 episodes of each seed (`split(PRNGKey(0), S)`, vmapped), measured on this
+# project's 2-core CPU. online_ac, 8 seeds: 9, 500, 500, 500, 500, 78, 265, 500 (mean 357,
+# standard error of the mean 74). ac_replay, 4 seeds: 73, 444, 490, 170 (mean 294, s.e. 102; the
+# same four figures as the first four of 8 seeds). Single seeds range from random-like to solved,
+# hence several; each threshold is the measured mean less two standard errors (random policy:
+# about 22). ac_replay runs 4 seeds because its vmapped episodes wait for the slowest seed: 8
+# seeds took 160 s to train, 4 seeds 34 s; online_ac's 8 seeds cost what 4 do (about 60 s).
+VARIANTS = {"online_ac": (8, 200.0), "ac_replay": (4, 90.0)}  # algo: (seeds, threshold)
 
 
-@pytest.mark.parametrize("algo", sorted(VARIANT_THRESHOLDS))
+@pytest.mark.parametrize("algo", sorted(VARIANTS))
 def test_online_and_replay_variants_beat_random_on_cartpole(algo):
     config = a3c_jax.Config(env_name="CartPole-v1", algo=algo)
-    means = _seed_means(config, 8, key_offset=0)
-    assert np.mean(means) >= VARIANT_THRESHOLDS[algo], (
-        means,
-        _random_returns("CartPole-v1").mean(),
-    )
+    num_seeds, threshold = VARIANTS[algo]
+    means = _seed_means(config, num_seeds, key_offset=0)
+    assert np.mean(means) >= threshold, (means, _random_returns("CartPole-v1").mean())
 
 
 def _seed_means(config: a3c_jax.Config, num_seeds: int, key_offset: int) -> list[float]:

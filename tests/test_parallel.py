@@ -76,8 +76,10 @@ def test_unreachable_coordinator_times_out_with_a_message(tmp_path):
 
 def _run_multidevice(marker: str) -> None:
     env = dict(os.environ, A3C_JAX_MULTIDEVICE="1")
+    # -n 0: one process here, beside the other pytest-xdist worker, not two more.
+    options = ["-q", "-p", "no:cacheprovider", "-n", "0", "-m", marker]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, MULTIDEVICE],
+        [sys.executable, "-m", "pytest", *options, MULTIDEVICE],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -135,8 +137,11 @@ time.sleep(600)
 def test_launch_with_two_devices_per_process(tmp_path):
     """--devices-per-process 2: each of the 2 processes has 2 local devices, 4 in all, and a
     gradient mean over all of them (a psum of each device's index) sees every device."""
-    script = """
+    # Each process writes its own file: the two share one stdout, where unbuffered prints
+    # (PYTHONUNBUFFERED) interleave word by word.
+    script = f"""
 import a3c_jax  # joins the run
+from pathlib import Path
 import jax, jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -145,10 +150,11 @@ x = jax.make_array_from_process_local_data(
     NamedSharding(mesh, P("d")), np.arange(2, dtype=np.float32) + 2 * jax.process_index()
 )
 total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(x)
-print("process", jax.process_index(), jax.process_count(), jax.local_device_count(),
-      jax.device_count(), float(total), flush=True)
+facts = (jax.process_index(), jax.process_count(), jax.local_device_count(),
+         jax.device_count(), float(total))
+Path(r"{tmp_path}", f"process_{{jax.process_index()}}.txt").write_text(" ".join(map(str, facts)))
 """
     done = _launch(tmp_path, script, "--devices-per-process=2", "--timeout=60")
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("process"))
-    assert lines == ["process 0 2 2 4 6.0", "process 1 2 2 4 6.0"], done.stdout
+    facts = [(tmp_path / f"process_{i}.txt").read_text() for i in range(2)]
+    assert facts == ["0 2 2 4 6.0", "1 2 2 4 6.0"], done.stdout

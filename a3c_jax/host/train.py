@@ -42,7 +42,7 @@ from a3c_jax.networks import Networks, make_networks
 from a3c_jax.optim import Optimizer, apply_gradients, flatten, init_train_state, make_optimizer
 from a3c_jax.train import InitKeys, divergence, init_keys, update_metrics
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
-from a3c_jax.xla import compiler_options
+from a3c_jax.xla import compile_ahead
 
 # Algorithms a host environment trains: the fixed-length n-step ones (episodic ones restart every
 # environment at each update, which a stream of host steps does not do) and A3C.
@@ -82,10 +82,6 @@ def traj_shapes(spec: envs.EnvSpec, num_steps: int, num_envs: int) -> Transition
         episode_return=array((), jnp.float32),
         episode_length=array((), jnp.int32),
     )
-
-
-def _compile(fn: Callable, *args: Any, config: Config) -> Any:
-    return jax.jit(fn, compiler_options=compiler_options(config)).lower(*args).compile()
 
 
 def split_keys(num_envs: int, num_steps: int, loop_key: PRNGKey) -> tuple[PRNGKey, jax.Array]:
@@ -147,10 +143,10 @@ def make_parts(config: Config) -> HostParts:
         spec,
         networks,
         optimizer,
-        _compile(init, key, config=config),
-        _compile(next_keys, key, config=config),
-        _compile(rollout.make_act(spec, networks), state.params, obs, act_keys, config=config),
-        _compile(learn, state, traj, scalar, scalar, key, config=config),
+        compile_ahead(init, key, config=config),
+        compile_ahead(next_keys, key, config=config),
+        compile_ahead(rollout.make_act(spec, networks), state.params, obs, act_keys, config=config),
+        compile_ahead(learn, state, traj, scalar, scalar, key, config=config),
     )
 
 
@@ -335,11 +331,11 @@ def _compiled_worker(config: Config) -> tuple[Any, ...]:
         spec,
         unravel,
         optimizer,
-        _compile(next_keys, key, config=config),
-        _compile(init_flat, key, config=config),
-        _compile(act_flat, state.params, obs, act_keys, config=config),
-        _compile(gradient, state.params, traj, key, config=config),
-        _compile(apply, state, state.params, config=config),
+        compile_ahead(next_keys, key, config=config),
+        compile_ahead(init_flat, key, config=config),
+        compile_ahead(act_flat, state.params, obs, act_keys, config=config),
+        compile_ahead(gradient, state.params, traj, key, config=config),
+        compile_ahead(apply, state, state.params, config=config),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import background, envs, wrappers
+from a3c_jax import background, envs, program_cache, wrappers
 from a3c_jax.config import Config
 from a3c_jax.networks import Networks, make_networks
 from a3c_jax.rollout import (
@@ -26,6 +26,7 @@ from a3c_jax.rollout import (
     with_initial_state,
 )
 from a3c_jax.types import CoreState, Params, PRNGKey
+from a3c_jax.xla import compiler_options
 
 
 def acting_policy(networks: Networks, spec: envs.EnvSpec, greedy: bool) -> PolicyFn:
@@ -149,8 +150,10 @@ def _make_evaluator(
     spec = wrappers.make_env(config, training=False)
     networks = make_networks(config, spec)
     policy_fn = acting_policy(networks, spec, greedy)
+    # An evaluation is a short run: XLA's faster-compiling CPU options (`xla.compiler_options`).
     return jax.jit(
-        lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes, networks)
+        lambda params, key: play_episodes(spec, policy_fn, params, key, num_episodes, networks),
+        compiler_options=compiler_options(short=True),
     )
 
 
@@ -213,8 +216,15 @@ def compile_evaluation(
             param_shapes(config) if params is None else params,
             jax.eval_shape(jax.random.PRNGKey, 0),
         )
-        program = _make_evaluator(config, num_episodes, greedy).lower(*args).compile()
-        return _signature(args), program
+
+        def compile_program() -> Callable:
+            return _make_evaluator(config, num_episodes, greedy).lower(*args).compile()
+
+        signature = _signature(args)
+        if config.num_devices != 1:  # parameters placed over devices (`param_shapes`)
+            return signature, compile_program()
+        parts = ("evaluation", config, num_episodes, greedy, str(signature))
+        return signature, program_cache.load_or_compile(parts, compile_program)
 
     future = background.start(work, name="a3c_jax-compile-evaluation")
     _AHEAD[(config, num_episodes, greedy)] = future

@@ -26,14 +26,16 @@ SHORT_RUN_STEPS = 1_000_000
 SHORT_RUN_COMPILER_OPTIONS = {**CPU_COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
 
 
-def compiler_options(config: Config | None = None, num_seeds: int = 1) -> dict | None:
+def compiler_options(
+    config: Config | None = None, num_seeds: int = 1, short: bool = False
+) -> dict | None:
     """The options every a3c_jax `jax.jit` compiles with. On accelerators, XLA's defaults. On the
     CPU, `CPU_COMPILER_OPTIONS`, or `SHORT_RUN_COMPILER_OPTIONS` (faster to compile, a little
-    slower to run) for a run of `config` over `num_seeds` seeds that plays at most
-    `SHORT_RUN_STEPS` environment steps in all."""
+    slower to run) for a short program (`short`: an evaluation) or a run of `config` over
+    `num_seeds` seeds that plays at most `SHORT_RUN_STEPS` environment steps in all."""
     if jax.default_backend() != "cpu":
         return None
-    if config is not None and config.total_timesteps * num_seeds <= SHORT_RUN_STEPS:
+    if short or (config is not None and config.total_timesteps * num_seeds <= SHORT_RUN_STEPS):
         return SHORT_RUN_COMPILER_OPTIONS
     return CPU_COMPILER_OPTIONS
 

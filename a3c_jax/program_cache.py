@@ -19,6 +19,9 @@ Only one process on one device uses it (a program placed over several devices or
 compiled as before), and only while JAX's persistent cache is on (the command line turns it on).
 A cache never fails a run: an entry that cannot be read, loaded or written is compiled instead.
 Entries are written whole (a temporary file, then a rename), so a reader never sees half of one.
+Entries are pickles, trusted as JAX's own cache folder is: the folder is the user's. Nothing is
+ever removed from it; delete the folder to reclaim the space (each edit of a3c_jax's source
+starts new entries).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from a3c_jax import checkpoint as ckpt
 from a3c_jax import checkpointer, run_claim
+from a3c_jax.algorithms import registry
 from a3c_jax.asynchronous import (
     AsyncResult,
     ParameterStore,
@@ -246,7 +247,9 @@ def _open_run(
         clock = _Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")
     else:
-        state = make_async_parts(config).init(jax.random.PRNGKey(seed))[0]
+        parts = make_async_parts(config)
+        state, carries = parts.init(jax.random.PRNGKey(seed))
+        parts.close(carries)  # host environments: `train_async` opens its workers' own
         claim.clear()
         info = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
         clock = _Clock(0.0)
@@ -305,8 +308,9 @@ def train_async_run(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> AsyncRunOutcome:
-    """Trains `config` (an asynchronous algorithm, gymnax environments) with `train_async` into
-    the run folder `run_dir`, or continues the run there (`resume`: not bitwise, see the module).
+    """Trains `config` (an asynchronous algorithm; gymnax or host environments) with `train_async`
+    into the run folder `run_dir`, or continues the run there (`resume`: not bitwise, see the
+    module).
 
     The options mean what they mean for `runs.train_run` (recorded in the folder, restored on
     resume); `stop_after` stops after about that many more updates (each worker finishes the
@@ -314,10 +318,10 @@ def train_async_run(
     with a checkpoint (status "interrupted"). Raises `DivergenceError`, after saving the newest
     finite state, once an update made the parameters non-finite.
     """
-    if not config.asynchronous or config.host_env:
+    if not config.asynchronous:
         raise ConfigError(
-            f"train_async_run trains asynchronous algorithms on gymnax environments; "
-            f"algo={config.algo!r}, env_name={config.env_name!r}"
+            f"train_async_run trains asynchronous algorithms {registry.names(asynchronous=True)}; "
+            f"algo={config.algo!r} is synchronous: train it with runs.train_run"
         )
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given

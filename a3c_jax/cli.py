@@ -129,10 +129,12 @@ def train_command(args: argparse.Namespace) -> int:
         config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
-        if config.host_env and not args.dry_run:
-            # Host environments (a3c_jax.host): no run folder, checkpoints or resume yet.
-            print(f"note: {config.env_name} (a host environment) trains without a run folder: "
-                  "no metrics, checkpoints or --resume")  # fmt: skip
+        if config.host_env and not config.asynchronous and not args.dry_run:
+            # Synchronous training on host environments (a3c_jax.train_host): no run folder yet;
+            # A3C on them trains in one (`async_runs`).
+            print(f"note: {config.env_name} (a host environment) trains with algo={config.algo!r} "
+                  "without a run folder: no metrics, checkpoints or --resume (algo='a3c' has "
+                  "them)")  # fmt: skip
             from a3c_jax import memory
 
             memory.check_fits(config, args.num_seeds or 1)

@@ -253,6 +253,33 @@ def test_host_config_errors_before_compiling(key, monkeypatch):
         Config(env_name="gymnasium:ALE/Breakout-v5")
 
 
+def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys):
+    """A3C on Gymnasium's CartPole-v1 through the command line: a run folder with metrics and
+    checkpoints, stopped and resumed to its end (the store goes on; fresh environments), and
+    `a3c-jax eval` of it. Synchronous host training still says it writes no folder."""
+    from a3c_jax import runs
+    from a3c_jax.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--no-cache", "--no-progress", "--episodes", "2", "--chunk-updates", "10"]
+    fields = ["--env", "gymnasium:CartPole-v1", "--algo", "a3c"]
+    fields += ["--set", "num_workers=2", "total_timesteps=800"]  # 160 updates of 5 steps
+    assert main([*argv, *fields, "--out", str(out), "--stop-after", "30"]) == 0
+    assert "stopped at update" in capsys.readouterr().out
+    stopped = a3c_jax.load(out)
+    assert stopped.meta["trainer"] == "async" and 30 <= stopped.meta["update"] < 160
+    assert main([*argv, "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "finished at update 160 of 160" in printed and "greedy evaluation over 2" in printed
+    saved = a3c_jax.load(out)
+    assert saved.config.env_name == "gymnasium:CartPole-v1" and saved.meta["env_steps"] == 800
+    metrics = runs.read_metrics(out)
+    assert np.all(np.diff(metrics["update"]) > 0) and metrics["update"][-1] == 160
+    assert main(["eval", str(out), "--episodes", "2"]) == 0
+    assert "greedy over 2 episodes" in capsys.readouterr().out
+    assert main(["train", "--dry-run", "--env", "gymnasium:CartPole-v1", "--algo", "a2c"]) == 0
+
+
 @pytest.mark.slow
 def test_host_a2c_solves_gymnasium_cartpole():
     # Sync vector environment: the run is reproducible (Gymnasium seeded from the key).

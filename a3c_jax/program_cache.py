@@ -15,7 +15,8 @@ the program depends on:
 - what the caller names: the kind of program, the `Config`, the argument structure and shapes,
   the compiler options.
 
-Only one process on one device uses it (a program placed over several devices or processes is
+It is off unless `A3C_JAX_PROGRAM_CACHE=1` is set: experimental (see `ENABLE`). Only one
+process on one device uses it (a program placed over several devices or processes is
 compiled as before), and only while JAX's persistent cache is on (the command line turns it on).
 A cache never fails a run: an entry that cannot be read, loaded or written is compiled instead.
 Entries are written whole (a temporary file, then a rename), so a reader never sees half of one.
@@ -36,6 +37,9 @@ from typing import Any
 import jax
 
 FOLDER = "a3c_jax_programs"
+# Opt-in: an executable kept by one process and loaded by another failed to run in a test suite
+# ("NOT_FOUND: Function iota_convert_fusion not found") where the same program ran when compiled.
+ENABLE = "A3C_JAX_PROGRAM_CACHE"
 _SOURCE_DIGEST: list[str] = []  # computed once per process
 
 
@@ -52,10 +56,10 @@ def source_digest() -> str:
 
 
 def folder() -> Path | None:
-    """Where programs are kept: inside JAX's persistent cache folder; None when that cache is
-    off, or when programs span several devices or processes."""
+    """Where programs are kept: inside JAX's persistent cache folder; None unless
+    `A3C_JAX_PROGRAM_CACHE=1` is set, when that cache is off, or over several processes."""
     cache_dir = jax.config.jax_compilation_cache_dir
-    if not cache_dir or jax.process_count() > 1:
+    if os.environ.get(ENABLE) != "1" or not cache_dir or jax.process_count() > 1:
         return None
     return Path(cache_dir) / FOLDER
 

@@ -22,6 +22,7 @@ def _persistent_cache(path):
 def cache_dir(tmp_path, monkeypatch):
     """JAX's persistent cache on in `tmp_path` for this test, and no program in memory."""
     monkeypatch.setattr(compiled, "_CHUNKS", {})
+    monkeypatch.setenv(program_cache.ENABLE, "1")
     for _ in _persistent_cache(str(tmp_path)):
         yield tmp_path / program_cache.FOLDER
 
@@ -84,8 +85,12 @@ def test_the_key_changes_with_what_makes_the_program(monkeypatch):
     assert key != program_cache.program_key("chunk", CONFIG, 3)
 
 
-def test_nothing_is_kept_without_the_persistent_cache(no_cache):
+def test_nothing_is_kept_without_the_persistent_cache(no_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv(program_cache.ENABLE, "1")
     assert program_cache.folder() is None
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+    monkeypatch.delenv(program_cache.ENABLE)
+    assert program_cache.folder() is None  # off unless asked for
     assert program_cache.load_or_compile(("x",), lambda: 42) == 42
 
 

@@ -84,23 +84,12 @@ def compiled_chunk(trainer: Trainer, config: Config, chunk: int, runner: RunnerS
         options = compiler_options(config, num_seeds)
         jitted = jax.jit(over_seeds(run_chunk, num_seeds), compiler_options=options)
         until = np.zeros((num_seeds,), np.int32)
-        if not _kept_on_disk(config):
-            return jitted.lower(runner, until).compile()
         parts = ("chunk", config, chunk, num_seeds, str(jax.tree.structure(runner)), avals, options)
-        return program_cache.load_or_compile(parts, lambda: jitted.lower(runner, until).compile())
+        return program_cache.load_or_compile(
+            config, parts, lambda: jitted.lower(runner, until).compile()
+        )
 
     return _remember(_CHUNKS, key, compile_chunk)
-
-
-def _kept_on_disk(config: Config) -> bool:
-    """Whether `config`'s chunk programs may be kept by `program_cache`: those of a3c_jax's own
-    algorithms (declared by module name in the registry, so within its source digest; a builder
-    substituted at run time is not) on one device."""
-    from a3c_jax import parallel
-
-    builder = registry.get(config.algo).builder
-    own = isinstance(builder, str) and builder.startswith("a3c_jax.")
-    return own and parallel.num_devices(config) == 1
 
 
 def compiled_chunk_ahead(

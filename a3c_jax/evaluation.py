@@ -221,10 +221,8 @@ def compile_evaluation(
             return _make_evaluator(config, num_episodes, greedy).lower(*args).compile()
 
         signature = _signature(args)
-        if config.num_devices != 1:  # parameters placed over devices (`param_shapes`)
-            return signature, compile_program()
         parts = ("evaluation", config, num_episodes, greedy, str(signature))
-        return signature, program_cache.load_or_compile(parts, compile_program)
+        return signature, program_cache.load_or_compile(config, parts, compile_program)
 
     future = background.start(work, name="a3c_jax-compile-evaluation")
     _AHEAD[(config, num_episodes, greedy)] = future

@@ -32,9 +32,12 @@ import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
+
+if TYPE_CHECKING:
+    from a3c_jax.config import Config
 
 FOLDER = "a3c_jax_programs"
 # Opt-in: an executable kept by one process and loaded by another failed to run in a test suite
@@ -93,11 +96,24 @@ def _versions() -> tuple[str, ...]:
     return tuple(version(name) for name in ("jax", "jaxlib", "flax", "optax", "gymnax", "brax"))
 
 
-def load_or_compile(parts: tuple, compile_fn: Callable[[], Any]) -> Any:
-    """The compiled program that `compile_fn()` makes, loaded from disk if a program of the same
-    `parts` (see `program_key`) was kept there, else compiled and kept."""
+def keeps(config: Config) -> bool:
+    """Whether programs of `config` may be kept: those of a3c_jax's own algorithms (declared by
+    module name in the registry, so within the source digest; a builder substituted at run time
+    is not) on one device (a program over several is placed on them)."""
+    from a3c_jax import parallel
+    from a3c_jax.algorithms import registry
+
+    builder = registry.get(config.algo).builder
+    own = isinstance(builder, str) and builder.startswith("a3c_jax.")
+    return own and parallel.num_devices(config) == 1
+
+
+def load_or_compile(config: Config, parts: tuple, compile_fn: Callable[[], Any]) -> Any:
+    """The compiled program of `config` that `compile_fn()` makes, loaded from disk if a program
+    of the same `parts` (see `program_key`) was kept there, else compiled and kept (when the
+    cache is on and `keeps(config)`)."""
     where = folder()
-    if where is None:
+    if where is None or not keeps(config):
         return compile_fn()
     path = where / f"{program_key(*parts)}.bin"
     loaded = _load(path)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from a3c_jax import Config, compiled, evaluation, program_cache
+from a3c_jax.algorithms import registry
 from a3c_jax.train import make_trainer
 
 CONFIG = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 6)
@@ -53,7 +54,7 @@ def test_a_kept_chunk_loads_and_trains_bitwise_as_compiled(cache_dir, monkeypatc
     monkeypatch.setattr(
         program_cache,
         "load_or_compile",
-        lambda parts, fn: real(parts, lambda: calls.append(1) or fn()),
+        lambda config, parts, fn: real(config, parts, lambda: calls.append(1) or fn()),
     )
     again, _ = _chunk(runner)(runner, until)
     assert not calls  # loaded, not compiled
@@ -91,7 +92,19 @@ def test_nothing_is_kept_without_the_persistent_cache(no_cache, monkeypatch, tmp
     jax.config.update("jax_compilation_cache_dir", str(tmp_path))
     monkeypatch.delenv(program_cache.ENABLE)
     assert program_cache.folder() is None  # off unless asked for
-    assert program_cache.load_or_compile(("x",), lambda: 42) == 42
+    assert program_cache.load_or_compile(CONFIG, ("x",), lambda: 42) == 42
+
+
+def test_only_own_algorithms_on_one_device_are_kept(monkeypatch):
+    assert program_cache.keeps(CONFIG)
+    from a3c_jax import parallel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(parallel, "num_devices", lambda config: 2)
+        assert not program_cache.keeps(CONFIG)  # placed over two devices
+    entry = registry.get(CONFIG.algo)
+    monkeypatch.setitem(registry.REGISTRY, CONFIG.algo, entry._replace(builder=lambda c: None))
+    assert not program_cache.keeps(CONFIG)  # a builder substituted at run time
 
 
 def test_the_evaluation_is_kept_too(cache_dir):

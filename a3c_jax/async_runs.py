@@ -1,4 +1,5 @@
-"""`train_async_run`: an A3C run (`asynchronous.train_async`) in a run folder.
+"""`train_async_run`: an A3C run (`asynchronous.train_async`), or any run on host environments
+(`host.train.train_host`: A3C, or the synchronous learner), in a run folder.
 
 The folder is the synchronous trainer's (`run_folder`: config.json, run.json, metrics.csv,
 checkpoints/), locked while the run lasts and cleaned up after a failed start (`run_claim`),
@@ -9,11 +10,14 @@ environment-step counters), marked `meta["trainer"] = "async"`; the workers' env
 not saved. The host work runs from `train_async`'s callback, in the workers' threads, one at a
 time (`_Watcher`): after every update it checks that the parameters are finite (the divergence
 stop), every `chunk_updates` updates it writes the metrics rows and, when due, a checkpoint.
+The synchronous learner on host environments keeps its parameters in the same store (one
+learner, staleness 0), so its runs are written, checkpointed and resumed the same way.
 
 A resume continues the store's parameters, optimiser state and counters (so the learning-rate
 schedule and the update budget go on), with fresh environments for the workers. It is not
 bitwise the run that never stopped, and cannot be: the order in which the workers' gradients
-reach the store depends on how the operating system schedules the threads.
+reach the store depends on how the operating system schedules the threads (and a host
+environment's own state is not saved: it restarts from a reset).
 """
 
 from __future__ import annotations
@@ -148,7 +152,8 @@ class _Watcher:
     def __init__(self, run: _AsyncRun, store: ParameterStore, writer: MetricsWriter, bar, stop):
         self.run, self.store, self.writer, self.bar, self.stop = run, store, writer, bar, stop
         self.lock = threading.Lock()
-        self.good, self.bad = run.state, None  # the newest finite state; the first non-finite
+        self.good = run.state  # the newest finite state
+        self.bad: int | None = None  # the store's update that made the parameters non-finite
         self.lost = False  # the run folder was deleted or replaced
         self.reported, self.chunks, self.stop_after = 0, 0, math.inf
         self.last_time = self.last_checkpoint = run.clock()
@@ -163,7 +168,7 @@ class _Watcher:
                 return True
             state = self.store.state
             if not bool(self.finite(state.params)):
-                self.bad = state
+                self.bad = int(state.update_step)
                 return True
             self.good = state
             applied = int(state.update_step) - self.run.done  # this state's updates
@@ -213,7 +218,7 @@ class _Watcher:
 def _diverged(run: _AsyncRun, watcher: _Watcher) -> DivergenceError:
     """Saves the newest finite state and returns the error naming it."""
     path = run.save(watcher.good, "diverged")
-    good, bad = int(watcher.good.update_step), int(watcher.bad.update_step)
+    good, bad = int(watcher.good.update_step), watcher.bad
     message = (
         f"training diverged: the parameters were non-finite after update {bad} (finite after "
         f"update {good}); the workers were stopped; the last good state (update {good}) is "
@@ -247,9 +252,7 @@ def _open_run(
         clock = _Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")
     else:
-        parts = make_async_parts(config)
-        state, carries = parts.init(jax.random.PRNGKey(seed))
-        parts.close(carries)  # host environments: `train_async` opens its workers' own
+        state = _initial_state(config, jax.random.PRNGKey(seed))
         claim.clear()
         info = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
         clock = _Clock(0.0)
@@ -264,12 +267,42 @@ def _open_run(
     return run
 
 
-def _train(run: _AsyncRun, stop: StopRequest, stop_after: int | None, progress: bool):
-    """`train_async` over the run's store, watched; returns its result, status and watcher."""
-    config = run.config
+def _compile(config: Config) -> Callable[[jax.Array, jax.Array], TrainState] | None:
+    """Compiles the run's programs (once per `config`); returns the store's optimiser step
+    (None for the synchronous host learner, which commits whole updates)."""
+    if config.host_env:
+        from a3c_jax.host import train as host_train
+
+        return host_train.make_parts(config).apply
+    return make_async_parts(config).apply
+
+
+def _initial_state(config: Config, key: jax.Array) -> TrainState:
+    """The store's state `[P]` that `train_async(config, key)` (`train_host`) starts from."""
+    if config.host_env:
+        from a3c_jax.host import train as host_train
+
+        return host_train.initial_state(config, key)
     parts = make_async_parts(config)
+    state, carries = parts.init(key)
+    parts.close(carries)
+    return state
+
+
+def _trainer(config: Config) -> Callable[..., AsyncResult]:
+    if config.host_env:
+        from a3c_jax.host import train as host_train
+
+        return host_train.train_host
+    return train_async
+
+
+def _train(run: _AsyncRun, stop: StopRequest, stop_after: int | None, progress: bool):
+    """`train_async` (`train_host`) over the run's store, watched; returns its result, status,
+    watcher and store."""
+    config = run.config
     left = config.num_updates - run.done
-    store = ParameterStore(run.state, parts.apply, left, config.batch_size)
+    store = ParameterStore(run.state, _compile(config), left, config.batch_size)
     writers = open_writers(run.folder, 1, run.options.tensorboard)
     bar = Progress(config.total_timesteps, int(run.state.env_steps), progress)
     watcher = _Watcher(run, store, writers, bar, stop)
@@ -279,13 +312,18 @@ def _train(run: _AsyncRun, stop: StopRequest, stop_after: int | None, progress: 
     invocation, key = len(run.info["commands"]) - 1, jax.random.PRNGKey(run.seed)
     key = jax.random.fold_in(key, invocation) if invocation else key
     try:
-        result = train_async(config, key, callback=watcher, store=store)
+        try:
+            result = _trainer(config)(config, key, callback=watcher, store=store)
+        except DivergenceError as error:  # the host learner's: its bad update was not applied
+            result, watcher.bad = None, error.update
         with watcher.lock:
             watcher.report()
     finally:
         bar.close()
         writers.close()
-    if store.version >= left:
+    if result is None:
+        status = "diverged"
+    elif store.version >= left:
         status = "finished"
     else:
         status = "interrupted" if stop.is_set() or result.interrupted else "stopped"
@@ -308,9 +346,9 @@ def train_async_run(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> AsyncRunOutcome:
-    """Trains `config` (an asynchronous algorithm; gymnax or host environments) with `train_async`
-    into the run folder `run_dir`, or continues the run there (`resume`: not bitwise, see the
-    module).
+    """Trains `config` into the run folder `run_dir`, or continues the run there (`resume`: not
+    bitwise, see the module): an asynchronous algorithm with `train_async` (gymnax or host
+    environments), or a synchronous one on host environments with `train_host` (one learner).
 
     The options mean what they mean for `runs.train_run` (recorded in the folder, restored on
     resume); `stop_after` stops after about that many more updates (each worker finishes the
@@ -318,17 +356,18 @@ def train_async_run(
     with a checkpoint (status "interrupted"). Raises `DivergenceError`, after saving the newest
     finite state, once an update made the parameters non-finite.
     """
-    if not config.asynchronous:
+    if not (config.asynchronous or config.host_env):
         raise ConfigError(
-            f"train_async_run trains asynchronous algorithms {registry.names(asynchronous=True)}; "
-            f"algo={config.algo!r} is synchronous: train it with runs.train_run"
+            f"train_async_run trains asynchronous algorithms {registry.names(asynchronous=True)} "
+            f"and host environments; algo={config.algo!r} on {config.env_name!r} is neither: "
+            "train it with runs.train_run"
         )
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})
     with interruptible(log) as stop, run_claim.claim(run_dir, overwrite, resume) as claim:
         start = time.perf_counter()
-        make_async_parts(config)  # compiled once per config (kept for `train_async`)
+        _compile(config)  # once per config (kept for `train_async` / `train_host`)
         compile_s = time.perf_counter() - start
         run = _open_run(config, claim, seed, resume, given, log)
         result, status, watcher, store = _train(run, stop, stop_after, progress)

@@ -143,7 +143,7 @@ class ParameterStore:
     def __init__(
         self,
         train_state: TrainState,
-        apply_fn: Callable[[TrainState, jax.Array], TrainState],
+        apply_fn: Callable[[TrainState, jax.Array], TrainState] | None,
         num_updates: int,
         batch_size: int,
     ) -> None:
@@ -189,22 +189,39 @@ class ParameterStore:
     def apply(
         self, worker: int, grads: jax.Array, version: int, worker_metrics: jax.Array
     ) -> UpdateRecord | None:
-        """Applies `grads` `[P]`, computed on the parameters of `version`, with the one optimiser;
-        `None` (nothing applied) once the run is stopping."""
+        """Applies `grads` `[P]`, computed on the parameters of `version`, with the one optimiser
+        (`apply_fn`); `None` (nothing applied) once the run is stopping."""
         with self._lock:
             if self.stopping.is_set():
                 return None
-            self._state = self._apply_fn(self._state, grads)
-            record = UpdateRecord(
-                update=self.version,
-                worker=worker,
-                staleness=self.version - version,
-                env_steps=(self.version + 1) * self._batch_size,
-                wall_time=self.elapsed(),
-            )
-            self.version += 1
-            self.records.append(record)
-            self.worker_metrics.append(worker_metrics)
+            return self._record(self._apply_fn(self._state, grads), worker, version, worker_metrics)
+
+    def commit(
+        self, train_state: TrainState, worker: int, version: int, worker_metrics: jax.Array
+    ) -> UpdateRecord | None:
+        """Replaces the state by `train_state`, one update made outside the store from the
+        parameters of `version` (a synchronous learner's fused gradient and optimiser step);
+        `None` (nothing replaced) once the run is stopping."""
+        with self._lock:
+            if self.stopping.is_set():
+                return None
+            return self._record(train_state, worker, version, worker_metrics)
+
+    def _record(
+        self, train_state: TrainState, worker: int, version: int, worker_metrics: jax.Array
+    ) -> UpdateRecord:
+        """Makes `train_state` current and records its update; the caller holds the lock."""
+        self._state = train_state
+        record = UpdateRecord(
+            update=self.version,
+            worker=worker,
+            staleness=self.version - version,
+            env_steps=(self.version + 1) * self._batch_size,
+            wall_time=self.elapsed(),
+        )
+        self.version += 1
+        self.records.append(record)
+        self.worker_metrics.append(worker_metrics)
         return record
 
 
@@ -432,21 +449,24 @@ def train_async(
     finally:
         parts.close(carries)
     timings = wall_seconds, cpu_seconds, compile_seconds
-    return _async_result(store, parts, config.batch_size, timings, interrupted)
+    return async_result(
+        store, parts.unravel, parts.optimizer, config.batch_size, timings, interrupted
+    )
 
 
-def _async_result(
+def async_result(
     store: ParameterStore,
-    parts: AsyncParts,
+    unravel: Callable[[jax.Array], Params],
+    optimizer: Optimizer,
     batch_size: int,
     timings: tuple[float, float, float],
     interrupted: bool,
 ) -> AsyncResult:
-    """The `AsyncResult` of a finished (or stopped) run over `store`; `timings`: its wall,
-    CPU and compile seconds."""
+    """The `AsyncResult` of a finished (or stopped) run over `store` (`unravel`: `[P]` -> the
+    networks' parameters); `timings`: its wall, CPU and compile seconds."""
     wall_seconds, cpu_seconds, compile_seconds = timings
-    train_state = _unravel_train_state(jax.block_until_ready(store.state), parts.unravel)
-    metrics, async_metrics = _collect_metrics(store, parts.optimizer, batch_size)
+    train_state = _unravel_train_state(jax.block_until_ready(store.state), unravel)
+    metrics, async_metrics = _collect_metrics(store, optimizer, batch_size)
     return AsyncResult(
         params=train_state.params,
         opt_state=train_state.opt_state,

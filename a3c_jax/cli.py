@@ -129,16 +129,6 @@ def train_command(args: argparse.Namespace) -> int:
         config, run_dir, num_seeds = _resume_target(args, fields)
     else:
         config = Config(**fields)
-        if config.host_env and not config.asynchronous and not args.dry_run:
-            # Synchronous training on host environments (a3c_jax.train_host): no run folder yet;
-            # A3C on them trains in one (`async_runs`).
-            print(f"note: {config.env_name} (a host environment) trains with algo={config.algo!r} "
-                  "without a run folder: no metrics, checkpoints or --resume (algo='a3c' has "
-                  "them)")  # fmt: skip
-            from a3c_jax import memory
-
-            memory.check_fits(config, args.num_seeds or 1)
-            return train_async_command(config, args)
         num_seeds = args.num_seeds or 1
         run_dir = Path(args.out) if args.out else runs.default_run_dir(config)
         if not args.dry_run:
@@ -154,7 +144,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     if not args.no_cache:
         enable_compilation_cache()
-    if config.asynchronous:  # A3C: threads around a shared store (`async_runs`)
+    if config.asynchronous or config.host_env:  # a shared store (`async_runs`)
         return _train_async_in_folder(args, config, run_dir, num_seeds)
     # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
     # folder and reports, each process keeps its own checkpoints (`runs.train_run`).
@@ -165,13 +155,15 @@ def _train_async_in_folder(
     args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
 ) -> int:
     """`async_runs.train_async_run` with the command line's options, then its report and
-    greedy evaluation. One seed per run folder (the workers are threads, not a vmap)."""
+    greedy evaluation: A3C's threads, or the learner of a host environment. One seed per run
+    folder (threads or a host loop, not a vmap)."""
     from a3c_jax import async_runs
 
     if num_seeds != 1:
         raise ConfigError(
-            f"--num-seeds={num_seeds}: an {config.algo} run folder holds one seed (its workers "
-            "are threads); train other seeds as runs of their own (--seed)"
+            f"--num-seeds={num_seeds}: an {config.algo} run folder on {config.env_name} holds one "
+            "seed (threads or a host loop, not a vmap); train other seeds as runs of their own "
+            "(--seed)"
         )
     if args.resume and Path(args.resume).is_file():
         raise ConfigError(f"--resume {args.resume}: an {config.algo} run resumes from its folder")
@@ -183,10 +175,14 @@ def _train_async_in_folder(
         **_run_options(args),
     )
     result = outcome.result
+    if config.asynchronous:
+        parallelism = f"{config.num_workers} workers"
+    else:
+        parallelism = f"{config.num_envs} {config.vector_env} environments"
     print(
         f"{outcome.status} at update {outcome.update} of {config.num_updates}: compile "
         f"{outcome.compile_s:.2f} s, train {result.wall_seconds:.2f} s with "
-        f"{config.num_workers} workers, {result.env_steps_per_second:,.0f} env steps/s, "
+        f"{parallelism}, {result.env_steps_per_second:,.0f} env steps/s, "
         f"{result.cores_busy:.2f} cores busy, staleness mean {result.staleness_mean:.2f} max "
         f"{result.staleness_max}"
     )
@@ -311,40 +307,6 @@ def _seeds(params: Any, num_seeds: int) -> list[Any]:
     if num_seeds == 1:
         return [params]
     return [jax.tree.map(lambda x, i=i: x[i], params) for i in range(num_seeds)]
-
-
-def train_async_command(config: Config, args: argparse.Namespace) -> int:
-    """`a3c` and the like, and host environments (`a3c_jax.train_host`): threads or a host loop,
-    so seeds one after the other (no vmap)."""
-    import jax
-
-    import a3c_jax
-
-    host = config.host_env
-    train = a3c_jax.train_host if host else a3c_jax.train_async
-    num_seeds = args.num_seeds or 1
-    print(config)
-    key = jax.random.PRNGKey(args.seed)
-    keys = jax.random.split(key, num_seeds) if num_seeds > 1 else [key]
-    results = []
-    if config.asynchronous:
-        parallelism = f"{config.num_workers} workers"
-    else:
-        parallelism = f"{config.num_envs} {config.vector_env} environments"
-    for i, seed_key in enumerate(keys):
-        result = train(config, seed_key)
-        results.append(result)
-        print(
-            f"seed {i}: compile {result.compile_seconds:.2f} s, train {result.wall_seconds:.2f} s "
-            f"with {parallelism}, {result.env_steps_per_second:,.0f} env steps/s, "
-            f"{result.cores_busy:.2f} cores busy, "
-            f"{result.updates_per_second:,.0f} updates/s, staleness mean "
-            f"{result.staleness_mean:.2f} max {result.staleness_max}"
-            + (" (interrupted)" if result.interrupted else "")
-        )
-    last = [float(r.metrics.episode_return[-1]) for r in results]
-    _report_greedy(config, [r.params for r in results], args.episodes, last)
-    return 0
 
 
 def eval_command(args: argparse.Namespace) -> int:

@@ -256,7 +256,7 @@ def test_host_config_errors_before_compiling(key, monkeypatch):
 def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys):
     """A3C on Gymnasium's CartPole-v1 through the command line: a run folder with metrics and
     checkpoints, stopped and resumed to its end (the store goes on; fresh environments), and
-    `a3c-jax eval` of it. Synchronous host training still says it writes no folder."""
+    `a3c-jax eval` of it."""
     from a3c_jax import runs
     from a3c_jax.cli import main
 
@@ -278,6 +278,44 @@ def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys)
     assert main(["eval", str(out), "--episodes", "2"]) == 0
     assert "greedy over 2 episodes" in capsys.readouterr().out
     assert main(["train", "--dry-run", "--env", "gymnasium:CartPole-v1", "--algo", "a2c"]) == 0
+
+
+def test_host_a2c_trains_in_a_run_folder_resumes_and_stops_on_divergence(tmp_path, capsys):
+    """The synchronous host learner through the command line: a run folder stopped and resumed
+    to its end (the parameters, optimiser state and counters go on; fresh environments), whose
+    metrics and checkpoint `load` and `a3c-jax eval` read; a run whose first update is not
+    finite keeps the initial state and exits with code 3."""
+    from a3c_jax import runs
+    from a3c_jax.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--no-cache", "--no-progress", "--episodes", "2", "--chunk-updates", "10"]
+    fields = ["--env", "gymnasium:CartPole-v1", "--algo", "a2c"]
+    fields += ["--set", "num_envs=4", "n_steps=5", "total_timesteps=1200"]  # 60 updates
+    assert main([*argv, *fields, "--out", str(out), "--stop-after", "20"]) == 0
+    assert "stopped at update 20 of 60" in capsys.readouterr().out
+    stopped = a3c_jax.load(out)
+    assert stopped.meta["update"] == 20 and stopped.meta["env_steps"] == 400
+    assert main([*argv, "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "finished at update 60 of 60" in printed and "4 sync environments" in printed
+    saved = a3c_jax.load(out)
+    assert saved.meta["status"] == "finished" and saved.meta["env_steps"] == 1200
+    leaves = zip(jax.tree.leaves(stopped.params), jax.tree.leaves(saved.params), strict=True)
+    assert not all(np.array_equal(a, b) for a, b in leaves)  # the resumed run trained on
+    metrics = runs.read_metrics(out)
+    assert list(metrics["update"]) == list(range(10, 70, 10))
+    assert np.all(np.diff(metrics["env_steps"]) == 200)
+    assert main(["eval", str(out), "--episodes", "2"]) == 0
+    assert "greedy over 2 episodes" in capsys.readouterr().out
+
+    bad = tmp_path / "diverged"
+    assert main([*argv, *fields, "lr=inf", "--out", str(bad)]) == 3
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "the last good state (update 0)" in err
+    diverged = a3c_jax.load(bad)
+    assert diverged.meta["status"] == "diverged" and diverged.meta["update"] == 0
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(diverged.params))
 
 
 @pytest.mark.slow

@@ -27,10 +27,11 @@ from jax.flatten_util import ravel_pytree
 from a3c_jax import envs
 from a3c_jax.algorithms import actor_critic, registry
 from a3c_jax.asynchronous import (
-    AsyncMetrics,
     AsyncParts,
     AsyncResult,
+    ParameterStore,
     UpdateRecord,
+    async_result,
     train_async,
     worker_gradient,
     worker_keys,
@@ -38,9 +39,9 @@ from a3c_jax.asynchronous import (
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, diverged_quantities
 from a3c_jax.host import rollout, spaces
-from a3c_jax.networks import Networks, make_networks
+from a3c_jax.networks import make_networks
 from a3c_jax.optim import Optimizer, apply_gradients, flatten, init_train_state, make_optimizer
-from a3c_jax.train import InitKeys, divergence, init_keys, update_metrics
+from a3c_jax.train import InitKeys, divergence, init_keys
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
 from a3c_jax.xla import compile_ahead
 
@@ -92,62 +93,91 @@ def split_keys(num_envs: int, num_steps: int, loop_key: PRNGKey) -> tuple[PRNGKe
 
 
 class HostParts(NamedTuple):
-    """What every host run of one `Config` shares, compiled once (`make_parts`)."""
+    """What every host run of one `Config` shares, over the flat parameters `[P]` (the store's
+    form, `asynchronous.ParameterStore`), compiled once (`make_parts`): A3C's workers use
+    `gradient` and `apply` (`learn` is None), the synchronous learner `learn` (they are None)."""
 
     spec: envs.EnvSpec
-    networks: Networks
+    unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters
     optimizer: Optimizer
-    init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> fresh TrainState
+    init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> TrainState [P]
     next_keys: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]  # key -> (key, [T, B] act keys)
-    act: Callable[[Params, jax.Array, jax.Array], jax.Array]  # (params, [B, O...], keys) -> [B]
-    # (train_state, traj [T, B], last return [], last length [], loop key) -> (state, metrics,
-    # divergence, the next rollout's `next_keys`): one call per update, the keys included.
-    learn: Callable[..., tuple[TrainState, UpdateMetrics, jax.Array, PRNGKey, jax.Array]]
+    act: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # ([P], [B, O...], keys) -> [B]
+    # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next keys).
+    gradient: Callable[..., tuple[jax.Array, jax.Array, PRNGKey, jax.Array]] | None
+    apply: Callable[[TrainState, jax.Array], TrainState] | None  # A3C's store: (state, [P])
+    # The synchronous learner's update, one call: (state, traj, loop key) -> (state, metrics
+    # [F], divergence code [], the next keys); the gradient and the optimiser step fused.
+    learn: Callable[..., tuple[TrainState, jax.Array, jax.Array, PRNGKey, jax.Array]] | None
+
+
+def make_parts(config: Config) -> HostParts:
+    """Builds and compiles the jitted pieces of host runs of `config` (`HostParts`), ahead, for
+    the shapes of one rollout, so no step recompiles; once per `config` (the vector
+    environment's mode aside: the programs are the same)."""
+    check_host_config(config)
+    return _make_parts(config.replace(vector_env="sync"))
 
 
 @functools.lru_cache(maxsize=16)
-def make_parts(config: Config) -> HostParts:
-    """Builds and compiles the jitted pieces of a synchronous host run of `config`."""
-    check_host_config(config)
+def _make_parts(config: Config) -> HostParts:
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
-    key = jax.random.PRNGKey(0)
+    next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
+    shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)
+    act = rollout.make_act(spec, networks)
 
     def init(params_key: PRNGKey) -> TrainState:
-        return init_train_state(optimizer, networks.init(params_key))
+        return init_train_state(optimizer, flatten(networks.init(params_key)))
 
-    next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
+    def act_flat(flat_params: jax.Array, obs: jax.Array, keys: jax.Array) -> jax.Array:
+        return act(unravel(flat_params), obs, keys)
+
+    def gradient(
+        flat_params: jax.Array, traj: Transition, loop_key: PRNGKey
+    ) -> tuple[jax.Array, jax.Array, PRNGKey, jax.Array]:
+        params = unravel(flat_params)
+        next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
+        return *worker_gradient(loss_fn, params, traj, next_values), *next_keys(loop_key)
+
+    def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
+        return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
     def learn(
-        train_state: TrainState,
-        traj: Transition,
-        last_return: jax.Array,
-        last_length: jax.Array,
-        loop_key: PRNGKey,
-    ) -> tuple[TrainState, UpdateMetrics, jax.Array, PRNGKey, jax.Array]:
-        train_state, out = actor_critic.nstep_learn(
-            spec, networks, config, optimizer, train_state, traj
-        )
-        metrics = update_metrics(train_state.env_steps, out, last_return, last_length)
-        bad = divergence(metrics, train_state.params)
-        return train_state, metrics, bad, *next_keys(loop_key)
+        train_state: TrainState, traj: Transition, loop_key: PRNGKey
+    ) -> tuple[TrainState, jax.Array, jax.Array, PRNGKey, jax.Array]:
+        grads, metrics, loop_key, act_keys = gradient(train_state.params, traj, loop_key)
+        train_state = apply(train_state, grads)
+        bad = divergence(UpdateMetrics(*metrics), train_state.params)
+        return train_state, metrics, bad, loop_key, act_keys
 
+    key = jax.random.PRNGKey(0)
     state = jax.eval_shape(init, key)
     _, act_keys = jax.eval_shape(next_keys, key)
     act_keys = jax.ShapeDtypeStruct(act_keys.shape[1:], act_keys.dtype)  # one step's [B]
     obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
-    scalar = jax.ShapeDtypeStruct((), jnp.float32)
     traj = traj_shapes(spec, config.n_steps, config.num_envs)
+    compiled = functools.partial(compile_ahead, config=config)
+    a3c = config.asynchronous
     return HostParts(
         spec,
-        networks,
+        unravel,
         optimizer,
-        compile_ahead(init, key, config=config),
-        compile_ahead(next_keys, key, config=config),
-        compile_ahead(rollout.make_act(spec, networks), state.params, obs, act_keys, config=config),
-        compile_ahead(learn, state, traj, scalar, scalar, key, config=config),
+        compiled(init, key),
+        compiled(next_keys, key),
+        compiled(act_flat, state.params, obs, act_keys),
+        compiled(gradient, state.params, traj, key) if a3c else None,
+        compiled(apply, state, state.params) if a3c else None,
+        None if a3c else compiled(learn, state, traj, key),
     )
+
+
+def initial_state(config: Config, key: PRNGKey) -> TrainState:
+    """The initial store state `[P]` of a host run of `config` from its key."""
+    return make_parts(config).init(init_keys(key).params)
 
 
 def train_host(
@@ -155,6 +185,7 @@ def train_host(
     key: PRNGKey,
     *,
     callback: Callable[[UpdateRecord], bool | None] | None = None,
+    store: ParameterStore | None = None,
 ) -> AsyncResult:
     """Trains `config` on its host environment (`env_name="gymnasium:<id>"`).
 
@@ -169,108 +200,77 @@ def train_host(
     so one A3C worker replays this with one environment.
 
     `callback(record)` runs after each update (as in `train_async`); returning True stops the
-    run there.
+    run there. `store`: the parameter store to train (a resumed run's, or one the caller
+    watches from `callback`: `a3c_jax.async_runs`); default: a new one from `key`. The
+    synchronous learner keeps its parameters in a store too, so both kinds of host run share
+    one checkpoint format.
 
     Returns an `AsyncResult` (the same type as `train_async`; here every update is worker 0's,
     with staleness 0). Ctrl-C stops the run and returns what was trained with
-    `interrupted=True`; a non-finite loss, gradient or parameter raises `DivergenceError`.
-    Environment state (Gymnasium's own) is never saved: a new run starts from fresh resets.
+    `interrupted=True`; an update whose loss, gradient or parameters are not finite is not
+    applied and raises `DivergenceError`. Environment state (Gymnasium's own) is never saved: a
+    new run starts from fresh resets.
     """
     check_host_config(config)
     if config.asynchronous:
-        return train_async(config, key, callback=callback)
+        return train_async(config, key, callback=callback, store=store)
     start = time.perf_counter()
-    parts = make_parts(config.replace(vector_env="sync"))  # compiled alike for both
+    parts = make_parts(config)
+    keys = init_keys(key)
+    if store is None:
+        store = ParameterStore(parts.init(keys.params), None, config.num_updates, config.batch_size)
     compile_seconds = time.perf_counter() - start
     host_envs = rollout.HostEnvs(parts.spec, config.num_envs, config.vector_env)
     try:
-        run = _learner_loop(config, parts, host_envs, init_keys(key), callback)
+        wall_seconds, cpu_seconds, interrupted = _learner_loop(
+            parts, host_envs, keys, store, callback
+        )
     finally:
         host_envs.close()
-    train_state = jax.block_until_ready(run.train_state)
-    return AsyncResult(
-        params=train_state.params,
-        opt_state=train_state.opt_state,
-        metrics=_stack(run.rows),
-        async_metrics=AsyncMetrics(
-            worker=np.zeros(len(run.records), np.int32),
-            staleness=np.zeros(len(run.records), np.int32),
-            wall_time=np.array([r.wall_time for r in run.records], np.float64),
-        ),
-        train_state=train_state,
-        wall_seconds=run.wall_seconds,
-        cpu_seconds=run.cpu_seconds,
-        compile_seconds=compile_seconds,
-        interrupted=run.interrupted,
+    timings = wall_seconds, cpu_seconds, compile_seconds
+    return async_result(
+        store, parts.unravel, parts.optimizer, config.batch_size, timings, interrupted
     )
 
 
-class _LearnerRun(NamedTuple):
-    """What the learner's loop leaves: the state, each update's metrics and record, its wall and
-    CPU seconds (the loop alone, resets excluded) and whether Ctrl-C stopped it."""
-
-    train_state: TrainState
-    rows: list[UpdateMetrics]
-    records: list[UpdateRecord]
-    wall_seconds: float
-    cpu_seconds: float
-    interrupted: bool
-
-
 def _learner_loop(
-    config: Config,
     parts: HostParts,
     host_envs: rollout.HostEnvs,
     keys: InitKeys,
+    store: ParameterStore,
     callback: Callable[[UpdateRecord], bool | None] | None,
-) -> _LearnerRun:
-    """`config.num_updates` rollouts and gradient steps (fewer if the callback or Ctrl-C stops
-    them); a non-finite loss, gradient or parameter raises `DivergenceError`."""
-    train_state = parts.init(keys.params)
-    rows: list[UpdateMetrics] = []
-    records: list[UpdateRecord] = []
+) -> tuple[float, float, bool]:
+    """Rollouts and gradient steps on `store` until its budget is spent (or the callback or
+    Ctrl-C stops them); returns the loop's wall and CPU seconds (resets excluded) and whether
+    Ctrl-C stopped it. A non-finite update raises `DivergenceError` (not applied)."""
     interrupted = False
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    cpu_start = time.process_time()
+    store.start_clock()
     try:
         carry = rollout.reset(host_envs, keys.env)
         loop_key, act_keys = parts.next_keys(keys.loop)
-        cpu_start, wall_start = time.process_time(), time.perf_counter()  # the loop alone
-        last_return = last_length = np.float32(np.nan)
-        for update in range(config.num_updates):
-            carry, traj = rollout.rollout(
-                host_envs, parts.act, train_state.params, carry, np.asarray(act_keys)
-            )
-            train_state, metrics, bad, loop_key, act_keys = parts.learn(
-                train_state, traj, last_return, last_length, loop_key
-            )
+        cpu_start = time.process_time()
+        store.start_clock()  # the loop alone
+        while (checkout := store.checkout()) is not None:
+            params, version = checkout
+            carry, traj = rollout.rollout(host_envs, parts.act, params, carry, np.asarray(act_keys))
+            state, metrics, bad, loop_key, act_keys = parts.learn(store.state, traj, loop_key)
             if int(bad):
-                _raise_diverged(update, int(bad))
-            rows.append(metrics)
-            last_return, last_length = metrics.episode_return, metrics.episode_length
-            steps = (update + 1) * config.batch_size
-            records.append(UpdateRecord(update, 0, 0, steps, time.perf_counter() - wall_start))
-            if callback is not None and callback(records[-1]):
-                break  # the callback asked to stop
+                store.stop()
+                _raise_diverged(int(store.state.update_step), int(bad))
+            record = store.commit(state, 0, version, metrics)
+            if record is not None and callback is not None and callback(record):
+                store.stop()  # the callback asked to stop
     except KeyboardInterrupt:
         interrupted = True
-    wall_seconds = time.perf_counter() - wall_start
-    cpu_seconds = time.process_time() - cpu_start
-    return _LearnerRun(train_state, rows, records, wall_seconds, cpu_seconds, interrupted)
-
-
-def _stack(rows: list[UpdateMetrics]) -> UpdateMetrics:
-    """Per-update metrics as numpy `[U]` per field."""
-    if not rows:
-        return UpdateMetrics(*(np.zeros(0, np.float32) for _ in UpdateMetrics._fields))
-    host = jax.device_get(rows)
-    return UpdateMetrics(*(np.stack(column) for column in zip(*host, strict=True)))
+    return store.elapsed(), time.process_time() - cpu_start, interrupted
 
 
 def _raise_diverged(update: int, code: int) -> None:
     names = diverged_quantities(code)
     raise DivergenceError(
-        f"training diverged: update {update + 1} produced a non-finite {' and '.join(names)}. "
-        "Lower lr, keep max_grad_norm finite, or check reward_scale.",
+        f"training diverged: update {update + 1} produced a non-finite {' and '.join(names)} "
+        f"and was not applied. Lower lr, keep max_grad_norm finite, or check reward_scale.",
         update + 1,
         names,
         (0,),
@@ -292,53 +292,6 @@ class HostWorker:
         self.key, self.act_keys = keys
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled_worker(config: Config) -> tuple[Any, ...]:
-    """The jitted pieces of a host A3C worker, over the flat parameters `[P]`: the policy step,
-    the key stream, the gradient of a rollout and the store's optimiser step."""
-    spec = envs.make_env(config.env_name)
-    networks = make_networks(config, spec)
-    optimizer = make_optimizer(config)
-    next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
-    shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
-    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
-    loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)
-    act = rollout.make_act(spec, networks)
-
-    def act_flat(flat_params: jax.Array, obs: jax.Array, keys: jax.Array) -> jax.Array:
-        return act(unravel(flat_params), obs, keys)
-
-    def gradient(
-        flat_params: jax.Array, traj: Transition, loop_key: PRNGKey
-    ) -> tuple[jax.Array, jax.Array, PRNGKey, jax.Array]:
-        params = unravel(flat_params)
-        next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
-        return *worker_gradient(loss_fn, params, traj, next_values), *next_keys(loop_key)
-
-    def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
-        return apply_gradients(optimizer, train_state, grads, config.batch_size)
-
-    def init_flat(params_key: PRNGKey) -> TrainState:
-        return init_train_state(optimizer, flatten(networks.init(params_key)))
-
-    key = jax.random.PRNGKey(0)
-    state = jax.eval_shape(init_flat, key)
-    _, act_keys = jax.eval_shape(next_keys, key)
-    act_keys = jax.ShapeDtypeStruct(act_keys.shape[1:], act_keys.dtype)  # one step's [B]
-    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
-    traj = traj_shapes(spec, config.n_steps, config.num_envs)
-    return (
-        spec,
-        unravel,
-        optimizer,
-        compile_ahead(next_keys, key, config=config),
-        compile_ahead(init_flat, key, config=config),
-        compile_ahead(act_flat, state.params, obs, act_keys, config=config),
-        compile_ahead(gradient, state.params, traj, key, config=config),
-        compile_ahead(apply, state, state.params, config=config),
-    )
-
-
 def make_async_parts(config: Config) -> AsyncParts:
     """`train_async`'s parts over host environments (`asynchronous.AsyncParts`): each worker's
     carry is a `HostWorker` whose `num_envs` environments `init` creates and resets (worker `i`
@@ -346,8 +299,7 @@ def make_async_parts(config: Config) -> AsyncParts:
     them (`rollout.rollout`, acting on the worker's copy of the parameters) and returns the
     gradient of `nstep_loss` (`asynchronous.worker_gradient`); the GIL is released while the
     jitted pieces run and while C-backed environments (ale-py) step."""
-    check_host_config(config)
-    spec, unravel, optimizer, next_keys, init_flat, act, gradient, apply = _compiled_worker(config)
+    parts = make_parts(config)
     lock = threading.Lock()
 
     def init(key: PRNGKey) -> tuple[TrainState, list[HostWorker]]:
@@ -356,21 +308,21 @@ def make_async_parts(config: Config) -> AsyncParts:
         try:
             for worker in range(config.num_workers):
                 env_key, loop_key = worker_keys(keys, worker)
-                host_envs = rollout.HostEnvs(spec, config.num_envs, "sync")
+                host_envs = rollout.HostEnvs(parts.spec, config.num_envs, "sync")
                 carry = rollout.reset(host_envs, env_key)
-                workers.append(HostWorker(host_envs, carry, next_keys(loop_key)))
+                workers.append(HostWorker(host_envs, carry, parts.next_keys(loop_key)))
         except BaseException:
             close(workers)
             raise
-        return init_flat(keys.params), workers
+        return parts.init(keys.params), workers
 
     def worker_step(
         flat_params: jax.Array, worker: HostWorker
     ) -> tuple[HostWorker, jax.Array, jax.Array]:
         worker.carry, traj = rollout.rollout(
-            worker.host_envs, act, flat_params, worker.carry, np.asarray(worker.act_keys)
+            worker.host_envs, parts.act, flat_params, worker.carry, np.asarray(worker.act_keys)
         )
-        grads, metrics, worker.key, worker.act_keys = gradient(flat_params, traj, worker.key)
+        grads, metrics, worker.key, worker.act_keys = parts.gradient(flat_params, traj, worker.key)
         return worker, grads, metrics
 
     def close(workers: list[HostWorker]) -> None:
@@ -378,4 +330,4 @@ def make_async_parts(config: Config) -> AsyncParts:
             for worker in workers:
                 worker.host_envs.close()
 
-    return AsyncParts(init, worker_step, apply, unravel, optimizer, close)
+    return AsyncParts(init, worker_step, parts.apply, parts.unravel, parts.optimizer, close)

@@ -8,8 +8,8 @@ memory.
 - **speed**: `make_train` of `a2c` on CartPole-v1 (8 steps per rollout, separate 64x64 tanh
   actor and critic; recurrent: an LSTM core of 64 or 128 units after each torso), at 64, 512
   and 2048 environments: lower+compile seconds apart, median seconds of the run over repeats, and
-  environment steps per second (the whole jitted run: rollout with the cores, the bootstrap's
-  re-run of the critic, the loss's re-run and its gradient); the ratio recurrent / feed-forward.
+  environment steps per second (the whole jitted run: rollout with the cores, the loss's re-run
+  with the critic's bootstrap values, and its gradient); the ratio recurrent / feed-forward.
 - **curves**: training curves (mean return of the episodes finished in each update, against
   environment steps), vmapped over seeds, and the final greedy return (`evaluate`, 20 episodes
   per seed), recurrent (LSTM) and feed-forward, on CartPole-v1 with the velocities masked

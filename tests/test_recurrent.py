@@ -165,6 +165,27 @@ def test_bootstrap_values_continue_the_episode_from_its_hidden_state(key):
     np.testing.assert_allclose(np.where(read, full, 0.0), next_values, atol=1e-6)
 
 
+def test_loss_values_only_the_bootstrap_observations_it_reads(key):
+    """A recurrent critic's loss computes its bootstrap values itself (`next_values=None`): with
+    the time limit known it values `2B` observations instead of `T·B`, and gives the same loss
+    and gradient as the full pass and as `bootstrap_values` handed in."""
+    config, spec, nets, params, start, _end, traj = _played("lstm", False, key)
+    loss = functools.partial(actor_critic.nstep_loss, config=config, networks=nets)
+    given = actor_critic.bootstrap_values(spec, nets, params, traj, start.core_state)
+    runs = [
+        jax.value_and_grad(lambda p, n=n, v=v: loss(p, traj, v, None, start.core_state, **n)[0])(
+            params
+        )
+        for n, v in [
+            ({"max_episode_steps": spec.max_episode_steps}, None),
+            ({}, None),  # no time limit known: the full pass
+            ({}, given),
+        ]
+    ]
+    for other in runs[1:]:
+        chex.assert_trees_all_close(runs[0], other, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("cell, shared", CELLS)
 def test_gradients_flow_through_the_rollout_to_its_first_step(cell, shared, key):
     """Truncated backpropagation through time: the last step's outputs depend on the first

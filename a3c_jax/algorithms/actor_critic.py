@@ -98,6 +98,7 @@ def nstep_loss(
     *,
     config: Config,
     networks: Networks,
+    max_episode_steps: int = 0,
 ) -> tuple[jax.Array, losses.LossMetrics]:
     """The actor-critic loss of one rollout, averaged over its (valid) steps.
 
@@ -105,13 +106,23 @@ def nstep_loss(
       params: the actor-critic's parameters (differentiated).
       traj: `[T, B, ...]` transitions.
       next_values: `[T, B]` critic values of `traj.next_obs` (held fixed); None for a recurrent
-        critic: computed here from the re-run's hidden states, held fixed (`values_after`).
+        critic: computed here from the re-run's hidden states, held fixed (`selected_values`
+        of `values_after`, where the returns read them).
       valid: `[T, B]` bool mask of real steps, or None (all real).
       start_state: the recurrent cores' state `[B, ...]` at the rollout's start (`replay_policy`).
+      max_episode_steps: the environment's time limit (`EnvSpec.max_episode_steps`; 0: unknown),
+        which lets a recurrent critic value `2B` observations instead of `T·B`.
     """
     pi, values, states = replay_policy(networks, params, traj, start_state)  # [T, B]
     if next_values is None:  # a recurrent critic: from this re-run's states (`values_after`)
-        next_values = jax.lax.stop_gradient(values_after(networks, params, traj.next_obs, states))
+        next_values = jax.lax.stop_gradient(
+            selected_values(
+                functools.partial(values_after, networks, params),
+                traj,
+                states,
+                max_episode_steps,
+            )
+        )
     advantages, targets = advantages_and_targets(
         traj, jax.lax.stop_gradient(values), next_values, config, valid
     )
@@ -132,14 +143,44 @@ def nstep_loss(
 def values_after(
     networks: Networks, params: Params, next_obs: jax.Array, states: CoreState
 ) -> jax.Array:
-    """A recurrent critic's values `[T, B]` of `next_obs` `[T, B, O...]`, each one core step on
-    from the state after its step `states` `[T, B, ...]` (the same episode's: the reset comes at
-    the next episode's first step). One batched step over all `T·B`, no scan."""
-    num_steps, num_envs = next_obs.shape[:2]
-    flat = jax.tree.map(lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (next_obs, states))
-    not_first = jnp.zeros((num_steps * num_envs,), bool)
-    _, values, _ = networks.step(params, flat[0], not_first, flat[1])
-    return values.reshape(num_steps, num_envs)
+    """A recurrent critic's values `[N]` of `next_obs` `[N, O...]`, each one core step on from
+    the state after its step `states` `[N, ...]` (the same episode's: the reset comes at the
+    next episode's first step). One batched step, no scan."""
+    not_first = jnp.zeros(next_obs.shape[:1], bool)
+    _, values, _ = networks.step(params, next_obs, not_first, states)
+    return values
+
+
+def selected_values(
+    value_fn: Callable[[jax.Array, Any], jax.Array],
+    traj: Transition,
+    states: Any,
+    max_episode_steps: int,
+) -> jax.Array:
+    """The critic's values `[T, B]` of `traj.next_obs` where the returns read them: at truncated
+    steps (`returns.truncate_episodes`) and at the last step (the bootstrap); 0 elsewhere, where
+    nothing reads them (`V(s_{t+1})` inside the rollout is the loss's own value of `obs[t+1]`).
+
+    `value_fn(next_obs [N, O...], states [N, ...]) -> [N]` values observations from the hidden
+    states after their steps (`states` `[T, B, ...]`; `()` for a feed-forward critic). An
+    environment truncates at most once in a rollout no longer than its time limit
+    (`max_episode_steps`), so one pass over `2B` observations serves, each environment's
+    cut-off observation (if any) and its last `next_obs`, instead of one over all `T·B`.
+    Longer rollouts, and environments without a known time limit (0), take the full pass.
+    """
+    num_steps, num_envs = traj.reward.shape
+    if not 0 < num_steps <= max_episode_steps:
+        flat = jax.tree.map(
+            lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (traj.next_obs, states)
+        )
+        return value_fn(*flat).reshape(num_steps, num_envs)
+    step = jnp.argmax(traj.truncated, axis=0)  # [B] each environment's truncation (0 if none)
+    cut_off = jax.tree.map(lambda x: x[step, jnp.arange(num_envs)], (traj.next_obs, states))
+    last = jax.tree.map(lambda x: x[-1], (traj.next_obs, states))
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cut_off, last)
+    values = value_fn(*both)  # [2B]
+    next_values = jnp.where(traj.truncated, values[None, :num_envs], 0.0)
+    return next_values.at[-1].set(values[num_envs:])
 
 
 def bootstrap_values(
@@ -149,45 +190,24 @@ def bootstrap_values(
     traj: Transition,
     start_state: CoreState | None = None,
 ) -> jax.Array:
-    """The critic's values `[T, B]` of `traj.next_obs` where the returns read them: at truncated
-    steps (`returns.truncate_episodes`) and at the last step (the bootstrap); 0 elsewhere, where
-    nothing reads them (`V(s_{t+1})` inside the rollout is the loss's own value of `obs[t+1]`).
-
-    An environment truncates at most once in a rollout no longer than its time limit, so one
-    critic pass over `2B` observations serves, each environment's cut-off observation (if any)
-    and its last `next_obs`, instead of one over all `T·B`. Longer rollouts, and environments
-    without a known time limit, take the full pass.
+    """The critic's values `[T, B]` of `traj.next_obs` where the returns read them
+    (`selected_values`).
 
     A recurrent critic values `next_obs[t]` one core step on from its state after step `t`
     (the same episode's: the reset comes at the next episode's first step), which a re-run of
     the rollout from `start_state` gives (`replay_policy`).
     """
-    num_steps, num_envs = traj.reward.shape
     if networks.recurrent_critic:
         _, _, states = replay_policy(networks, params, traj, start_state)  # [T, B, ...]
-
-        def value_after(obs: jax.Array, state: CoreState) -> jax.Array:
-            obs, state = jax.tree.map(lambda x: x[None], (obs, state))
-            return values_after(networks, params, obs, state)[0]
+        value_fn = functools.partial(values_after, networks, params)
     else:
         states = CoreState()
 
-        def value_after(obs: jax.Array, state: CoreState) -> jax.Array:
+        def value_fn(obs: jax.Array, state: CoreState) -> jax.Array:
             del state
             return networks.value(params, obs)
 
-    if not 0 < num_steps <= spec.max_episode_steps:
-        flat = jax.tree.map(
-            lambda x: x.reshape(num_steps * num_envs, *x.shape[2:]), (traj.next_obs, states)
-        )
-        return value_after(*flat).reshape(num_steps, num_envs)
-    step = jnp.argmax(traj.truncated, axis=0)  # [B] each environment's truncation (0 if none)
-    cut_off = jax.tree.map(lambda x: x[step, jnp.arange(num_envs)], (traj.next_obs, states))
-    last = jax.tree.map(lambda x: x[-1], (traj.next_obs, states))
-    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cut_off, last)
-    values = value_after(*both)  # [2B]
-    next_values = jnp.where(traj.truncated, values[None, :num_envs], 0.0)
-    return next_values.at[-1].set(values[num_envs:])
+    return selected_values(value_fn, traj, states, spec.max_episode_steps)
 
 
 def nstep_collect(
@@ -290,7 +310,9 @@ def nstep_learn(
     Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
     if next_values is None and not networks.recurrent_critic:
         next_values = bootstrap_values(spec, networks, train_state.params, traj)
-    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+    loss_fn = functools.partial(
+        nstep_loss, config=config, networks=networks, max_episode_steps=spec.max_episode_steps
+    )
     train_state, metrics = gradient_step(
         loss_fn, optimizer, train_state, config.batch_size, traj, next_values, None, start_state
     )
@@ -320,7 +342,9 @@ def make_episodic(
     config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
 ) -> Algorithm:
     """`da2c`: one whole episode per environment, one masked gradient step over all of them."""
-    loss_fn = functools.partial(nstep_loss, config=config, networks=networks)
+    loss_fn = functools.partial(
+        nstep_loss, config=config, networks=networks, max_episode_steps=spec.max_episode_steps
+    )
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
         # Every update restarts the environments: fresh episodes.

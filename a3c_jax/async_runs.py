@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from a3c_jax import checkpoint as ckpt
 from a3c_jax import checkpointer, run_claim
@@ -85,12 +84,12 @@ def store_template(config: Config) -> tuple[TrainState, Callable[[jax.Array], Pa
     (`[P]` -> the networks' parameters); nothing compiled."""
     from a3c_jax import envs
     from a3c_jax.networks import make_networks
-    from a3c_jax.optim import init_train_state, make_optimizer
+    from a3c_jax.optim import init_train_state, make_optimizer, unraveler
 
     networks = make_networks(config, envs.make_env(config.env_name))
     optimizer = make_optimizer(config)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
-    flat, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    flat, unravel = unraveler(shapes)
     return jax.eval_shape(lambda p: init_train_state(optimizer, p), flat), unravel
 
 

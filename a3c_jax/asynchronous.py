@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
 from a3c_jax import envs, wrappers
 from a3c_jax.algorithms import actor_critic, registry
@@ -50,6 +49,7 @@ from a3c_jax.optim import (
     flatten,
     init_train_state,
     make_optimizer,
+    unraveler,
 )
 from a3c_jax.rollout import with_initial_state
 from a3c_jax.train import InitKeys, init_keys, update_metrics
@@ -302,7 +302,7 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
         max_episode_steps=spec.max_episode_steps,
     )
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
-    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    _, unravel = unraveler(shapes)
 
     def reset(key: PRNGKey) -> EnvCarry:
         return with_initial_state(networks, envs.reset(spec, key, config.num_envs))
@@ -345,10 +345,17 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _learning_rates(optimizer: Optimizer) -> Callable[[np.ndarray], jax.Array]:
+    """The schedule's rates at environment steps `[U]`, jitted once per optimiser."""
+    return jax.jit(jax.vmap(optimizer.learning_rate))
+
+
 def _unravel_train_state(train_state: TrainState, unravel: Callable) -> TrainState:
     """The store's flat `TrainState` with the parameters as the networks' pytree; the optimiser
-    state is over the flat vector already, as in the synchronous trainer (`optim.Optimizer`)."""
-    return train_state._replace(params=unravel(train_state.params))
+    state is over the flat vector already, as in the synchronous trainer (`optim.Optimizer`).
+    One jitted call (run op by op, `unravel` compiles one program per layer)."""
+    return train_state._replace(params=jax.jit(unravel)(train_state.params))
 
 
 def _forward_fill(x: np.ndarray) -> np.ndarray:
@@ -373,7 +380,7 @@ def _collect_metrics(
     columns["env_steps"] = env_steps
     # The rate each update was applied at: the schedule at the steps taken before it.
     columns["learning_rate"] = (
-        np.asarray(jax.vmap(optimizer.learning_rate)(jnp.asarray(env_steps - batch_size)))
+        np.asarray(_learning_rates(optimizer)(env_steps - batch_size))
         if records
         else np.zeros(0, np.float32)
     )

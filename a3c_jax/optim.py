@@ -72,6 +72,21 @@ def flatten(tree: Any) -> jax.Array:
     return jax.flatten_util.ravel_pytree(tree)[0]
 
 
+def unraveler(shapes: Any) -> tuple[jax.ShapeDtypeStruct, Callable[[jax.Array], Any]]:
+    """The shape of `flatten` of a tree of `shapes` (`jax.ShapeDtypeStruct`s) and its inverse,
+    `[num_params]` -> the tree; traced only, so nothing runs or compiles (a `ravel_pytree` of
+    zeros would run, and compile, one operation per leaf)."""
+    found: list[Callable[[jax.Array], Any]] = []
+
+    def ravel(tree: Any) -> jax.Array:
+        flat, unravel = jax.flatten_util.ravel_pytree(tree)
+        found.append(unravel)  # built from the leaves' static shapes and dtypes alone
+        return flat
+
+    flat = jax.eval_shape(ravel, shapes)
+    return flat, found[0]
+
+
 def device_mean(tree: Any, axis_name: str, weight: jax.Array | None = None) -> Any:
     """The mean of `tree` over the devices of `axis_name`: plain (`lax.pmean`) when every device
     weighs the same (`weight` None), else weighted by each device's `weight` `[]` (its number of

@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from a3c_jax import envs
 from a3c_jax.algorithms import actor_critic, registry
@@ -40,7 +39,14 @@ from a3c_jax.config import Config, ConfigError
 from a3c_jax.divergence import DivergenceError, diverged_quantities
 from a3c_jax.host import rollout, spaces
 from a3c_jax.networks import make_networks
-from a3c_jax.optim import Optimizer, apply_gradients, flatten, init_train_state, make_optimizer
+from a3c_jax.optim import (
+    Optimizer,
+    apply_gradients,
+    flatten,
+    init_train_state,
+    make_optimizer,
+    unraveler,
+)
 from a3c_jax.train import InitKeys, divergence, init_keys
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
 from a3c_jax.xla import compile_ahead
@@ -98,17 +104,20 @@ class HostParts(NamedTuple):
     `gradient` and `apply` (`learn` is None), the synchronous learner `learn` (they are None)."""
 
     spec: envs.EnvSpec
-    unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters
+    unravel: Callable[[jax.Array], Params]  # [P] -> the networks' parameters (traced)
     optimizer: Optimizer
+    # `unravel` compiled: a rollout's one call, so that each step's `act` takes the networks'
+    # arrays (an `unravel` inside `act` copies them at every step, which costs more).
+    layers: Callable[[jax.Array], Params]
     init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> TrainState [P]
     next_keys: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]  # key -> (key, [T, B] act keys)
-    act: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # ([P], [B, O...], keys) -> [B]
+    act: Callable[[Params, jax.Array, jax.Array], jax.Array]  # (params, [B, O...], keys) -> [B]
     # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next keys).
     gradient: Callable[..., tuple[jax.Array, jax.Array, PRNGKey, jax.Array]] | None
     apply: Callable[[TrainState, jax.Array], TrainState] | None  # A3C's store: (state, [P])
-    # The synchronous learner's update, one call: (state, traj, loop key) -> (state, metrics
-    # [F], divergence code [], the next keys); the gradient and the optimiser step fused.
-    learn: Callable[..., tuple[TrainState, jax.Array, jax.Array, PRNGKey, jax.Array]] | None
+    # The synchronous learner's update, one call: (state, traj, loop key) -> (state, its
+    # `layers`, metrics [F], divergence code [], the next keys); gradient and optimiser fused.
+    learn: Callable[..., tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]] | None
 
 
 def make_parts(config: Config) -> HostParts:
@@ -126,15 +135,12 @@ def _make_parts(config: Config) -> HostParts:
     optimizer = make_optimizer(config)
     next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
-    _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+    _, unravel = unraveler(shapes)
     loss_fn = functools.partial(actor_critic.nstep_loss, config=config, networks=networks)
     act = rollout.make_act(spec, networks)
 
     def init(params_key: PRNGKey) -> TrainState:
         return init_train_state(optimizer, flatten(networks.init(params_key)))
-
-    def act_flat(flat_params: jax.Array, obs: jax.Array, keys: jax.Array) -> jax.Array:
-        return act(unravel(flat_params), obs, keys)
 
     def gradient(
         flat_params: jax.Array, traj: Transition, loop_key: PRNGKey
@@ -148,11 +154,11 @@ def _make_parts(config: Config) -> HostParts:
 
     def learn(
         train_state: TrainState, traj: Transition, loop_key: PRNGKey
-    ) -> tuple[TrainState, jax.Array, jax.Array, PRNGKey, jax.Array]:
+    ) -> tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]:
         grads, metrics, loop_key, act_keys = gradient(train_state.params, traj, loop_key)
         train_state = apply(train_state, grads)
         bad = divergence(UpdateMetrics(*metrics), train_state.params)
-        return train_state, metrics, bad, loop_key, act_keys
+        return train_state, unravel(train_state.params), metrics, bad, loop_key, act_keys
 
     key = jax.random.PRNGKey(0)
     state = jax.eval_shape(init, key)
@@ -166,9 +172,10 @@ def _make_parts(config: Config) -> HostParts:
         spec,
         unravel,
         optimizer,
+        compiled(unravel, state.params),
         compiled(init, key),
         compiled(next_keys, key),
-        compiled(act_flat, state.params, obs, act_keys),
+        compiled(act, shapes, obs, act_keys),
         compiled(gradient, state.params, traj, key) if a3c else None,
         compiled(apply, state, state.params) if a3c else None,
         None if a3c else compiled(learn, state, traj, key),
@@ -249,12 +256,15 @@ def _learner_loop(
     try:
         carry = rollout.reset(host_envs, keys.env)
         loop_key, act_keys = parts.next_keys(keys.loop)
+        params = parts.layers(store.state.params)  # the one learner's: always the store's
         cpu_start = time.process_time()
         store.start_clock()  # the loop alone
         while (checkout := store.checkout()) is not None:
-            params, version = checkout
+            _, version = checkout
             carry, traj = rollout.rollout(host_envs, parts.act, params, carry, np.asarray(act_keys))
-            state, metrics, bad, loop_key, act_keys = parts.learn(store.state, traj, loop_key)
+            state, params, metrics, bad, loop_key, act_keys = parts.learn(
+                store.state, traj, loop_key
+            )
             if int(bad):
                 store.stop()
                 _raise_diverged(int(store.state.update_step), int(bad))
@@ -320,7 +330,11 @@ def make_async_parts(config: Config) -> AsyncParts:
         flat_params: jax.Array, worker: HostWorker
     ) -> tuple[HostWorker, jax.Array, jax.Array]:
         worker.carry, traj = rollout.rollout(
-            worker.host_envs, parts.act, flat_params, worker.carry, np.asarray(worker.act_keys)
+            worker.host_envs,
+            parts.act,
+            parts.layers(flat_params),
+            worker.carry,
+            np.asarray(worker.act_keys),
         )
         grads, metrics, worker.key, worker.act_keys = parts.gradient(flat_params, traj, worker.key)
         return worker, grads, metrics

@@ -29,6 +29,7 @@ ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "log_std_init": ("continuous", -1.0),
     "action_bounding": ("continuous", "tanh"),
     "state_dependent_std": ("continuous", True),
+    "use_sde": ("continuous", True),
 }
 ACTION_BOUNDINGS = ("clip", "tanh")
 RECURRENT_CELLS = ("lstm", "gru")
@@ -141,6 +142,11 @@ class Config:
     # bounds by the environment) or "tanh" (squashed into the bounds, log-probability corrected).
     action_bounding: str | None = None
     state_dependent_std: bool | None = None  # Gaussian policies: log-std from the actor's torso
+    # Gaussian policies: generalised state-dependent exploration (gSDE): the action noise is
+    # φ(s) W, φ the actor's last features, W ~ N(0, σ²) a [features, d] matrix (log σ starts at
+    # log_std_init) drawn afresh every `sde_sample_freq` steps of a rollout (-1: once per rollout).
+    use_sde: bool | None = None
+    sde_sample_freq: int | None = None
     # Environment wrappers (a3c_jax.wrappers), in this order: transforms, then normalisers.
     mask_velocity: bool | None = None  # observe positions only (partial observability)
     frame_stack: int | None = None  # observe the last k observations (1: no stacking)
@@ -305,7 +311,13 @@ class Config:
         self._validate_devices()
         self._validate_wrappers()
         self._validate_brax()
-        for name in ("anneal_lr", "normalize_advantages", "shared_torso", "state_dependent_std"):
+        for name in (
+            "anneal_lr",
+            "normalize_advantages",
+            "shared_torso",
+            "state_dependent_std",
+            "use_sde",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         sizes = self.hidden_sizes
@@ -315,7 +327,36 @@ class Config:
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
+        self._validate_sde()
         self._check_combinations()
+
+    def _validate_sde(self) -> None:
+        """`use_sde` and `sde_sample_freq`, and what gSDE does not combine with."""
+        freq = self.sde_sample_freq
+        if isinstance(freq, bool) or not isinstance(freq, int) or not (freq == -1 or freq >= 1):
+            raise ConfigError(
+                f"sde_sample_freq={freq!r} must be a positive integer (steps between draws of "
+                "gSDE's noise matrix) or -1 (one draw per rollout)"
+            )
+        if not self.use_sde:
+            if freq != presets.DEFAULTS["sde_sample_freq"]:
+                raise ConfigError(
+                    f"sde_sample_freq={freq!r} times gSDE's noise, but use_sde=False: set "
+                    "use_sde=True or drop sde_sample_freq"
+                )
+            return
+        for name, value in (("action_bounding", "tanh"), ("state_dependent_std", True)):
+            if getattr(self, name) == value:
+                raise ConfigError(
+                    f"use_sde=True with {name}={value!r}: gSDE's noise is an unsquashed Gaussian "
+                    f"with its own state-dependent scale; drop one of the two"
+                )
+        if self.host_env:
+            raise ConfigError(
+                f"use_sde=True: gSDE runs on gymnax and Brax environments; env_name="
+                f"{self.env_name!r} is a host environment (its rollout draws a fresh key at "
+                "every step): drop use_sde"
+            )
 
     def _validate_ranges(self) -> None:
         """The real-valued fields' ranges."""

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "log_std_init": 0.0,
     "action_bounding": "clip",
     "state_dependent_std": False,
+    "use_sde": False,
+    "sde_sample_freq": -1,
     "mask_velocity": False,
     "frame_stack": 1,
     "normalize_obs": False,

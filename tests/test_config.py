@@ -73,6 +73,25 @@ def test_replace_revalidates():
         ({"episode_length": 200}, r"episode_length=200: only applies to Brax environments"),
         ({"action_repeat": 2}, r"action_repeat=2: only applies to Brax"),
         ({"brax_backend": "nope"}, r"brax_backend='nope' must be one of"),
+        # gSDE (use_sde): its noise schedule and what it does not combine with.
+        ({"env_name": "Pendulum-v1", "use_sde": "yes"}, "use_sde='yes' must be True or False"),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "sde_sample_freq": 0},
+            r"sde_sample_freq=0 must be a positive integer .* or -1",
+        ),
+        ({"env_name": "Pendulum-v1", "sde_sample_freq": 4}, "sde_sample_freq=4 .* use_sde=False"),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "action_bounding": "tanh"},
+            "use_sde=True with action_bounding='tanh'",
+        ),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "state_dependent_std": True},
+            "use_sde=True with state_dependent_std=True",
+        ),
+        (
+            {"env_name": "gymnasium:Pendulum-v1", "use_sde": True},
+            "use_sde=True: gSDE runs on gymnax and Brax environments",
+        ),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):

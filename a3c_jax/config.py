@@ -30,6 +30,7 @@ ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "action_bounding": ("continuous", "tanh"),
     "state_dependent_std": ("continuous", True),
     "use_sde": ("continuous", True),
+    "action_bound_coef": ("continuous", 0.1),
 }
 ACTION_BOUNDINGS = ("clip", "tanh")
 RECURRENT_CELLS = ("lstm", "gru")
@@ -147,6 +148,9 @@ class Config:
     # log_std_init) drawn afresh every `sde_sample_freq` steps of a rollout (-1: once per rollout).
     use_sde: bool | None = None
     sde_sample_freq: int | None = None
+    # Gaussian policies: weight of the loss on means outside the action bounds (squared
+    # distance, losses.action_bound_loss); 0: none.
+    action_bound_coef: float | None = None
     # Environment wrappers (a3c_jax.wrappers), in this order: transforms, then normalisers.
     mask_velocity: bool | None = None  # observe positions only (partial observability)
     frame_stack: int | None = None  # observe the last k observations (1: no stacking)
@@ -331,7 +335,13 @@ class Config:
         self._check_combinations()
 
     def _validate_sde(self) -> None:
-        """`use_sde` and `sde_sample_freq`, and what gSDE does not combine with."""
+        """`use_sde` and `sde_sample_freq`, and what gSDE does not combine with; the bound loss
+        (`action_bound_coef`), which reads the means of clipped, not squashed, Gaussians."""
+        if self.action_bound_coef > 0 and self.action_bounding == "tanh":
+            raise ConfigError(
+                f"action_bound_coef={self.action_bound_coef!r} with action_bounding='tanh': "
+                "squashed actions never leave the bounds (the means are pre-squash): drop one"
+            )
         freq = self.sde_sample_freq
         if isinstance(freq, bool) or not isinstance(freq, int) or not (freq == -1 or freq >= 1):
             raise ConfigError(
@@ -366,7 +376,7 @@ class Config:
         for name in ("lr", "optimizer_eps", "reward_scale", "max_grad_norm"):
             _in_range(self, name, 0.0, math.inf, low_open=True)
         _in_range(self, "rmsprop_decay", 0.0, 1.0, low_open=True)
-        for name in ("ent_coef", "vf_coef"):
+        for name in ("ent_coef", "vf_coef", "action_bound_coef"):
             _in_range(self, name, 0.0, math.inf)
 
     def _validate_choices(self) -> None:

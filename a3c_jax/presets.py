@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "state_dependent_std": False,
     "use_sde": False,
     "sde_sample_freq": -1,
+    "action_bound_coef": 0.0,
     "mask_velocity": False,
     "frame_stack": 1,
     "normalize_obs": False,

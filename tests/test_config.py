@@ -88,6 +88,11 @@ def test_replace_revalidates():
             {"env_name": "Pendulum-v1", "use_sde": True, "state_dependent_std": True},
             "use_sde=True with state_dependent_std=True",
         ),
+        ({"env_name": "Pendulum-v1", "action_bound_coef": -1.0}, "action_bound_coef=-1.0"),
+        (
+            {"env_name": "Pendulum-v1", "action_bound_coef": 0.1, "action_bounding": "tanh"},
+            "action_bound_coef=0.1 with action_bounding='tanh'",
+        ),
         (
             {"env_name": "gymnasium:Pendulum-v1", "use_sde": True},
             "use_sde=True: gSDE runs on gymnax and Brax environments",

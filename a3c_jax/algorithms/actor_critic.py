@@ -99,7 +99,8 @@ def nstep_loss(
     config: Config,
     networks: Networks,
 ) -> tuple[jax.Array, losses.LossMetrics]:
-    """The actor-critic loss of one rollout, averaged over its (valid) steps.
+    """The actor-critic loss of one rollout, averaged over its (valid) steps, plus
+    `action_bound_coef` times `losses.action_bound_loss` of the policy's means (when positive).
 
     Args:
       params: the actor-critic's parameters (differentiated).
@@ -117,7 +118,7 @@ def nstep_loss(
     )
     if config.normalize_advantages:
         advantages = losses.normalize(advantages, valid)
-    return losses.actor_critic_loss(
+    total, metrics = losses.actor_critic_loss(
         pi.log_prob(traj.action),
         pi.entropy(),
         values,
@@ -127,6 +128,12 @@ def nstep_loss(
         config.ent_coef,
         mask=valid,
     )
+    if config.action_bound_coef > 0:
+        spec = envs.make_env(config.env_name)
+        bound, _ = losses.action_bound_loss(pi.mean, spec.action_low, spec.action_high, valid)
+        total = total + config.action_bound_coef * bound
+        metrics = metrics._replace(total_loss=total)
+    return total, metrics
 
 
 def values_after(

@@ -175,10 +175,12 @@ class Config:
             registry.get(self.algo).defaults,
             presets.DEFAULTS,
         )
+        given = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         for field in dataclasses.fields(self):
             if getattr(self, field.name) is None:
                 value = next(layer[field.name] for layer in layers if field.name in layer)
                 object.__setattr__(self, field.name, value)
+        self._yield_to_given(given)
         if isinstance(self.hidden_sizes, list):
             object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         self._validate()
@@ -333,6 +335,21 @@ class Config:
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
         self._validate_sde()
         self._check_combinations()
+
+    def _yield_to_given(self, given: set[str]) -> None:
+        """Preset values that cannot go with an exploration setting the caller gave fall back to
+        their defaults: gSDE (`use_sde`, `sde_sample_freq`) where `action_bounding="tanh"` or
+        `state_dependent_std=True` was given without `use_sde`, and `action_bound_coef` where
+        `action_bounding="tanh"` was given without it (Pendulum-v1's preset sets both)."""
+        squash = "action_bounding" in given and self.action_bounding == "tanh"
+        own_std = "state_dependent_std" in given and self.state_dependent_std is True
+        changes = {}
+        if (squash or own_std) and "use_sde" not in given:
+            changes |= {k: presets.DEFAULTS[k] for k in ("use_sde", "sde_sample_freq")}
+        if squash and "action_bound_coef" not in given:
+            changes["action_bound_coef"] = presets.DEFAULTS["action_bound_coef"]
+        for name, value in changes.items():
+            object.__setattr__(self, name, value)
 
     def _validate_sde(self) -> None:
         """`use_sde` and `sde_sample_freq`, and what gSDE does not combine with; the bound loss

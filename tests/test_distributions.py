@@ -71,7 +71,9 @@ def test_squashed_gaussian_is_used_with_tanh_bounding(key):
     np.testing.assert_array_equal(pi.low, spec.action_low)
     np.testing.assert_array_equal(pi.high, spec.action_high)
     assert isinstance(
-        make_networks(Config(env_name="Pendulum-v1"), spec).policy(params, jnp.zeros((5, 3))),
+        make_networks(Config(env_name="Pendulum-v1", use_sde=False), spec).policy(
+            params, jnp.zeros((5, 3))
+        ),
         DiagGaussian,
     )
 

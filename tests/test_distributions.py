@@ -174,3 +174,24 @@ def test_sde_noise_is_held_for_sde_sample_freq_steps():
     plain = np.asarray(rollout.rollout_keys(jax.random.PRNGKey(0), jnp.arange(3), 8))
     np.testing.assert_array_equal(action[::3], plain[::3, 0])  # each window's first key
     np.testing.assert_array_equal(step, plain[:, 1])
+
+
+def test_sde_rollout_keeps_one_noise_matrix_per_environment(key):
+    # a2c's collection with gSDE: over the rollout (sde_sample_freq=-1) each environment's
+    # action is μ(s_t) + φ(s_t) W with one W, drawn from its action key of the first step.
+    from a3c_jax.algorithms import actor_critic
+
+    config = Config(env_name="Pendulum-v1", num_envs=3, n_steps=6)
+    assert config.use_sde and config.sde_sample_freq == -1
+    spec = envs.make_env("Pendulum-v1")
+    nets = make_networks(config, spec)
+    params = nets.init(key)
+    carry = envs.reset(spec, jax.random.PRNGKey(1), config.num_envs)
+    rollout_key = jax.random.PRNGKey(2)
+    _, traj, _ = actor_critic.nstep_collect(spec, nets, config, params, carry, rollout_key)
+    keys = rollout.rollout_keys(rollout_key, carry.env_id, config.n_steps, config.n_steps)
+    pi = nets.policy(params, traj.obs)  # [T, B]
+    for b in range(config.num_envs):
+        w = pi.noise_matrix(keys[0, 0, b])  # [H, d]
+        expected = pi.mean[:, b] + pi.features[:, b] @ w  # [T, d]
+        np.testing.assert_allclose(traj.action[:, b], expected, rtol=1e-4, atol=1e-5)

@@ -29,6 +29,8 @@ ACTION_SPACE_FIELDS: dict[str, tuple[str, Any]] = {
     "log_std_init": ("continuous", -1.0),
     "action_bounding": ("continuous", "tanh"),
     "state_dependent_std": ("continuous", True),
+    "use_sde": ("continuous", True),
+    "action_bound_coef": ("continuous", 0.1),
 }
 ACTION_BOUNDINGS = ("clip", "tanh")
 RECURRENT_CELLS = ("lstm", "gru")
@@ -141,6 +143,14 @@ class Config:
     # bounds by the environment) or "tanh" (squashed into the bounds, log-probability corrected).
     action_bounding: str | None = None
     state_dependent_std: bool | None = None  # Gaussian policies: log-std from the actor's torso
+    # Gaussian policies: generalised state-dependent exploration (gSDE): the action noise is
+    # φ(s) W, φ the actor's last features, W ~ N(0, σ²) a [features, d] matrix (log σ starts at
+    # log_std_init) drawn afresh every `sde_sample_freq` steps of a rollout (-1: once per rollout).
+    use_sde: bool | None = None
+    sde_sample_freq: int | None = None
+    # Gaussian policies: weight of the loss on means outside the action bounds (squared
+    # distance, losses.action_bound_loss); 0: none.
+    action_bound_coef: float | None = None
     # Environment wrappers (a3c_jax.wrappers), in this order: transforms, then normalisers.
     mask_velocity: bool | None = None  # observe positions only (partial observability)
     frame_stack: int | None = None  # observe the last k observations (1: no stacking)
@@ -165,10 +175,12 @@ class Config:
             registry.get(self.algo).defaults,
             presets.DEFAULTS,
         )
+        given = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         for field in dataclasses.fields(self):
             if getattr(self, field.name) is None:
                 value = next(layer[field.name] for layer in layers if field.name in layer)
                 object.__setattr__(self, field.name, value)
+        self._yield_to_given(given)
         if isinstance(self.hidden_sizes, list):
             object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         self._validate()
@@ -305,7 +317,13 @@ class Config:
         self._validate_devices()
         self._validate_wrappers()
         self._validate_brax()
-        for name in ("anneal_lr", "normalize_advantages", "shared_torso", "state_dependent_std"):
+        for name in (
+            "anneal_lr",
+            "normalize_advantages",
+            "shared_torso",
+            "state_dependent_std",
+            "use_sde",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         sizes = self.hidden_sizes
@@ -315,7 +333,57 @@ class Config:
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
+        self._validate_sde()
         self._check_combinations()
+
+    def _yield_to_given(self, given: set[str]) -> None:
+        """Preset values that cannot go with an exploration setting the caller gave fall back to
+        their defaults: gSDE (`use_sde`, `sde_sample_freq`) where `action_bounding="tanh"` or
+        `state_dependent_std=True` was given without `use_sde`, and `action_bound_coef` where
+        `action_bounding="tanh"` was given without it (Pendulum-v1's preset sets both)."""
+        squash = "action_bounding" in given and self.action_bounding == "tanh"
+        own_std = "state_dependent_std" in given and self.state_dependent_std is True
+        changes = {}
+        if (squash or own_std) and "use_sde" not in given:
+            changes |= {k: presets.DEFAULTS[k] for k in ("use_sde", "sde_sample_freq")}
+        if squash and "action_bound_coef" not in given:
+            changes["action_bound_coef"] = presets.DEFAULTS["action_bound_coef"]
+        for name, value in changes.items():
+            object.__setattr__(self, name, value)
+
+    def _validate_sde(self) -> None:
+        """`use_sde` and `sde_sample_freq`, and what gSDE does not combine with; the bound loss
+        (`action_bound_coef`), which reads the means of clipped, not squashed, Gaussians."""
+        if self.action_bound_coef > 0 and self.action_bounding == "tanh":
+            raise ConfigError(
+                f"action_bound_coef={self.action_bound_coef!r} with action_bounding='tanh': "
+                "squashed actions never leave the bounds (the means are pre-squash): drop one"
+            )
+        freq = self.sde_sample_freq
+        if isinstance(freq, bool) or not isinstance(freq, int) or not (freq == -1 or freq >= 1):
+            raise ConfigError(
+                f"sde_sample_freq={freq!r} must be a positive integer (steps between draws of "
+                "gSDE's noise matrix) or -1 (one draw per rollout)"
+            )
+        if not self.use_sde:
+            if freq != presets.DEFAULTS["sde_sample_freq"]:
+                raise ConfigError(
+                    f"sde_sample_freq={freq!r} times gSDE's noise, but use_sde=False: set "
+                    "use_sde=True or drop sde_sample_freq"
+                )
+            return
+        for name, value in (("action_bounding", "tanh"), ("state_dependent_std", True)):
+            if getattr(self, name) == value:
+                raise ConfigError(
+                    f"use_sde=True with {name}={value!r}: gSDE's noise is an unsquashed Gaussian "
+                    f"with its own state-dependent scale; drop one of the two"
+                )
+        if self.host_env:
+            raise ConfigError(
+                f"use_sde=True: gSDE runs on gymnax and Brax environments; env_name="
+                f"{self.env_name!r} is a host environment (its rollout draws a fresh key at "
+                "every step): drop use_sde"
+            )
 
     def _validate_ranges(self) -> None:
         """The real-valued fields' ranges."""
@@ -325,7 +393,7 @@ class Config:
         for name in ("lr", "optimizer_eps", "reward_scale", "max_grad_norm"):
             _in_range(self, name, 0.0, math.inf, low_open=True)
         _in_range(self, "rmsprop_decay", 0.0, 1.0, low_open=True)
-        for name in ("ent_coef", "vf_coef"):
+        for name in ("ent_coef", "vf_coef", "action_bound_coef"):
             _in_range(self, name, 0.0, math.inf)
 
     def _validate_choices(self) -> None:

@@ -107,4 +107,46 @@ class SquashedGaussian(NamedTuple):
         return DiagGaussian(self.mean, self.log_std).entropy() + self._log_jacobian(self.mean)
 
 
-Distribution = Categorical | DiagGaussian | SquashedGaussian
+class StateDependentGaussian(NamedTuple):
+    """Generalised state-dependent exploration (gSDE; Raffin et al., 2022): the action is
+    `a = μ(s) + φ(s) W`, `φ(s)` `[..., H]` the actor's last features (held fixed: no gradient
+    flows through them) and `W` `[H, d]` a noise matrix with independent entries
+    `W_jk ~ N(0, σ_jk²)`, `σ = exp(log_std)`.
+
+    Given the state, `a` is Gaussian with independent dimensions of variance
+    `Σ_j φ_j(s)² σ_jk² (+ VARIANCE_EPS)`: `log_prob`, `entropy` and `mode` are those of that
+    `DiagGaussian`, as Stable-Baselines3's `StateDependentNoiseDistribution` computes them.
+    `sample(key)` draws one `W` from `key` for the whole batch: the rollout hands each
+    environment the same key for `Config.sde_sample_freq` steps (`rollout.rollout_keys`'s
+    `hold`), so the noise is a smooth function of the state between two draws.
+    """
+
+    mean: jax.Array  # [..., d]
+    features: jax.Array  # [..., H] φ(s), gradient stopped
+    log_std: jax.Array  # [H, d] log σ of the noise matrix's entries
+
+    VARIANCE_EPS = 1e-6  # as Stable-Baselines3's, keeps the variance above 0 where φ(s) = 0
+
+    def gaussian(self) -> DiagGaussian:
+        """The action's Gaussian given the state: mean `μ`, variance `φ² @ σ²` `[..., d]`."""
+        variance = jnp.square(self.features) @ jnp.exp(2.0 * self.log_std)
+        return DiagGaussian(self.mean, 0.5 * jnp.log(variance + self.VARIANCE_EPS))
+
+    def noise_matrix(self, key: jax.Array) -> jax.Array:
+        """One draw of `W` `[H, d]`, entries `N(0, σ_jk²)`."""
+        return jnp.exp(self.log_std) * jax.random.normal(key, self.log_std.shape, self.mean.dtype)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.mean + self.features @ self.noise_matrix(key)
+
+    def mode(self) -> jax.Array:
+        return self.mean
+
+    def log_prob(self, action: jax.Array) -> jax.Array:
+        return self.gaussian().log_prob(action)
+
+    def entropy(self) -> jax.Array:
+        return self.gaussian().entropy()
+
+
+Distribution = Categorical | DiagGaussian | SquashedGaussian | StateDependentGaussian

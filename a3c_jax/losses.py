@@ -57,6 +57,22 @@ def entropy_loss(entropy: jax.Array, mask: jax.Array | None = None) -> tuple[jax
     return -mean_entropy, {"entropy": mean_entropy}
 
 
+def action_bound_loss(
+    mean: jax.Array, low: jax.Array, high: jax.Array, mask: jax.Array | None = None
+) -> tuple[jax.Array, Metrics]:
+    """`mean(Σ_i relu(μ_i - high_i)² + relu(low_i - μ_i)²)` over the samples: how far a
+    Gaussian policy's means `[..., d]` lie outside the action bounds `[d]` (zero inside them).
+
+    With actions clipped to the bounds, a mean far outside them makes every sampled action the
+    bound itself, so the policy gradient no longer tells one action from another; weighted by
+    `Config.action_bound_coef`, this pulls such means back (rl_games' `bounds_loss_coef`).
+    """
+    low, high = jnp.broadcast_to(low, mean.shape), jnp.broadcast_to(high, mean.shape)
+    over = jax.nn.relu(mean - high) + jax.nn.relu(low - mean)  # [..., d], one is zero
+    loss = masked_mean(jnp.sum(jnp.square(over), axis=-1), mask)
+    return loss, {"action_bound_loss": loss}
+
+
 def combine(
     actor: jax.Array,
     critic: jax.Array,

@@ -5,7 +5,8 @@ actions and a critic giving a scalar state value. `shared_torso=True` puts both 
 torso instead. Torsos: an MLP for vector observations, a small CNN for image-like ones (MinAtar's
 `[10, 10, C]`). Heads: categorical for discrete actions, diagonal Gaussian (state-independent
 log-std, or from the actor's torso with `state_dependent_std`; squashed into the action bounds
-with `action_bounding="tanh"`) for continuous ones. Orthogonal initialisation: `sqrt(2)` for
+with `action_bounding="tanh"`; gSDE's noise over the actor's features with `use_sde`) for
+continuous ones. Orthogonal initialisation: `sqrt(2)` for
 hidden layers, 0.01 for the policy (and log-std) head, 1 for the value head, applied to all
 kernels at once by `Networks.init` (`orthogonal_init`; the flax module's own `init` leaves them
 at zero).
@@ -33,7 +34,13 @@ import jax.numpy as jnp
 
 from a3c_jax import wrappers
 from a3c_jax.config import torso_kind
-from a3c_jax.distributions import Categorical, DiagGaussian, Distribution, SquashedGaussian
+from a3c_jax.distributions import (
+    Categorical,
+    DiagGaussian,
+    Distribution,
+    SquashedGaussian,
+    StateDependentGaussian,
+)
 from a3c_jax.types import CoreState, Params, PRNGKey
 
 if TYPE_CHECKING:
@@ -209,6 +216,9 @@ class ActorCritic(nn.Module):
     # (the environment clips the sampled actions).
     squash_low: tuple[float, ...] | None = None
     squash_high: tuple[float, ...] | None = None
+    # Gaussian heads: gSDE's noise matrix over this many actor features (its log-std a
+    # [features, d] parameter, `StateDependentGaussian`); 0: a plain diagonal Gaussian.
+    sde_features: int = 0
     core: str | None = None  # "lstm" or "gru" after the torso(s); None: feed-forward
     core_size: int = 128
     recurrent_critic: bool = True  # False: only the actor has a core (a replayed critic)
@@ -234,8 +244,11 @@ class ActorCritic(nn.Module):
                 bias_init=nn.initializers.constant(self.log_std_init),
             )
         elif not self.discrete:
+            shape = (self.sde_features,) if self.sde_features else ()
             self.log_std = self.param(
-                "log_std", nn.initializers.constant(self.log_std_init), (self.num_actions,)
+                "log_std",
+                nn.initializers.constant(self.log_std_init),
+                (*shape, self.num_actions),
             )
         self.critic_head = _dense(1)
 
@@ -243,6 +256,8 @@ class ActorCritic(nn.Module):
         out = self.actor_head(features)
         if self.discrete:
             return Categorical(out)
+        if self.sde_features:
+            return StateDependentGaussian(out, jax.lax.stop_gradient(features), self.log_std)
         if self.state_dependent_std:
             log_std = jnp.clip(self.log_std_head(features), *LOG_STD_RANGE)
         else:
@@ -365,11 +380,20 @@ def actor_critic_module(config: Config, spec: EnvSpec) -> ActorCritic:
         state_dependent_std=not spec.discrete and config.state_dependent_std,
         squash_low=tuple(map(float, spec.action_low)) if squash else None,
         squash_high=tuple(map(float, spec.action_high)) if squash else None,
+        sde_features=sde_features(config, spec),
         core=core,
         core_size=config.recurrent_size,
         recurrent_critic=core is not None
         and (config.shared_torso or registry.get(config.algo).recurrent_critic),
     )
+
+
+def sde_features(config: Config, spec: EnvSpec) -> int:
+    """How many features gSDE's noise matrix spans (`Config.use_sde`): the actor's last ones,
+    the recurrent core's output or the torso's last layer; 0 without gSDE."""
+    if spec.discrete or not config.use_sde:
+        return 0
+    return config.recurrent_size if config.recurrent is not None else config.hidden_sizes[-1]
 
 
 def _initial_state_fn(module: ActorCritic) -> Callable[[int], CoreState]:

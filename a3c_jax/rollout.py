@@ -46,7 +46,7 @@ def with_initial_state(networks: Networks, carry: EnvCarry) -> EnvCarry:
     return carry._replace(core_state=networks.initial_state(carry.env_id.shape[0]))
 
 
-def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int) -> jax.Array:
+def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int, hold: int = 1) -> jax.Array:
     """The keys of `num_steps` steps of the environments `env_id` `[B]`: `[T, 2, B]` keys (raw:
     `[T, 2, B, 2]`), at `[t, 0, b]` environment `b`'s action key at step `t`, at `[t, 1, b]` its
     environment-step key.
@@ -55,10 +55,17 @@ def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int) -> jax.Array:
     and its own index alone, not on how the batch is split over devices. Drawn for the whole
     rollout at once: two hashing passes over the batch instead of two at every step (on the CPU
     backend each pass is a small XLA loop, costly to run at every step and to compile).
+
+    `hold > 1` hands each environment the same action key for `hold` steps in a row (the key
+    of step `t - t % hold`), from the rollout's first step: a policy whose noise is a function
+    of its key (gSDE, `distributions.StateDependentGaussian`) then keeps its noise that long.
     """
     per_env = envs.env_keys(key, env_id)
     keys = jax.vmap(lambda k: jax.random.split(k, 2 * num_steps))(per_env)  # [B, 2T, ...]
     keys = keys.reshape(env_id.shape[0], num_steps, 2, *keys.shape[2:])
+    if hold > 1:
+        held = jnp.arange(num_steps) // hold * hold  # [T] each step's window start
+        keys = keys.at[:, :, 0].set(keys[:, held, 0])
     return jnp.moveaxis(keys, 0, 2)
 
 
@@ -101,9 +108,10 @@ def rollout(
     carry: EnvCarry,
     key: PRNGKey,
     num_steps: int,
+    hold: int = 1,
 ) -> tuple[EnvCarry, Transition]:
     """Plays `num_steps` steps in `B` environments with the policy's current parameters, with the
-    keys `rollout_keys(key, carry.env_id, num_steps)`.
+    keys `rollout_keys(key, carry.env_id, num_steps, hold)`.
 
     Returns the carry after the last step and the transitions, time-major `[T, B, ...]`.
     """
@@ -111,7 +119,7 @@ def rollout(
     def body(carry: EnvCarry, keys: jax.Array) -> tuple[EnvCarry, Transition]:
         return policy_step(spec, policy_fn, params, carry, keys)
 
-    return jax.lax.scan(body, carry, rollout_keys(key, carry.env_id, num_steps))
+    return jax.lax.scan(body, carry, rollout_keys(key, carry.env_id, num_steps, hold))
 
 
 def sampling_policy(networks: Networks) -> PolicyFn:
@@ -158,6 +166,7 @@ def rollout_episodes(
     carry: EnvCarry,
     key: PRNGKey,
     max_steps: int,
+    hold: int = 1,
 ) -> tuple[EnvCarry, Transition, jax.Array]:
     """Plays `max_steps` steps in `B` environments and marks each one's first episode, for the
     episodic algorithms (`da2c`, `ac_replay`); with `max_steps` at least the time limit, every
@@ -166,7 +175,7 @@ def rollout_episodes(
     Steps after an environment's episode ended are marked invalid and must count for nothing
     (`episode_step`). A fixed-length `lax.scan`, not a `while_loop` that stops with the longest
     episode: under `vmap` over seeds a `while_loop` copies its whole carry (the `[T, B]` buffers)
-    at every step, and the loss costs the same `[T, B]` either way.
+    at every step, and the loss costs the same `[T, B]` either way. `hold`: as `rollout_keys`.
 
     Returns the carry after the last step, the transitions `[max_steps, B, ...]` and `valid`
     `[max_steps, B]` bool: True up to and including each environment's first `done`.
@@ -177,6 +186,6 @@ def rollout_episodes(
     ) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
         return episode_step(spec, policy_fn, params, state, keys)
 
-    keys = rollout_keys(key, carry.env_id, max_steps)
+    keys = rollout_keys(key, carry.env_id, max_steps, hold)
     state, (traj, valid) = jax.lax.scan(body, start_episodes(carry), keys)
     return state.carry, traj, valid

@@ -73,6 +73,33 @@ def test_replace_revalidates():
         ({"episode_length": 200}, r"episode_length=200: only applies to Brax environments"),
         ({"action_repeat": 2}, r"action_repeat=2: only applies to Brax"),
         ({"brax_backend": "nope"}, r"brax_backend='nope' must be one of"),
+        # gSDE (use_sde): its noise schedule and what it does not combine with.
+        ({"env_name": "Pendulum-v1", "use_sde": "yes"}, "use_sde='yes' must be True or False"),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "sde_sample_freq": 0},
+            r"sde_sample_freq=0 must be a positive integer .* or -1",
+        ),
+        (
+            {"env_name": "MountainCarContinuous-v0", "sde_sample_freq": 4},
+            "sde_sample_freq=4 .* use_sde=False",
+        ),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "action_bounding": "tanh"},
+            "use_sde=True with action_bounding='tanh'",
+        ),
+        (
+            {"env_name": "Pendulum-v1", "use_sde": True, "state_dependent_std": True},
+            "use_sde=True with state_dependent_std=True",
+        ),
+        ({"env_name": "Pendulum-v1", "action_bound_coef": -1.0}, "action_bound_coef=-1.0"),
+        (
+            {"env_name": "Pendulum-v1", "action_bound_coef": 0.1, "action_bounding": "tanh"},
+            "action_bound_coef=0.1 with action_bounding='tanh'",
+        ),
+        (
+            {"env_name": "gymnasium:Pendulum-v1", "use_sde": True},
+            "use_sde=True: gSDE runs on gymnax and Brax environments",
+        ),
     ],
 )
 def test_bad_values_raise_clear_errors(kwargs, match):
@@ -99,3 +126,16 @@ def test_the_smallest_budgets_are_accepted():
     """The controls of the budget errors above: one rollout, one step per environment."""
     assert Config(num_envs=4, n_steps=5, total_timesteps=20).num_updates == 1
     assert Config(algo="da2c", num_envs=8, total_timesteps=8).total_timesteps == 8
+
+
+def test_presets_exploration_yields_to_a_given_bounding():
+    # Pendulum-v1's preset uses gSDE and the bound loss; a squashed or state-dependent
+    # Gaussian given by the caller replaces them, while giving both is an error.
+    preset = Config(env_name="Pendulum-v1")
+    assert preset.use_sde and preset.action_bound_coef > 0
+    tanh = Config(env_name="Pendulum-v1", action_bounding="tanh")
+    assert not tanh.use_sde and tanh.action_bound_coef == 0.0
+    own_std = Config(env_name="Pendulum-v1", state_dependent_std=True)
+    assert not own_std.use_sde and own_std.action_bound_coef == preset.action_bound_coef
+    with pytest.raises(ConfigError, match="use_sde=True with action_bounding='tanh'"):
+        Config(env_name="Pendulum-v1", action_bounding="tanh", use_sde=True)

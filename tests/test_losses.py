@@ -66,6 +66,18 @@ class LossesTest(chex.TestCase):
         np.testing.assert_allclose(jnp.mean(y), 0.0, atol=1e-6)
         np.testing.assert_allclose(jnp.std(y), 1.0, rtol=1e-5)
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_action_bound_loss(self):
+        mean = jnp.array([[3.0, 0.0], [-1.0, 0.5], [-2.5, 4.0]])  # [3, 2]
+        low, high = jnp.array([-2.0, 0.0]), jnp.array([2.0, 1.0])
+        bound = self.variant(lambda m, mask: losses.action_bound_loss(m, low, high, mask)[0])
+        # Squared distance outside the box, summed over dimensions, averaged over samples.
+        np.testing.assert_allclose(bound(mean, None), (1.0 + 0.0 + 0.25 + 9.0) / 3, rtol=1e-6)
+        np.testing.assert_allclose(bound(mean, jnp.array([1.0, 1.0, 0.0])), 0.5, rtol=1e-6)
+        # Its gradient pulls each outlying mean towards the bound, and leaves inner ones alone.
+        grad = jax.grad(lambda m: bound(m, None))(mean)
+        np.testing.assert_allclose(grad, [[2 / 3, 0.0], [0.0, 0.0], [-1 / 3, 2.0]], rtol=1e-6)
+
 
 class DistributionsTest(chex.TestCase):
     def test_categorical(self):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from a3c_jax import Config, envs
-from a3c_jax.distributions import Categorical, DiagGaussian
+from a3c_jax.distributions import Categorical, DiagGaussian, StateDependentGaussian
 from a3c_jax.networks import make_networks, orthogonal_kernels
 
 
@@ -18,7 +18,8 @@ from a3c_jax.networks import make_networks, orthogonal_kernels
     [
         ("CartPole-v1", False, Categorical),
         ("CartPole-v1", True, Categorical),
-        ("Pendulum-v1", False, DiagGaussian),
+        ("Pendulum-v1", False, StateDependentGaussian),  # its preset uses gSDE
+        ("MountainCarContinuous-v0", False, DiagGaussian),
         ("Breakout-MinAtar", False, Categorical),
         ("Breakout-MinAtar", True, Categorical),
     ],

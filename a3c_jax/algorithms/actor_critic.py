@@ -100,7 +100,8 @@ def nstep_loss(
     networks: Networks,
     max_episode_steps: int = 0,
 ) -> tuple[jax.Array, losses.LossMetrics]:
-    """The actor-critic loss of one rollout, averaged over its (valid) steps.
+    """The actor-critic loss of one rollout, averaged over its (valid) steps, plus
+    `action_bound_coef` times `losses.action_bound_loss` of the policy's means (when positive).
 
     Args:
       params: the actor-critic's parameters (differentiated).
@@ -128,7 +129,7 @@ def nstep_loss(
     )
     if config.normalize_advantages:
         advantages = losses.normalize(advantages, valid)
-    return losses.actor_critic_loss(
+    total, metrics = losses.actor_critic_loss(
         pi.log_prob(traj.action),
         pi.entropy(),
         values,
@@ -138,6 +139,12 @@ def nstep_loss(
         config.ent_coef,
         mask=valid,
     )
+    if config.action_bound_coef > 0:
+        spec = envs.make_env(config.env_name)
+        bound, _ = losses.action_bound_loss(pi.mean, spec.action_low, spec.action_high, valid)
+        total = total + config.action_bound_coef * bound
+        metrics = metrics._replace(total_loss=total)
+    return total, metrics
 
 
 def values_after(
@@ -227,8 +234,18 @@ def nstep_collect(
     here, is then the loss to differentiate.
     """
     policy = sampling_policy(networks)
-    env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps)
+    hold = noise_hold(config, config.n_steps)
+    env_carry, traj = rollout(spec, policy, params, env_carry, key, config.n_steps, hold)
     return env_carry, traj, collected_bootstrap(spec, networks, params, traj)
+
+
+def noise_hold(config: Config, num_steps: int) -> int:
+    """For how many steps of a rollout of `num_steps` the sampling policy keeps one action key
+    (`rollout.rollout_keys`): with gSDE (`config.use_sde`) its noise matrix is drawn afresh
+    every `sde_sample_freq` steps, or once per rollout (-1); otherwise every step."""
+    if not config.use_sde:
+        return 1
+    return num_steps if config.sde_sample_freq == -1 else config.sde_sample_freq
 
 
 def collected_bootstrap(
@@ -261,8 +278,15 @@ def episode_collect(
     """
     reset_key, play_key = jax.random.split(key)
     env_carry = envs.restart(spec, reset_key, env_carry)
+    num_steps = spec.max_episode_steps
     env_carry, traj, valid = rollout_episodes(
-        spec, sampling_policy(networks), params, env_carry, play_key, spec.max_episode_steps
+        spec,
+        sampling_policy(networks),
+        params,
+        env_carry,
+        play_key,
+        num_steps,
+        noise_hold(config, num_steps),
     )
     return env_carry, traj, valid, collected_bootstrap(spec, networks, params, traj)
 

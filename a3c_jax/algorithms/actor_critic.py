@@ -147,6 +147,17 @@ def nstep_loss(
     return total, metrics
 
 
+def nstep_loss_fn(
+    config: Config, spec: EnvSpec, networks: Networks
+) -> Callable[..., tuple[jax.Array, losses.LossMetrics]]:
+    """`nstep_loss` for `config`'s networks on `spec`'s environment (its time limit lets a
+    recurrent critic value `2B` observations): `loss_fn(params, traj, next_values, valid,
+    start_state)`, as every n-step trainer (gymnax, host, A3C's workers) differentiates it."""
+    return functools.partial(
+        nstep_loss, config=config, networks=networks, max_episode_steps=spec.max_episode_steps
+    )
+
+
 def values_after(
     networks: Networks, params: Params, next_obs: jax.Array, states: CoreState
 ) -> jax.Array:
@@ -334,9 +345,7 @@ def nstep_learn(
     Shared by the gymnax trainer and the host-environment one (`a3c_jax.host`)."""
     if next_values is None and not networks.recurrent_critic:
         next_values = bootstrap_values(spec, networks, train_state.params, traj)
-    loss_fn = functools.partial(
-        nstep_loss, config=config, networks=networks, max_episode_steps=spec.max_episode_steps
-    )
+    loss_fn = nstep_loss_fn(config, spec, networks)
     train_state, metrics = gradient_step(
         loss_fn, optimizer, train_state, config.batch_size, traj, next_values, None, start_state
     )
@@ -366,9 +375,7 @@ def make_episodic(
     config: Config, spec: EnvSpec, networks: Networks, optimizer: Optimizer
 ) -> Algorithm:
     """`da2c`: one whole episode per environment, one masked gradient step over all of them."""
-    loss_fn = functools.partial(
-        nstep_loss, config=config, networks=networks, max_episode_steps=spec.max_episode_steps
-    )
+    loss_fn = nstep_loss_fn(config, spec, networks)
 
     def update(train_state: TrainState, env_carry: EnvCarry, algo_state: Any, key: PRNGKey):
         # Every update restarts the environments: fresh episodes.

@@ -295,7 +295,7 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
     spec = wrappers.make_env(config)  # the observation transforms (mask_velocity, frame_stack)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
-    loss_fn = actor_critic.nstep_loss_fn(config, spec, networks)
+    loss_fn = actor_critic.nstep_loss_fn(config, networks)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     _, unravel = unraveler(shapes)
 

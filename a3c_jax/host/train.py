@@ -136,7 +136,7 @@ def _make_parts(config: Config) -> HostParts:
     next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     _, unravel = unraveler(shapes)
-    loss_fn = actor_critic.nstep_loss_fn(config, spec, networks)
+    loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = rollout.make_act(spec, networks)
 
     def init(params_key: PRNGKey) -> TrainState:

@@ -39,6 +39,11 @@ def test_training_on_two_devices_shares_one_set_of_statistics(backend):
         num_envs=8,
         n_steps=4,
         total_timesteps=8 * 4 * 2,  # 2 updates: the trajectories have not parted yet
+        # The preset's gSDE draws its noise from the actor's features, which amplifies the two
+        # runs' float rounding after one update (the variance 1.3% apart after two; equal to
+        # 1e-7 after one): this test is about the statistics, so plain Gaussian exploration.
+        use_sde=False,
+        action_bound_coef=0.0,
     )
     keys = jax.random.split(jax.random.PRNGKey(0), 2)  # 2 seeds, vmapped inside the devices
     two = config.replace(num_devices=2, parallel_backend=backend)

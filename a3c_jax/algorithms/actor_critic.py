@@ -113,9 +113,8 @@ def nstep_loss(
     """
     pi, values, states = replay_policy(networks, params, traj, start_state)  # [T, B]
     if next_values is None:  # a recurrent critic: from this re-run's states (`values_after`)
-        # All `T·B` (`selected_values` with no time limit): the `2B` it reads alone compute
-        # the same values, but the loss then rounds otherwise, and a masked CartPole that the
-        # LSTM a2c solved on 3 seeds (500, 500, 479) fell to 309, 252, 500 (the CI of this wave).
+        # All `T·B` (`selected_values` with no time limit): valuing only the `2B` that the
+        # returns read was faster in the loss alone and within noise over whole runs (README).
         next_values = jax.lax.stop_gradient(
             selected_values(functools.partial(values_after, networks, params), traj, states, 0)
         )

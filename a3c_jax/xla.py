@@ -6,6 +6,8 @@ Host-side settings only; nothing here traces. Every `jax.jit` of the library com
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,23 @@ def compile_ahead(fn: Callable, *args: Any, config: Config) -> Any:
     `jax.ShapeDtypeStruct`s) and compiled now: the compiled program, called with arrays of
     those shapes."""
     return jax.jit(fn, compiler_options=compiler_options(config)).lower(*args).compile()
+
+
+def compile_side_by_side(
+    programs: dict[str, tuple[Callable, ...]], config: Config
+) -> dict[str, Any]:
+    """`compile_ahead` of each `name: (fn, *args)` in `programs`, each in its own thread (XLA's
+    compile releases the GIL, so on several cores they overlap): `name: compiled program`. The
+    first error is raised once all have ended."""
+    from a3c_jax import background
+
+    compile_now = functools.partial(compile_ahead, config=config)
+    futures = {
+        name: background.start(compile_now, *program, name=f"a3c_jax-compile-{name}")
+        for name, program in programs.items()
+    }
+    concurrent.futures.wait(futures.values())
+    return {name: future.result() for name, future in futures.items()}
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

@@ -131,10 +131,8 @@ def test_truncation_bootstraps_and_termination_does_not():
     spec = envs.make_env(COUNTER)
     networks = make_networks(config, spec)
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
-    act = jax.jit(rollout.make_act(spec, networks))
-    keys = np.asarray(
-        jax.jit(rollout.action_keys, static_argnums=(1, 2))(jax.random.PRNGKey(2), 2, 5)
-    )
+    act = jax.jit(rollout.at_step(rollout.make_act(spec, networks)))
+    keys = jax.jit(rollout.action_keys, static_argnums=(1, 2))(jax.random.PRNGKey(2), 2, 5)
     host_envs = rollout.HostEnvs(spec, 2)
     try:
         carry = rollout.HostCarry(

@@ -15,6 +15,7 @@ once at reset from the run's environment key (`seed_from_key`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -110,6 +111,8 @@ def reset(host_envs: HostEnvs, key: PRNGKey) -> HostCarry:
 
 # (params, obs [B, O...], action keys [B] (raw: [B, 2])) -> actions [B, A...]
 ActFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
+# (params, obs [B, O...], a rollout's action keys [T, B], step t []) -> actions [B, A...]
+StepActFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def make_act(spec: envs.EnvSpec, networks: Networks, greedy: bool = False) -> ActFn:
@@ -126,6 +129,23 @@ def make_act(spec: envs.EnvSpec, networks: Networks, greedy: bool = False) -> Ac
     return act
 
 
+def at_step(act: ActFn) -> StepActFn:
+    """`act` on step `t`'s keys of a rollout's `[T, B]`: the keys stay on the device for the
+    whole rollout, and each step passes the step's number instead of its keys."""
+
+    def step_act(params: Params, obs: jax.Array, keys: jax.Array, t: jax.Array) -> jax.Array:
+        return act(params, obs, keys[t])
+
+    return step_act
+
+
+@functools.lru_cache(maxsize=8)
+def step_numbers(num_steps: int) -> tuple[jax.Array, ...]:
+    """`0 .. num_steps - 1` as int32 device scalars, made once: a step's call then moves only
+    its observations to the device."""
+    return tuple(jax.device_put(np.arange(num_steps, dtype=np.int32)))
+
+
 def action_keys(key: PRNGKey, num_envs: int, num_steps: int) -> jax.Array:
     """`[T, B]` action keys (raw: `[T, B, 2]`) of a rollout of `num_steps` in `num_envs`
     environments: the gymnax rollout's (`rollout_keys`, environment ids `0..B-1`)."""
@@ -134,14 +154,14 @@ def action_keys(key: PRNGKey, num_envs: int, num_steps: int) -> jax.Array:
 
 def rollout(
     host_envs: HostEnvs,
-    act: ActFn,
+    act: StepActFn,
     params: Any,
     carry: HostCarry,
-    keys: np.ndarray,
+    keys: jax.Array,
 ) -> tuple[HostCarry, Transition]:
-    """Plays `T` steps in every environment of `host_envs` with `act` (jitted, compiled once for
-    `[B, O...]` observations) on `params`, with the action keys `keys` `[T, B]` (raw:
-    `[T, B, 2]`; `action_keys`).
+    """Plays `T` steps in every environment of `host_envs` with `act` (`at_step` of `make_act`,
+    jitted, compiled once for `[B, O...]` observations) on `params`, with the action keys `keys`
+    `[T, B]` (raw: `[T, B, 2]`; `action_keys`), on the device.
 
     Returns the carry after the last step and the transitions, numpy `[T, B, ...]`, with each
     ended episode's totals in `episode_return`/`episode_length` at its last step (as
@@ -149,8 +169,8 @@ def rollout(
     """
     steps = []
     obs, ep_return, ep_length = carry
-    for step_keys in keys:
-        action = np.asarray(act(params, obs, step_keys))
+    for t in step_numbers(keys.shape[0]):
+        action = np.asarray(act(params, obs, keys, t))
         next_carry_obs, reward, terminated, truncated, next_obs = host_envs.step(action)
         ep_return = ep_return + reward
         ep_length = ep_length + 1

@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from a3c_jax import envs
 from a3c_jax.algorithms import actor_critic, registry
@@ -49,7 +48,7 @@ from a3c_jax.optim import (
 )
 from a3c_jax.train import InitKeys, divergence, init_keys
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
-from a3c_jax.xla import compile_ahead
+from a3c_jax.xla import compile_side_by_side
 
 # Algorithms a host environment trains: the fixed-length n-step ones (episodic ones restart every
 # environment at each update, which a stream of host steps does not do) and A3C.
@@ -111,7 +110,8 @@ class HostParts(NamedTuple):
     layers: Callable[[jax.Array], Params]
     init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> TrainState [P]
     next_keys: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]  # key -> (key, [T, B] act keys)
-    act: Callable[[Params, jax.Array, jax.Array], jax.Array]  # (params, [B, O...], keys) -> [B]
+    # (params, [B, O...], the rollout's [T, B] keys, step t) -> [B] actions (`rollout.at_step`)
+    act: rollout.StepActFn
     # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next keys).
     gradient: Callable[..., tuple[jax.Array, jax.Array, PRNGKey, jax.Array]] | None
     apply: Callable[[TrainState, jax.Array], TrainState] | None  # A3C's store: (state, [P])
@@ -137,7 +137,7 @@ def _make_parts(config: Config) -> HostParts:
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     _, unravel = unraveler(shapes)
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
-    act = rollout.make_act(spec, networks)
+    act = rollout.at_step(rollout.make_act(spec, networks))
 
     def init(params_key: PRNGKey) -> TrainState:
         return init_train_state(optimizer, flatten(networks.init(params_key)))
@@ -163,23 +163,24 @@ def _make_parts(config: Config) -> HostParts:
     key = jax.random.PRNGKey(0)
     state = jax.eval_shape(init, key)
     _, act_keys = jax.eval_shape(next_keys, key)
-    act_keys = jax.ShapeDtypeStruct(act_keys.shape[1:], act_keys.dtype)  # one step's [B]
+    step = jax.ShapeDtypeStruct((), jnp.int32)
     obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
     traj = traj_shapes(spec, config.n_steps, config.num_envs)
-    compiled = functools.partial(compile_ahead, config=config)
     a3c = config.asynchronous
-    return HostParts(
-        spec,
-        unravel,
-        optimizer,
-        compiled(unravel, state.params),
-        compiled(init, key),
-        compiled(next_keys, key),
-        compiled(act, shapes, obs, act_keys),
-        compiled(gradient, state.params, traj, key) if a3c else None,
-        compiled(apply, state, state.params) if a3c else None,
-        None if a3c else compiled(learn, state, traj, key),
-    )
+    programs = {
+        "layers": (unravel, state.params),
+        "init": (init, key),
+        "next_keys": (next_keys, key),
+        "act": (act, shapes, obs, act_keys, step),
+        **(
+            {"gradient": (gradient, state.params, traj, key), "apply": (apply, state, state.params)}
+            if a3c
+            else {"learn": (learn, state, traj, key)}
+        ),
+    }
+    compiled = compile_side_by_side(programs, config)
+    rest = {field: compiled.get(field) for field in HostParts._fields[3:]}
+    return HostParts(spec, unravel, optimizer, **rest)
 
 
 def initial_state(config: Config, key: PRNGKey) -> TrainState:
@@ -261,7 +262,7 @@ def _learner_loop(
         store.start_clock()  # the loop alone
         while (checkout := store.checkout()) is not None:
             _, version = checkout
-            carry, traj = rollout.rollout(host_envs, parts.act, params, carry, np.asarray(act_keys))
+            carry, traj = rollout.rollout(host_envs, parts.act, params, carry, act_keys)
             state, params, metrics, bad, loop_key, act_keys = parts.learn(
                 store.state, traj, loop_key
             )
@@ -334,7 +335,7 @@ def make_async_parts(config: Config) -> AsyncParts:
             parts.act,
             parts.layers(flat_params),
             worker.carry,
-            np.asarray(worker.act_keys),
+            worker.act_keys,
         )
         grads, metrics, worker.key, worker.act_keys = parts.gradient(flat_params, traj, worker.key)
         return worker, grads, metrics

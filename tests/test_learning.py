@@ -75,10 +75,12 @@ def test_a2c_learns_mountaincar_with_observation_normalisation():
 
 
 def test_a2c_cnn_learns_minatar_breakout():
-    # Random policy: about 0.5 per episode; 3 is six times that. The CNN torso is chosen for
-    # Breakout's [10, 10, 4] observations.
-    returns = _train_and_evaluate(a3c_jax.Config(env_name="Breakout-MinAtar"), episodes=50)
-    assert returns.mean() >= 3.0, (returns.mean(), _random_returns("Breakout-MinAtar").mean())
+    # Random policy: about 0.5 per episode. The preset (CNN torso, 16 x 5 batches, entropy 0.06)
+    # at a quarter of its 2M budget: measured 8.6 (seed 0, this CPU, 72 s). 6 is above the 5.55
+    # every policy of the earlier preset stopped at, at 500k and at 2M alike.
+    config = a3c_jax.Config(env_name="Breakout-MinAtar", total_timesteps=500_000)
+    returns = _train_and_evaluate(config, episodes=50)
+    assert returns.mean() >= 6.0, (returns.mean(), _random_returns("Breakout-MinAtar").mean())
 
 
 # The rest of the first deck's path, each with its own defaults and the default 200k-step budget.

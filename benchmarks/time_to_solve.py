@@ -9,7 +9,7 @@ Each environment runs with its `a2c` defaults (`a3c_jax.Config(env_name=...)`, p
 |---|---|---|
 | CartPole-v1 | 475 | the Gym "solved" line (the maximum is 500) |
 | Acrobot-v1 | -100 | the Gym "solved" line (random policy: about -500) |
-| Breakout-MinAtar | 3 | six times a random policy's 0.5; the preset's greedy return is about 5 |
+| Breakout-MinAtar | 3 | six times a random policy's 0.5 (the preset reaches about 24 at 2M steps) |
 
 "Reached" is the first update at which the mean return of the latest 20 finished training
 episodes (`a3c_jax.curves.smoothed_return`, once 20 episodes have finished) is at least the

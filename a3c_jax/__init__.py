@@ -17,7 +17,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from a3c_jax import presets
+from a3c_jax import presets, xla
 from a3c_jax.config import Config, ConfigError
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
@@ -46,6 +46,10 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from a3c_jax.xla import enable_compilation_cache
 
     ALGORITHMS: tuple[str, ...]
+
+# Host runs call a small jitted policy step at every environment step: computations run inline
+# on the CPU (`xla.prefer_inline_dispatch`).
+xla.prefer_inline_dispatch()
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,10 @@
 
 Batch shapes are whatever the network was applied to (`[B]`, `[T, B]`, ...): `log_prob`,
 `entropy` return that batch shape; `sample` and `mode` return batch shape + action shape.
+
+`sample(key)` is `sample_from(noise(key))`: `noise` draws the randomness (it reads only its
+fields' shapes and dtypes, so it works on the abstract distribution `jax.eval_shape` gives, and
+can be drawn ahead for a whole rollout) and `sample_from` turns it into actions.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ class Categorical(NamedTuple):
 
     logits: jax.Array  # [..., n]
 
+    def noise(self, key: jax.Array) -> jax.Array:
+        """The Gumbel noise `[..., n]` that `sample(key)` adds to the logits."""
+        return jax.random.gumbel(key, self.logits.shape, self.logits.dtype)
+
+    def sample_from(self, noise: jax.Array) -> jax.Array:
+        """The action that `noise` (`noise(key)`, drawn ahead) picks: `sample(key)` bitwise."""
+        return jnp.argmax(self.logits + noise, axis=-1).astype(jnp.int32)
+
     def sample(self, key: jax.Array) -> jax.Array:
-        return jax.random.categorical(key, self.logits).astype(jnp.int32)
+        return self.sample_from(self.noise(key))
 
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
@@ -39,9 +51,15 @@ class DiagGaussian(NamedTuple):
     mean: jax.Array  # [..., d]
     log_std: jax.Array  # [..., d] (broadcast from [d])
 
-    def sample(self, key: jax.Array) -> jax.Array:
-        noise = jax.random.normal(key, self.mean.shape, self.mean.dtype)
+    def noise(self, key: jax.Array) -> jax.Array:
+        """The standard normal draw `[..., d]` that `sample(key)` scales and shifts."""
+        return jax.random.normal(key, self.mean.shape, self.mean.dtype)
+
+    def sample_from(self, noise: jax.Array) -> jax.Array:
         return self.mean + jnp.exp(self.log_std) * noise
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.sample_from(self.noise(key))
 
     def mode(self) -> jax.Array:
         return self.mean
@@ -91,8 +109,14 @@ class SquashedGaussian(NamedTuple):
         log_dtanh = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
         return jnp.sum(jnp.log(scale) + log_dtanh, axis=-1)
 
+    def noise(self, key: jax.Array) -> jax.Array:
+        return DiagGaussian(self.mean, self.log_std).noise(key)
+
+    def sample_from(self, noise: jax.Array) -> jax.Array:
+        return self._squash(DiagGaussian(self.mean, self.log_std).sample_from(noise))
+
     def sample(self, key: jax.Array) -> jax.Array:
-        return self._squash(DiagGaussian(self.mean, self.log_std).sample(key))
+        return self.sample_from(self.noise(key))
 
     def mode(self) -> jax.Array:
         return self._squash(self.mean)
@@ -132,12 +156,19 @@ class StateDependentGaussian(NamedTuple):
         variance = jnp.square(self.features) @ jnp.exp(2.0 * self.log_std)
         return DiagGaussian(self.mean, 0.5 * jnp.log(variance + self.VARIANCE_EPS))
 
+    def noise(self, key: jax.Array) -> jax.Array:
+        """The standard normal draw `[H, d]` that `noise_matrix` scales by `σ`."""
+        return jax.random.normal(key, self.log_std.shape, self.mean.dtype)
+
     def noise_matrix(self, key: jax.Array) -> jax.Array:
         """One draw of `W` `[H, d]`, entries `N(0, σ_jk²)`."""
-        return jnp.exp(self.log_std) * jax.random.normal(key, self.log_std.shape, self.mean.dtype)
+        return jnp.exp(self.log_std) * self.noise(key)
+
+    def sample_from(self, noise: jax.Array) -> jax.Array:
+        return self.mean + self.features @ (jnp.exp(self.log_std) * noise)
 
     def sample(self, key: jax.Array) -> jax.Array:
-        return self.mean + self.features @ self.noise_matrix(key)
+        return self.sample_from(self.noise(key))
 
     def mode(self) -> jax.Array:
         return self.mean

@@ -124,6 +124,33 @@ def test_gaussian_actions_respect_the_bounds():
     assert actions.min() == -2.0 and actions.max() == 2.0  # std e^3: some samples were clipped
 
 
+@pytest.mark.parametrize(
+    "env_name, settings",
+    [
+        ("gymnasium:CartPole-v1", {}),
+        ("gymnasium:Pendulum-v1", {}),
+        ("gymnasium:Pendulum-v1", {"action_bounding": "tanh"}),
+    ],
+)
+def test_the_rollouts_noise_drawn_ahead_picks_the_keys_own_actions(env_name, settings):
+    # A rollout's policy step acts on noise drawn ahead for all its steps (`action_noise`);
+    # each step's actions must be those `make_act` samples from the keys the noise came from.
+    config = Config(env_name=env_name, **settings)
+    spec = envs.make_env(env_name)
+    networks = make_networks(config, spec)
+    params = jax.jit(networks.init)(jax.random.PRNGKey(0))
+    obs = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (6, *spec.obs_shape)))
+    policy = jax.eval_shape(networks.policy, params, obs[:1])
+    noise = rollout.action_noise(policy, jax.random.PRNGKey(2), 6, 4)
+    keys = rollout.action_keys(jax.random.PRNGKey(2), 6, 4)
+    step_act = jax.jit(rollout.make_step_act(spec, networks))
+    act = jax.jit(rollout.make_act(spec, networks))
+    actions = [np.asarray(step_act(params, obs, noise, t)) for t in range(4)]
+    for t in range(4):  # discrete: equal; continuous: to float rounding (programs fuse apart)
+        np.testing.assert_allclose(actions[t], act(params, obs, keys[t]), rtol=1e-6, atol=1e-6)
+    assert len({a.tobytes() for a in actions}) == 4  # the steps' noises differ
+
+
 def test_truncation_bootstraps_and_termination_does_not():
     # Environment 0 (seed 0) is truncated by the time limit at its 3rd step, environment 1
     # (seed 1) terminates there.
@@ -131,8 +158,9 @@ def test_truncation_bootstraps_and_termination_does_not():
     spec = envs.make_env(COUNTER)
     networks = make_networks(config, spec)
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
-    act = jax.jit(rollout.at_step(rollout.make_act(spec, networks)))
-    keys = jax.jit(rollout.action_keys, static_argnums=(1, 2))(jax.random.PRNGKey(2), 2, 5)
+    act = jax.jit(rollout.make_step_act(spec, networks))
+    policy = networks.policy(params, np.zeros((1, *spec.obs_shape), np.float32))
+    keys = rollout.action_noise(policy, jax.random.PRNGKey(2), 2, 5)
     host_envs = rollout.HostEnvs(spec, 2)
     try:
         carry = rollout.HostCarry(

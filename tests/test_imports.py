@@ -31,14 +31,18 @@ HEAVY = (
 )
 
 
-def _modules_after(code: str) -> dict:
-    """Runs `code` in a fresh interpreter, which prints a JSON object as its last line."""
+def _modules_after(code: str, env: dict[str, str] | None = None) -> dict:
+    """Runs `code` in a fresh interpreter (`env`: variables set or, as None, unset), which
+    prints a JSON object as its last line."""
+    variables = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for name, value in (env or {}).items():
+        variables.pop(name, None) if value is None else variables.update({name: value})
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        env=variables,
         check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -109,3 +113,23 @@ def test_unknown_name_suggests_close_matches():
     assert envs.unknown_env_message("CartPole-v1") is None
     with pytest.raises(ValueError, match="not a registered gymnax environment"):
         envs.make_gymnax("NoSuchEnv-v0")
+
+
+@pytest.mark.parametrize(
+    "setup, env, inline",
+    [
+        ("", None, True),  # a3c_jax's choice: host runs' per-step calls run inline
+        ("", "true", False),  # the user's JAX_CPU_ENABLE_ASYNC_DISPATCH wins
+        ("import jax; jax.numpy.ones(1); ", None, False),  # the backend was up: left alone
+    ],
+)
+def test_import_runs_cpu_computations_inline_unless_the_user_or_the_backend_decided(
+    setup, env, inline
+):
+    # The flag JAX's CPU client reads when it is made (at the first computation).
+    code = (
+        f"import json; {setup}import a3c_jax; from jax._src import xla_bridge; "
+        "print(json.dumps({'async': xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value}))"
+    )
+    found = _modules_after(code, {"JAX_CPU_ENABLE_ASYNC_DISPATCH": env})
+    assert found["async"] is (not inline)

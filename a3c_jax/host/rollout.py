@@ -9,8 +9,9 @@ stay apart, so a truncated step bootstraps from the critic's value of the state 
 (`actor_critic.bootstrap_values`, `returns.truncate_episodes`) and a terminated one from nothing.
 
 Keys: the actions of a rollout are drawn with `rollout.rollout_keys(key, env_id, T)` (each
-environment's own stream, as on gymnax); the environments' own randomness is Gymnasium's, seeded
-once at reset from the run's environment key (`seed_from_key`).
+environment's own stream, as on gymnax), their noise for the whole rollout at once
+(`action_noise`); the environments' own randomness is Gymnasium's, seeded once at reset from the
+run's environment key (`seed_from_key`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from a3c_jax import envs
+from a3c_jax.distributions import Distribution
 from a3c_jax.host import spaces
 from a3c_jax.networks import Networks
 from a3c_jax.rollout import rollout_keys
@@ -111,7 +113,7 @@ def reset(host_envs: HostEnvs, key: PRNGKey) -> HostCarry:
 
 # (params, obs [B, O...], action keys [B] (raw: [B, 2])) -> actions [B, A...]
 ActFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
-# (params, obs [B, O...], a rollout's action keys [T, B], step t []) -> actions [B, A...]
+# (params, obs [B, O...], a rollout's action noise [T, B, ...], step t []) -> actions [B, A...]
 StepActFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -129,14 +131,20 @@ def make_act(spec: envs.EnvSpec, networks: Networks, greedy: bool = False) -> Ac
     return act
 
 
-def at_step(act: ActFn) -> StepActFn:
-    """`act` on step `t`'s keys of a rollout's `[T, B]`: the keys stay on the device for the
-    whole rollout, and each step passes the step's number instead of its keys."""
+def make_step_act(spec: envs.EnvSpec, networks: Networks) -> StepActFn:
+    """The policy step of a rollout, to be jitted: step `t`'s actions from the rollout's noise
+    (`action_noise`, drawn ahead and kept on the device), each environment's
+    `pi.sample_from(noise[t, b])`, the same actions as `make_act` on the keys the noise was
+    drawn from. Only the observations and the step's number cross to the device, and the step
+    runs no random-number generator (a small XLA loop per call on the CPU backend)."""
 
-    def step_act(params: Params, obs: jax.Array, keys: jax.Array, t: jax.Array) -> jax.Array:
-        return act(params, obs, keys[t])
+    def act(params: Params, obs: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+        def one(obs: jax.Array, noise: jax.Array) -> jax.Array:
+            return networks.policy(params, obs[None]).sample_from(noise)[0]
 
-    return step_act
+        return envs.clip_action(spec, jax.vmap(one)(obs, noise[t]))
+
+    return act
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,16 +160,24 @@ def action_keys(key: PRNGKey, num_envs: int, num_steps: int) -> jax.Array:
     return rollout_keys(key, jnp.arange(num_envs, dtype=jnp.int32), num_steps)[:, 0]
 
 
+def action_noise(policy: Distribution, key: PRNGKey, num_envs: int, num_steps: int) -> jax.Array:
+    """The noise `[T, B, ...]` of a rollout's actions, drawn ahead from its `action_keys`:
+    `policy.noise` of each environment's key at each step. `policy`: the distribution the
+    networks give for one observation `[1, O...]`, abstract (`jax.eval_shape`) or not."""
+    keys = action_keys(key, num_envs, num_steps)
+    return jax.vmap(jax.vmap(policy.noise))(keys)
+
+
 def rollout(
     host_envs: HostEnvs,
     act: StepActFn,
     params: Any,
     carry: HostCarry,
-    keys: jax.Array,
+    noise: jax.Array,
 ) -> tuple[HostCarry, Transition]:
-    """Plays `T` steps in every environment of `host_envs` with `act` (`at_step` of `make_act`,
-    jitted, compiled once for `[B, O...]` observations) on `params`, with the action keys `keys`
-    `[T, B]` (raw: `[T, B, 2]`; `action_keys`), on the device.
+    """Plays `T` steps in every environment of `host_envs` with `act` (`make_step_act`, jitted,
+    compiled once for `[B, O...]` observations) on `params`, with the action noise `noise`
+    `[T, B, ...]` (`action_noise`), on the device.
 
     Returns the carry after the last step and the transitions, numpy `[T, B, ...]`, with each
     ended episode's totals in `episode_return`/`episode_length` at its last step (as
@@ -169,8 +185,8 @@ def rollout(
     """
     steps = []
     obs, ep_return, ep_length = carry
-    for t in step_numbers(keys.shape[0]):
-        action = np.asarray(act(params, obs, keys, t))
+    for t in step_numbers(noise.shape[0]):
+        action = np.asarray(act(params, obs, noise, t))
         next_carry_obs, reward, terminated, truncated, next_obs = host_envs.step(action)
         ep_return = ep_return + reward
         ep_length = ep_length + 1

@@ -35,6 +35,7 @@ from a3c_jax.asynchronous import (
     worker_keys,
 )
 from a3c_jax.config import Config, ConfigError
+from a3c_jax.distributions import Distribution
 from a3c_jax.divergence import DivergenceError, diverged_quantities
 from a3c_jax.host import rollout, spaces
 from a3c_jax.networks import make_networks
@@ -90,11 +91,14 @@ def traj_shapes(spec: envs.EnvSpec, num_steps: int, num_envs: int) -> Transition
     )
 
 
-def split_keys(num_envs: int, num_steps: int, loop_key: PRNGKey) -> tuple[PRNGKey, jax.Array]:
+def split_keys(
+    policy: Distribution, num_envs: int, num_steps: int, loop_key: PRNGKey
+) -> tuple[PRNGKey, jax.Array]:
     """One update's keys off the loop key (the synchronous trainer's split): the next loop key
-    and the rollout's action keys `[T, B]` (`rollout.action_keys`)."""
+    and the noise `[T, B, ...]` of the rollout's actions (`rollout.action_noise` of `policy`,
+    the abstract distribution of one observation)."""
     loop_key, update_key = jax.random.split(loop_key)
-    return loop_key, rollout.action_keys(update_key, num_envs, num_steps)
+    return loop_key, rollout.action_noise(policy, update_key, num_envs, num_steps)
 
 
 class HostParts(NamedTuple):
@@ -109,14 +113,15 @@ class HostParts(NamedTuple):
     # arrays (an `unravel` inside `act` copies them at every step, which costs more).
     layers: Callable[[jax.Array], Params]
     init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> TrainState [P]
-    next_keys: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]  # key -> (key, [T, B] act keys)
-    # (params, [B, O...], the rollout's [T, B] keys, step t) -> [B] actions (`rollout.at_step`)
+    # key -> (key, the next rollout's action noise [T, B, ...]) (`split_keys`)
+    next_noise: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]
+    # (params, [B, O...], the rollout's noise [T, B, ...], step t) -> [B] actions
     act: rollout.StepActFn
-    # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next keys).
+    # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next noise).
     gradient: Callable[..., tuple[jax.Array, jax.Array, PRNGKey, jax.Array]] | None
     apply: Callable[[TrainState, jax.Array], TrainState] | None  # A3C's store: (state, [P])
     # The synchronous learner's update, one call: (state, traj, loop key) -> (state, its
-    # `layers`, metrics [F], divergence code [], the next keys); gradient and optimiser fused.
+    # `layers`, metrics [F], divergence code [], the next noise); gradient and optimiser fused.
     learn: Callable[..., tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]] | None
 
 
@@ -133,11 +138,13 @@ def _make_parts(config: Config) -> HostParts:
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
     optimizer = make_optimizer(config)
-    next_keys = functools.partial(split_keys, config.num_envs, config.n_steps)
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+    one_obs = jax.ShapeDtypeStruct((1, *spec.obs_shape), jnp.float32)
+    policy = jax.eval_shape(networks.policy, shapes, one_obs)
+    next_noise = functools.partial(split_keys, policy, config.num_envs, config.n_steps)
     _, unravel = unraveler(shapes)
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
-    act = rollout.at_step(rollout.make_act(spec, networks))
+    act = rollout.make_step_act(spec, networks)
 
     def init(params_key: PRNGKey) -> TrainState:
         return init_train_state(optimizer, flatten(networks.init(params_key)))
@@ -147,7 +154,7 @@ def _make_parts(config: Config) -> HostParts:
     ) -> tuple[jax.Array, jax.Array, PRNGKey, jax.Array]:
         params = unravel(flat_params)
         next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
-        return *worker_gradient(loss_fn, params, traj, next_values), *next_keys(loop_key)
+        return *worker_gradient(loss_fn, params, traj, next_values), *next_noise(loop_key)
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
@@ -155,14 +162,14 @@ def _make_parts(config: Config) -> HostParts:
     def learn(
         train_state: TrainState, traj: Transition, loop_key: PRNGKey
     ) -> tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]:
-        grads, metrics, loop_key, act_keys = gradient(train_state.params, traj, loop_key)
+        grads, metrics, loop_key, noise = gradient(train_state.params, traj, loop_key)
         train_state = apply(train_state, grads)
         bad = divergence(UpdateMetrics(*metrics), train_state.params)
-        return train_state, unravel(train_state.params), metrics, bad, loop_key, act_keys
+        return train_state, unravel(train_state.params), metrics, bad, loop_key, noise
 
     key = jax.random.PRNGKey(0)
     state = jax.eval_shape(init, key)
-    _, act_keys = jax.eval_shape(next_keys, key)
+    _, noise = jax.eval_shape(next_noise, key)
     step = jax.ShapeDtypeStruct((), jnp.int32)
     obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
     traj = traj_shapes(spec, config.n_steps, config.num_envs)
@@ -170,8 +177,8 @@ def _make_parts(config: Config) -> HostParts:
     programs = {
         "layers": (unravel, state.params),
         "init": (init, key),
-        "next_keys": (next_keys, key),
-        "act": (act, shapes, obs, act_keys, step),
+        "next_noise": (next_noise, key),
+        "act": (act, shapes, obs, noise, step),
         **(
             {"gradient": (gradient, state.params, traj, key), "apply": (apply, state, state.params)}
             if a3c
@@ -256,16 +263,14 @@ def _learner_loop(
     store.start_clock()
     try:
         carry = rollout.reset(host_envs, keys.env)
-        loop_key, act_keys = parts.next_keys(keys.loop)
+        loop_key, noise = parts.next_noise(keys.loop)
         params = parts.layers(store.state.params)  # the one learner's: always the store's
         cpu_start = time.process_time()
         store.start_clock()  # the loop alone
         while (checkout := store.checkout()) is not None:
             _, version = checkout
-            carry, traj = rollout.rollout(host_envs, parts.act, params, carry, act_keys)
-            state, params, metrics, bad, loop_key, act_keys = parts.learn(
-                store.state, traj, loop_key
-            )
+            carry, traj = rollout.rollout(host_envs, parts.act, params, carry, noise)
+            state, params, metrics, bad, loop_key, noise = parts.learn(store.state, traj, loop_key)
             if int(bad):
                 store.stop()
                 _raise_diverged(int(store.state.update_step), int(bad))
@@ -290,7 +295,7 @@ def _raise_diverged(update: int, code: int) -> None:
 
 class HostWorker:
     """One A3C worker's carry: its own environments, their episode state, its key stream and the
-    action keys of its next rollout."""
+    action noise of its next rollout."""
 
     def __init__(
         self,
@@ -300,7 +305,7 @@ class HostWorker:
     ):
         self.host_envs = host_envs
         self.carry = carry
-        self.key, self.act_keys = keys
+        self.key, self.noise = keys
 
 
 def make_async_parts(config: Config) -> AsyncParts:
@@ -321,7 +326,7 @@ def make_async_parts(config: Config) -> AsyncParts:
                 env_key, loop_key = worker_keys(keys, worker)
                 host_envs = rollout.HostEnvs(parts.spec, config.num_envs, "sync")
                 carry = rollout.reset(host_envs, env_key)
-                workers.append(HostWorker(host_envs, carry, parts.next_keys(loop_key)))
+                workers.append(HostWorker(host_envs, carry, parts.next_noise(loop_key)))
         except BaseException:
             close(workers)
             raise
@@ -335,9 +340,9 @@ def make_async_parts(config: Config) -> AsyncParts:
             parts.act,
             parts.layers(flat_params),
             worker.carry,
-            worker.act_keys,
+            worker.noise,
         )
-        grads, metrics, worker.key, worker.act_keys = parts.gradient(flat_params, traj, worker.key)
+        grads, metrics, worker.key, worker.noise = parts.gradient(flat_params, traj, worker.key)
         return worker, grads, metrics
 
     def close(workers: list[HostWorker]) -> None:

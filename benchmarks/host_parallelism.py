@@ -27,10 +27,12 @@ budget (`--steps`, the defaults' 200k, over which their learning rate anneals) o
 (`--max-seconds`, every contestant's). A3C and sync A2C runs stop once the latest 20 episodes of
 their in-process environments average 475 (as SB3's does); async A2C runs (environments in other
 processes) play on to the budget or the cap. A host run's time to solve is read off its
-per-update wall-clock, counted from the call that builds the learner (networks, compile,
-environments; imports apart) as for the others. Environment steps/s and cores busy (process CPU
-time, with the async vector environment's processes, over wall-clock) are over the training
-loop. The greedy return of the final parameters (20 episodes) is reported beside.
+wall-clock at each update's commit, counted from the call that builds the learner (networks,
+compile, environments; imports apart) as for the others; what runs after training (the result's
+assembly, the greedy evaluation) is not in it, as it is not in SB3's. Environment steps/s and
+cores busy (process CPU time, with the async vector environment's processes, over wall-clock)
+are over the training loop. The greedy return of the final parameters (20 episodes) is reported
+beside.
 
 Prints markdown tables, writes `benchmarks/results/host_parallelism[_quick].json` and `.png` (the
 wall-clock learning curves of seed 0).
@@ -155,17 +157,20 @@ def host_child(
     t0 = time.perf_counter()
     cpu0, children0 = time.process_time(), _children_cpu()
     MONITOR.started = t0
-    result = a3c_jax.train_host(
-        config,
-        jax.random.PRNGKey(seed),
-        callback=lambda record: (
-            (early_stop and MONITOR.solved_at is not None) or time.perf_counter() - t0 > max_seconds
-        ),
-    )
+    committed: dict[int, float] = {}  # update -> seconds from t0 to its commit
+
+    def callback(record: Any) -> bool:
+        committed[record.update] = time.perf_counter() - t0
+        return (early_stop and MONITOR.solved_at is not None) or committed[
+            record.update
+        ] > max_seconds
+
+    result = a3c_jax.train_host(config, jax.random.PRNGKey(seed), callback=callback)
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0 + _children_cpu() - children0
-    setup_s = elapsed - result.wall_seconds  # compile, networks and environments
-    times = setup_s + result.async_metrics.wall_time
+    updates = len(result.async_metrics.wall_time)
+    times = np.array([committed.get(u, np.nan) for u in range(updates)])
+    setup_s = float(times[0] - result.async_metrics.wall_time[0])  # compile, networks, envs
     row: dict[str, Any] = {
         "seed": seed,
         "import_s": import_s,

@@ -47,7 +47,7 @@ from a3c_jax.optim import (
     make_optimizer,
     unraveler,
 )
-from a3c_jax.train import InitKeys, divergence, init_keys
+from a3c_jax.train import divergence, init_keys
 from a3c_jax.types import Params, PRNGKey, TrainState, Transition, UpdateMetrics
 from a3c_jax.xla import compile_side_by_side
 
@@ -101,6 +101,9 @@ def split_keys(
     return loop_key, rollout.action_noise(policy, update_key, num_envs, num_steps)
 
 
+LearnFn = Callable[[TrainState, Transition], tuple[TrainState, Params, jax.Array, jax.Array]]
+
+
 class HostParts(NamedTuple):
     """What every host run of one `Config` shares, over the flat parameters `[P]` (the store's
     form, `asynchronous.ParameterStore`), compiled once (`make_parts`): A3C's workers use
@@ -112,17 +115,21 @@ class HostParts(NamedTuple):
     # `unravel` compiled: a rollout's one call, so that each step's `act` takes the networks'
     # arrays (an `unravel` inside `act` copies them at every step, which costs more).
     layers: Callable[[jax.Array], Params]
-    init: Callable[[PRNGKey], TrainState]  # key (`init_keys(key).params`) -> TrainState [P]
+    # The run's key -> (TrainState [P], each of the W workers' environment keys and update-stream
+    # keys, two W-tuples): `init_keys` and `worker_keys` in one program (the synchronous learner
+    # is worker 0 of W = 1), so no key is split outside a compiled program.
+    init: Callable[[PRNGKey], tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]]
     # key -> (key, the next rollout's action noise [T, B, ...]) (`split_keys`)
     next_noise: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]
     # (params, [B, O...], the rollout's noise [T, B, ...], step t) -> [B] actions
     act: rollout.StepActFn
-    # A3C's worker: ([P], traj [T, B], loop key) -> (grads [P], metrics [F], the next noise).
-    gradient: Callable[..., tuple[jax.Array, jax.Array, PRNGKey, jax.Array]] | None
+    # A3C's worker: ([P], traj [T, B]) -> (grads [P], metrics [F]).
+    gradient: Callable[[jax.Array, Transition], tuple[jax.Array, jax.Array]] | None
     apply: Callable[[TrainState, jax.Array], TrainState] | None  # A3C's store: (state, [P])
-    # The synchronous learner's update, one call: (state, traj, loop key) -> (state, its
-    # `layers`, metrics [F], divergence code [], the next noise); gradient and optimiser fused.
-    learn: Callable[..., tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]] | None
+    # The synchronous learner's update, one call: (state, traj) -> (state, its `layers`,
+    # metrics [F], divergence code []); gradient and optimiser fused. The next rollout's noise
+    # comes from `next_noise` (its random-number generator compiled once, not in here too).
+    learn: LearnFn | None
 
 
 def make_parts(config: Config) -> HostParts:
@@ -146,29 +153,32 @@ def _make_parts(config: Config) -> HostParts:
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = rollout.make_step_act(spec, networks)
 
-    def init(params_key: PRNGKey) -> TrainState:
-        return init_train_state(optimizer, flatten(networks.init(params_key)))
+    num_workers = config.num_workers if config.asynchronous else 1
 
-    def gradient(
-        flat_params: jax.Array, traj: Transition, loop_key: PRNGKey
-    ) -> tuple[jax.Array, jax.Array, PRNGKey, jax.Array]:
+    def init(key: PRNGKey) -> tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]:
+        keys = init_keys(key)
+        state = init_train_state(optimizer, flatten(networks.init(keys.params)))
+        env_keys, loop_keys = zip(*(worker_keys(keys, w) for w in range(num_workers)), strict=True)
+        return state, env_keys, loop_keys
+
+    def gradient(flat_params: jax.Array, traj: Transition) -> tuple[jax.Array, jax.Array]:
         params = unravel(flat_params)
         next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
-        return *worker_gradient(loss_fn, params, traj, next_values), *next_noise(loop_key)
+        return worker_gradient(loss_fn, params, traj, next_values)
 
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
     def learn(
-        train_state: TrainState, traj: Transition, loop_key: PRNGKey
-    ) -> tuple[TrainState, Params, jax.Array, jax.Array, PRNGKey, jax.Array]:
-        grads, metrics, loop_key, noise = gradient(train_state.params, traj, loop_key)
+        train_state: TrainState, traj: Transition
+    ) -> tuple[TrainState, Params, jax.Array, jax.Array]:
+        grads, metrics = gradient(train_state.params, traj)
         train_state = apply(train_state, grads)
         bad = divergence(UpdateMetrics(*metrics), train_state.params)
-        return train_state, unravel(train_state.params), metrics, bad, loop_key, noise
+        return train_state, unravel(train_state.params), metrics, bad
 
     key = jax.random.PRNGKey(0)
-    state = jax.eval_shape(init, key)
+    state, _, _ = jax.eval_shape(init, key)
     _, noise = jax.eval_shape(next_noise, key)
     step = jax.ShapeDtypeStruct((), jnp.int32)
     obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
@@ -180,9 +190,9 @@ def _make_parts(config: Config) -> HostParts:
         "next_noise": (next_noise, key),
         "act": (act, shapes, obs, noise, step),
         **(
-            {"gradient": (gradient, state.params, traj, key), "apply": (apply, state, state.params)}
+            {"gradient": (gradient, state.params, traj), "apply": (apply, state, state.params)}
             if a3c
-            else {"learn": (learn, state, traj, key)}
+            else {"learn": (learn, state, traj)}
         ),
     }
     compiled = compile_side_by_side(programs, config)
@@ -192,7 +202,7 @@ def _make_parts(config: Config) -> HostParts:
 
 def initial_state(config: Config, key: PRNGKey) -> TrainState:
     """The initial store state `[P]` of a host run of `config` from its key."""
-    return make_parts(config).init(init_keys(key).params)
+    return make_parts(config).init(key)[0]
 
 
 def train_host(
@@ -231,14 +241,14 @@ def train_host(
         return train_async(config, key, callback=callback, store=store)
     start = time.perf_counter()
     parts = make_parts(config)
-    keys = init_keys(key)
+    state, env_keys, loop_keys = parts.init(key)
     if store is None:
-        store = ParameterStore(parts.init(keys.params), None, config.num_updates, config.batch_size)
+        store = ParameterStore(state, None, config.num_updates, config.batch_size)
     compile_seconds = time.perf_counter() - start
     host_envs = rollout.HostEnvs(parts.spec, config.num_envs, config.vector_env)
     try:
         wall_seconds, cpu_seconds, interrupted = _learner_loop(
-            parts, host_envs, keys, store, callback
+            parts, host_envs, (env_keys[0], loop_keys[0]), store, callback
         )
     finally:
         host_envs.close()
@@ -251,26 +261,29 @@ def train_host(
 def _learner_loop(
     parts: HostParts,
     host_envs: rollout.HostEnvs,
-    keys: InitKeys,
+    keys: tuple[PRNGKey, PRNGKey],
     store: ParameterStore,
     callback: Callable[[UpdateRecord], bool | None] | None,
 ) -> tuple[float, float, bool]:
     """Rollouts and gradient steps on `store` until its budget is spent (or the callback or
     Ctrl-C stops them); returns the loop's wall and CPU seconds (resets excluded) and whether
-    Ctrl-C stopped it. A non-finite update raises `DivergenceError` (not applied)."""
+    Ctrl-C stopped it. `keys`: the environments' key and the update stream's. A non-finite update
+    raises `DivergenceError` (not applied)."""
     interrupted = False
     cpu_start = time.process_time()
     store.start_clock()
     try:
-        carry = rollout.reset(host_envs, keys.env)
-        loop_key, noise = parts.next_noise(keys.loop)
+        env_key, loop_key = keys
+        carry = rollout.reset(host_envs, env_key)
+        loop_key, noise = parts.next_noise(loop_key)
         params = parts.layers(store.state.params)  # the one learner's: always the store's
         cpu_start = time.process_time()
         store.start_clock()  # the loop alone
         while (checkout := store.checkout()) is not None:
             _, version = checkout
             carry, traj = rollout.rollout(host_envs, parts.act, params, carry, noise)
-            state, params, metrics, bad, loop_key, noise = parts.learn(store.state, traj, loop_key)
+            loop_key, noise = parts.next_noise(loop_key)
+            state, params, metrics, bad = parts.learn(store.state, traj)
             if int(bad):
                 store.stop()
                 _raise_diverged(int(store.state.update_step), int(bad))
@@ -319,18 +332,17 @@ def make_async_parts(config: Config) -> AsyncParts:
     lock = threading.Lock()
 
     def init(key: PRNGKey) -> tuple[TrainState, list[HostWorker]]:
-        keys = init_keys(key)
+        state, env_keys, loop_keys = parts.init(key)
         workers = []
         try:
-            for worker in range(config.num_workers):
-                env_key, loop_key = worker_keys(keys, worker)
+            for env_key, loop_key in zip(env_keys, loop_keys, strict=True):
                 host_envs = rollout.HostEnvs(parts.spec, config.num_envs, "sync")
                 carry = rollout.reset(host_envs, env_key)
                 workers.append(HostWorker(host_envs, carry, parts.next_noise(loop_key)))
         except BaseException:
             close(workers)
             raise
-        return parts.init(keys.params), workers
+        return state, workers
 
     def worker_step(
         flat_params: jax.Array, worker: HostWorker
@@ -342,7 +354,8 @@ def make_async_parts(config: Config) -> AsyncParts:
             worker.carry,
             worker.noise,
         )
-        grads, metrics, worker.key, worker.noise = parts.gradient(flat_params, traj, worker.key)
+        worker.key, worker.noise = parts.next_noise(worker.key)
+        grads, metrics = parts.gradient(flat_params, traj)
         return worker, grads, metrics
 
     def close(workers: list[HostWorker]) -> None:

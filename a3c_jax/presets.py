@@ -86,6 +86,13 @@ ENV_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # The CartPole defaults above also solve Acrobot-v1 (swing-up within 200k steps; measured
     # greedy return -84 over 4 seeds, random policy -500).
     ("Acrobot-v1", "a2c"): {"total_timesteps": 200_000},
+    # Gymnasium's CartPole-v1 on the host (a3c_jax.host): the CartPole defaults with the
+    # gradient clipped at norm 1 instead of 0.5. Measured to the benchmarks' criterion (the
+    # latest 20 training episodes average 475: benchmarks/host_parallelism.py), 8 sync
+    # environments, seeds 0-5: solved after 21k-46k steps (median 31k) against 43k-142k (median
+    # 71k) at 0.5, greedy 500 on 5 of 6 seeds (411 on one) against 6 of 6. On gymnax's
+    # CartPole-v1 (32 vmapped seeds) the same change moves the median from 50k to 40k steps.
+    ("gymnasium:CartPole-v1", "a2c"): {"max_grad_norm": 1.0},
     # bsuite's Catch is solved (return 1.0 on every seed) well within 50k steps.
     ("Catch-bsuite", "a2c"): {"total_timesteps": 50_000},
     # MountainCar-v0: a random policy never reaches the flag in 200 steps; with observation

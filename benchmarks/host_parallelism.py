@@ -13,7 +13,8 @@ busy moment of the machine touches all of them alike:
   per worker, t_max = 5, shared RMSprop 3e-3), each worker thread stepping its own Gymnasium
   CartPole-v1 (`a3c_jax.train_async`).
 - **host A2C, sync / async, W environments** (`algo="a2c"`, `num_envs=W`, `vector_env`): the
-  CartPole defaults (8 steps per rollout, Adam 3e-3) over a Gymnasium vector environment stepped
+  preset of `gymnasium:CartPole-v1` (the CartPole defaults, 8 steps per rollout, Adam 3e-3, with
+  the gradient's norm clipped at 1) over a Gymnasium vector environment stepped
   in the learner's thread (sync) or with one process per environment (async); also the default
   8 environments, sync (`a3c_jax.train_host`).
 - **SB3 A2C**: Stable-Baselines3's `A2C` with the RL Zoo's CartPole-v1 hyperparameters and one
@@ -151,8 +152,15 @@ def host_child(
         config = a3c_jax.Config(env_name=env, algo="a3c", num_workers=width, total_timesteps=steps)
     else:
         vector_env = method.split("_")[1]
+        # The monitored copy of CartPole-v1 takes the preset of Gymnasium's CartPole-v1.
+        preset = a3c_jax.presets.ENV_PRESETS.get((ENV, "a2c"), {}) if early_stop else {}
         config = a3c_jax.Config(
-            env_name=env, algo="a2c", num_envs=width, vector_env=vector_env, total_timesteps=steps
+            env_name=env,
+            algo="a2c",
+            num_envs=width,
+            vector_env=vector_env,
+            total_timesteps=steps,
+            **preset,
         )
     t0 = time.perf_counter()
     cpu0, children0 = time.process_time(), _children_cpu()

@@ -346,8 +346,9 @@ def test_host_a2c_trains_in_a_run_folder_resumes_and_stops_on_divergence(tmp_pat
 
 @pytest.mark.slow
 def test_host_a2c_solves_gymnasium_cartpole():
-    # Sync vector environment: the run is reproducible (Gymnasium seeded from the key).
-    config = Config(env_name="gymnasium:CartPole-v1", algo="a2c", total_timesteps=50_000)
+    # Sync vector environment: the run is reproducible (Gymnasium seeded from the key). The
+    # preset (gradient norm 1) at 80k steps: greedy 500 on seeds 0 and 1 (at 50k: 386 and 471).
+    config = Config(env_name="gymnasium:CartPole-v1", algo="a2c", total_timesteps=80_000)
     result = a3c_jax.train_host(config, jax.random.PRNGKey(0))
     returns = a3c_jax.evaluate(config, result.params, jax.random.PRNGKey(1000), 30)
     assert returns.mean() >= 475.0, returns.mean()

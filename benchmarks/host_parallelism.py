@@ -280,7 +280,7 @@ def _methods(widths: list[int]) -> list[tuple[str, str, int]]:
     for mode in ("sync", "async"):
         for w in widths:
             out.append((f"host A2C {mode}, {w} env{'s' * (w > 1)}", f"a2c_{mode}", w))
-    out.append(("host A2C sync, 8 envs (defaults)", "a2c_sync", 8))
+    out.append(("host A2C sync, 8 envs (preset)", "a2c_sync", 8))
     out.append(("SB3 A2C (RL Zoo, 8 envs)", "sb3", 0))
     out.append(("gymnax a2c (cold cache)", "gymnax", 0))
     return out

@@ -319,7 +319,8 @@ def _greedy_return(config, seed, episodes):
     return float(jnp.mean(returns))
 
 
-# CartPole-v1 with the velocities masked (positions only), as `benchmarks/recurrent.py` runs it.
+# CartPole-v1 with the velocities masked (positions only), as `benchmarks/recurrent.py` runs it
+# (there with a2c's gradient norm at 1, as in the a2c test below).
 MASKED_CARTPOLE = dict(
     env_name="CartPole-v1",
     mask_velocity=True,
@@ -334,11 +335,12 @@ MASKED_CARTPOLE = dict(
 def test_lstm_a2c_balances_cartpole_without_velocities():
     """An LSTM a2c infers the velocities from the positions it saw: seeds 0-2 vmapped (as
     `benchmarks/recurrent.py` runs them), greedy over 20 episodes each. The outcome of a run
-    hangs on float rounding, which differs between CPUs: on an AMD EPYC these seeds gave 500,
-    500, 479 (mean 493); on an Intel Xeon (AVX-512) the same code gave 309, 252, 500 (and 137,
-    500, 500 at 800k steps); the feed-forward a2c 47, 45, 46. Hence the bars: the best seed at
-    least 400 and the mean at least 250, which only a policy with memory clears."""
-    config = Config(recurrent="lstm", **MASKED_CARTPOLE)
+    hangs on float rounding, which differs between CPUs. With the default gradient norm (0.5)
+    these seeds gave 500, 500, 479 on an AMD EPYC but 309, 252, 500 on an Intel Xeon (seeds
+    3-5: 500, 173, 500); with norm 1 (the benchmark's setting) the Intel Xeon gives 420, 489,
+    500 (seeds 3-5: 448, 500, 481); the feed-forward a2c 47, 45, 46. Hence the bars: the best
+    seed at least 450 and the mean at least 350, which only a policy with memory clears."""
+    config = Config(recurrent="lstm", max_grad_norm=1.0, **MASKED_CARTPOLE)
     keys = jnp.stack([jax.random.PRNGKey(seed) for seed in range(3)])
     params = a3c_jax.jit_train(config, 3)(keys).params
     greedy = [
@@ -354,7 +356,7 @@ def test_lstm_a2c_balances_cartpole_without_velocities():
         )
         for i in range(3)
     ]
-    assert max(greedy) >= 400 and np.mean(greedy) >= 250, greedy
+    assert max(greedy) >= 450 and np.mean(greedy) >= 350, greedy
 
 
 @pytest.mark.slow

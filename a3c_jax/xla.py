@@ -54,9 +54,11 @@ def prefer_inline_dispatch() -> bool:
     unless the user chose (the `JAX_CPU_ENABLE_ASYNC_DISPATCH` variable) or JAX's backend is
     already up (the client reads the flag once, when it is made). Process-wide, results
     unchanged. Returns whether it set the flag."""
-    from jax._src import xla_bridge
-
-    if INLINE_DISPATCH_FLAG.upper() in os.environ or xla_bridge.backends_are_initialized():
+    try:  # JAX's own test of whether a client exists; private, so its absence costs nothing
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:
+        return False
+    if INLINE_DISPATCH_FLAG.upper() in os.environ or backends_are_initialized():
         return False
     jax.config.update(INLINE_DISPATCH_FLAG, False)
     return True

@@ -168,10 +168,8 @@ def host_child(
     committed: dict[int, float] = {}  # update -> seconds from t0 to its commit
 
     def callback(record: Any) -> bool:
-        committed[record.update] = time.perf_counter() - t0
-        return (early_stop and MONITOR.solved_at is not None) or committed[
-            record.update
-        ] > max_seconds
+        seconds = committed[record.update] = time.perf_counter() - t0
+        return (early_stop and MONITOR.solved_at is not None) or seconds > max_seconds
 
     result = a3c_jax.train_host(config, jax.random.PRNGKey(seed), callback=callback)
     elapsed = time.perf_counter() - t0

@@ -160,13 +160,13 @@ def test_truncation_bootstraps_and_termination_does_not():
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
     act = jax.jit(rollout.make_step_act(spec, networks))
     policy = networks.policy(params, np.zeros((1, *spec.obs_shape), np.float32))
-    keys = rollout.action_noise(policy, jax.random.PRNGKey(2), 2, 5)
+    noise = rollout.action_noise(policy, jax.random.PRNGKey(2), 2, 5)
     host_envs = rollout.HostEnvs(spec, 2)
     try:
         carry = rollout.HostCarry(
             host_envs.reset(seed=0), np.zeros(2, np.float32), np.zeros(2, np.int32)
         )
-        _, traj = rollout.rollout(host_envs, act, params, carry, keys)
+        _, traj = rollout.rollout(host_envs, act, params, carry, noise)
     finally:
         host_envs.close()
     np.testing.assert_array_equal(traj.truncated.T, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])

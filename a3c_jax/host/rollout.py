@@ -117,18 +117,27 @@ ActFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
 StepActFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def _act_each(
+    spec: envs.EnvSpec, networks: Networks, choose: Callable[[Distribution, jax.Array], jax.Array]
+) -> ActFn:
+    """`(params, obs [B, O...], per_env [B, ...]) -> actions [B, A...]`: each environment's
+    `choose(pi, per_env[b])` (its key or its noise) on its own policy, clipped to the bounds."""
+
+    def act(params: Params, obs: jax.Array, per_env: jax.Array) -> jax.Array:
+        def one(obs: jax.Array, x: jax.Array) -> jax.Array:
+            return choose(networks.policy(params, obs[None]), x)[0]
+
+        return envs.clip_action(spec, jax.vmap(one)(obs, per_env))
+
+    return act
+
+
 def make_act(spec: envs.EnvSpec, networks: Networks, greedy: bool = False) -> ActFn:
     """The policy step, to be jitted: every environment samples (or, `greedy`, takes the mode
     of) its action from its own key; actions clipped to the action bounds."""
-
-    def act(params: Params, obs: jax.Array, keys: jax.Array) -> jax.Array:
-        def one(obs: jax.Array, key: PRNGKey) -> jax.Array:
-            pi = networks.policy(params, obs[None])
-            return (pi.mode() if greedy else pi.sample(key))[0]
-
-        return envs.clip_action(spec, jax.vmap(one)(obs, keys))
-
-    return act
+    if greedy:
+        return _act_each(spec, networks, lambda pi, key: pi.mode())
+    return _act_each(spec, networks, lambda pi, key: pi.sample(key))
 
 
 def make_step_act(spec: envs.EnvSpec, networks: Networks) -> StepActFn:
@@ -137,14 +146,12 @@ def make_step_act(spec: envs.EnvSpec, networks: Networks) -> StepActFn:
     `pi.sample_from(noise[t, b])`, the same actions as `make_act` on the keys the noise was
     drawn from. Only the observations and the step's number cross to the device, and the step
     runs no random-number generator (a small XLA loop per call on the CPU backend)."""
+    act = _act_each(spec, networks, lambda pi, noise: pi.sample_from(noise))
 
-    def act(params: Params, obs: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
-        def one(obs: jax.Array, noise: jax.Array) -> jax.Array:
-            return networks.policy(params, obs[None]).sample_from(noise)[0]
+    def step_act(params: Params, obs: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+        return act(params, obs, noise[t])
 
-        return envs.clip_action(spec, jax.vmap(one)(obs, noise[t]))
-
-    return act
+    return step_act
 
 
 @functools.lru_cache(maxsize=8)

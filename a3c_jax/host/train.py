@@ -91,11 +91,11 @@ def traj_shapes(spec: envs.EnvSpec, num_steps: int, num_envs: int) -> Transition
     )
 
 
-def split_keys(
+def split_noise(
     policy: Distribution, num_envs: int, num_steps: int, loop_key: PRNGKey
 ) -> tuple[PRNGKey, jax.Array]:
-    """One update's keys off the loop key (the synchronous trainer's split): the next loop key
-    and the noise `[T, B, ...]` of the rollout's actions (`rollout.action_noise` of `policy`,
+    """One update's split of the loop key (the synchronous trainer's): the next loop key and the
+    noise `[T, B, ...]` of the rollout's actions (`rollout.action_noise` of `policy`,
     the abstract distribution of one observation)."""
     loop_key, update_key = jax.random.split(loop_key)
     return loop_key, rollout.action_noise(policy, update_key, num_envs, num_steps)
@@ -119,7 +119,7 @@ class HostParts(NamedTuple):
     # keys, two W-tuples): `init_keys` and `worker_keys` in one program (the synchronous learner
     # is worker 0 of W = 1), so no key is split outside a compiled program.
     init: Callable[[PRNGKey], tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]]
-    # key -> (key, the next rollout's action noise [T, B, ...]) (`split_keys`)
+    # key -> (key, the next rollout's action noise [T, B, ...]) (`split_noise`)
     next_noise: Callable[[PRNGKey], tuple[PRNGKey, jax.Array]]
     # (params, [B, O...], the rollout's noise [T, B, ...], step t) -> [B] actions
     act: rollout.StepActFn
@@ -148,7 +148,7 @@ def _make_parts(config: Config) -> HostParts:
     shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
     one_obs = jax.ShapeDtypeStruct((1, *spec.obs_shape), jnp.float32)
     policy = jax.eval_shape(networks.policy, shapes, one_obs)
-    next_noise = functools.partial(split_keys, policy, config.num_envs, config.n_steps)
+    next_noise = functools.partial(split_noise, policy, config.num_envs, config.n_steps)
     _, unravel = unraveler(shapes)
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = rollout.make_step_act(spec, networks)

@@ -16,7 +16,7 @@ import importlib.util
 import sys
 import threading
 import types
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -272,6 +272,61 @@ def _reset_ids(
     )
 
 
+class StepDraws(NamedTuple):
+    """What `B` gymnax environments draw at random in one step, drawn ahead of it (`step_draws`):
+    gymnax's `Environment.step` splits each environment's key into a key for `step_env` and one
+    for the `reset_env` of its auto-reset, and computes that reset at every step."""
+
+    key: jax.Array  # [B] each environment's key for `step_env` (raw: [B, 2])
+    reset_obs: Any  # [B, O...] the first observation of the episode an auto-reset would start
+    reset_state: Any  # [B] the environment state it would start from
+
+
+def steps_as_gymnax(spec: EnvSpec) -> bool:
+    """Whether `spec`'s environment steps with gymnax's own `Environment.step` (not DeepSea,
+    which keeps statistics over its resets, nor a Brax or host environment): then its draws can
+    be made ahead (`step_draws`)."""
+    base = sys.modules.get("gymnax.environments.environment")
+    return base is not None and type(spec.env).step is base.Environment.step
+
+
+def step_draws(spec: EnvSpec, keys: jax.Array) -> StepDraws | jax.Array:
+    """The draws of one step of `B` environments from their step keys `keys` `[B]` (raw `[B, 2]`),
+    as gymnax's `Environment.step` would make them (the same splits, the same resets, bitwise).
+
+    Made for a whole rollout at once (vmapped over its steps) they cost one hashing pass and
+    one batch of resets instead of one of each at every step (on the CPU backend each hashing
+    pass is a small XLA loop, costly to run at every step). Environments that do not step as
+    gymnax does (`steps_as_gymnax`) get their keys back, which `step_each` hands to their own
+    `step`.
+    """
+    if not steps_as_gymnax(spec):
+        return keys
+
+    def one(key: PRNGKey) -> StepDraws:
+        key_step, key_reset = jax.random.split(key)
+        obs, state = spec.env.reset_env(key_reset, spec.env_params)
+        return StepDraws(key_step, obs, state)
+
+    return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step_drawn(
+    env: Any, draws: StepDraws, state: Any, action: jax.Array, params: Any
+) -> tuple[Any, Any, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+    """gymnax's `Environment.step` of one environment with its draws made ahead: the same
+    step, truncation and auto-reset selection, jitted as gymnax's is (so XLA simplifies and
+    fuses it alike: the same float results, bitwise)."""
+    obs_st, state_st, reward, terminated, info = env.step_env(draws.key, state, action, params)
+    truncated = env.is_truncated(state_st, params)
+    done = jnp.logical_or(terminated, truncated)
+    state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), draws.reset_state, state_st)
+    obs = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), draws.reset_obs, obs_st)
+    info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+    return obs, state, reward, terminated, truncated, info
+
+
 def step(
     spec: EnvSpec, key: PRNGKey, carry: EnvCarry, action: jax.Array
 ) -> tuple[EnvCarry, Transition]:
@@ -281,17 +336,21 @@ def step(
 
 
 def step_each(
-    spec: EnvSpec, keys: jax.Array, carry: EnvCarry, action: jax.Array
+    spec: EnvSpec, keys: StepDraws | jax.Array, carry: EnvCarry, action: jax.Array
 ) -> tuple[EnvCarry, Transition]:
-    """`step` with the environments' own keys given, `[B]` (raw: `[B, 2]`): for callers that
-    draw many steps' keys at once (`rollout.rollout_keys`).
+    """`step` with the environments' own keys given, `[B]` (raw: `[B, 2]`), or their draws made
+    ahead (`step_draws`): for callers that draw many steps' keys at once
+    (`rollout.rollout_keys`, `rollout.rollout_draws`).
 
     Returns the new carry and the `Transition` of this step, whose `episode_return` and
     `episode_length` hold the finished episode's totals where `done`.
     """
     env_action = clip_action(spec, action)
+    env_step = (
+        functools.partial(_step_drawn, spec.env) if isinstance(keys, StepDraws) else spec.env.step
+    )
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
-        spec.env.step, in_axes=(0, 0, 0, None)
+        env_step, in_axes=(0, 0, 0, None)
     )(keys, carry.env_state, env_action, spec.env_params)
     reward = jnp.asarray(reward, jnp.float32)
     terminated = jnp.asarray(terminated, bool)

@@ -13,8 +13,9 @@ step, and the policy resets its state there (`networks.reset_core`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,16 @@ def rollout_keys(key: PRNGKey, env_id: jax.Array, num_steps: int, hold: int = 1)
     return jnp.moveaxis(keys, 0, 2)
 
 
+def rollout_draws(
+    spec: envs.EnvSpec, key: PRNGKey, env_id: jax.Array, num_steps: int, hold: int = 1
+) -> tuple[jax.Array, envs.StepDraws | jax.Array]:
+    """`rollout_keys` as the steps of a rollout take them: the action keys `[T, B]` and the
+    environments' draws made ahead from their step keys (`envs.step_draws`, `[T, B]`), so that
+    no step hashes a key of its own."""
+    keys = rollout_keys(key, env_id, num_steps, hold)
+    return keys[:, 0], jax.vmap(functools.partial(envs.step_draws, spec))(keys[:, 1])
+
+
 def act_each(
     policy_fn: PolicyFn,
     params: Params,
@@ -90,11 +101,12 @@ def act_each(
 
 
 def policy_step(
-    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, carry: EnvCarry, keys: jax.Array
+    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, carry: EnvCarry, keys: Any
 ) -> tuple[EnvCarry, Transition]:
     """One step of `B` environments acting with `policy_fn` on the carry's hidden state (reset
-    where `episode_length == 0`: an episode's first step); `keys` `[2, B]` holds each
-    environment's action key and step key (one step of `rollout_keys`)."""
+    where `episode_length == 0`: an episode's first step); `keys` holds each environment's
+    action key `[B]` and its step key `[B]` or step draws (`envs.step_draws`): one step of
+    `rollout_draws` (or of `rollout_keys`, `[2, B]`)."""
     first = carry.episode_length == 0
     action, core_state = act_each(policy_fn, params, carry.obs, first, carry.core_state, keys[0])
     carry, transition = envs.step_each(spec, keys[1], carry, action)
@@ -111,15 +123,15 @@ def rollout(
     hold: int = 1,
 ) -> tuple[EnvCarry, Transition]:
     """Plays `num_steps` steps in `B` environments with the policy's current parameters, with the
-    keys `rollout_keys(key, carry.env_id, num_steps, hold)`.
+    keys `rollout_keys(key, carry.env_id, num_steps, hold)` (drawn ahead: `rollout_draws`).
 
     Returns the carry after the last step and the transitions, time-major `[T, B, ...]`.
     """
 
-    def body(carry: EnvCarry, keys: jax.Array) -> tuple[EnvCarry, Transition]:
+    def body(carry: EnvCarry, keys: tuple) -> tuple[EnvCarry, Transition]:
         return policy_step(spec, policy_fn, params, carry, keys)
 
-    return jax.lax.scan(body, carry, rollout_keys(key, carry.env_id, num_steps, hold))
+    return jax.lax.scan(body, carry, rollout_draws(spec, key, carry.env_id, num_steps, hold))
 
 
 def sampling_policy(networks: Networks) -> PolicyFn:
@@ -147,9 +159,9 @@ def start_episodes(carry: EnvCarry) -> EpisodeState:
 
 
 def episode_step(
-    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, state: EpisodeState, keys: jax.Array
+    spec: envs.EnvSpec, policy_fn: PolicyFn, params: Params, state: EpisodeState, keys: Any
 ) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
-    """One `policy_step` (keys `[2, B]`) that marks each environment's first episode.
+    """One `policy_step` (its `keys`) that marks each environment's first episode.
 
     Returns the new state, the transition and `valid` `[B]`: True where the step belongs to the
     first episode (up to and including its `done`). Environments whose episode ended keep
@@ -181,11 +193,9 @@ def rollout_episodes(
     `[max_steps, B]` bool: True up to and including each environment's first `done`.
     """
 
-    def body(
-        state: EpisodeState, keys: jax.Array
-    ) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
+    def body(state: EpisodeState, keys: tuple) -> tuple[EpisodeState, tuple[Transition, jax.Array]]:
         return episode_step(spec, policy_fn, params, state, keys)
 
-    keys = rollout_keys(key, carry.env_id, max_steps, hold)
+    keys = rollout_draws(spec, key, carry.env_id, max_steps, hold)
     state, (traj, valid) = jax.lax.scan(body, start_episodes(carry), keys)
     return state.carry, traj, valid

@@ -1,9 +1,12 @@
 """The environment layer: vectorisation, auto-reset, truncation versus termination."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from a3c_jax import envs, rollout
 
@@ -78,3 +81,54 @@ def test_time_limit_is_truncation_not_termination(key):
     # final_observation is the observation the 200th action led to; the next obs is a reset one.
     assert not np.allclose(traj.next_obs[199], traj.obs[200])
     np.testing.assert_allclose(traj.next_obs[198], traj.obs[199])
+
+
+def _steps_both_ways(spec, key, num_envs, num_steps):
+    """The same random actions and step keys played by gymnax's own `env.step` (keys) and with
+    the draws made ahead (`envs.step_draws` over the whole rollout): both transition streams."""
+    step_keys = jax.random.split(key, num_steps * num_envs).reshape(num_steps, num_envs, -1)
+    action_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
+    if spec.discrete:
+        actions = jax.vmap(lambda k: jax.random.randint(k, (num_envs,), 0, spec.num_actions))
+    else:
+        actions = jax.vmap(lambda k: jax.random.normal(k, (num_envs, spec.num_actions)))
+    actions = actions(action_keys)
+    carry = envs.reset(spec, jax.random.fold_in(key, 2), num_envs)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def play(ahead: bool):
+        keys = step_keys
+        if ahead:
+            keys = jax.vmap(lambda k: envs.step_draws(spec, k))(step_keys)
+
+        def body(carry, xs):
+            return envs.step_each(spec, xs[0], carry, xs[1])
+
+        return jax.lax.scan(body, carry, (keys, actions))[1]
+
+    return play(False), play(True)
+
+
+@pytest.mark.parametrize(
+    "env_name", ["CartPole-v1", "Breakout-MinAtar", "Catch-bsuite", "MemoryChain-bsuite"]
+)
+def test_draws_made_ahead_step_exactly_as_gymnax_steps(key, env_name):
+    # Random resets (CartPole, Catch), a random step (MinAtar's), an observation of a random
+    # context (MemoryChain): the stream of transitions is bitwise gymnax's own.
+    spec = envs.make_env(env_name)
+    assert envs.steps_as_gymnax(spec)
+    by_keys, ahead = _steps_both_ways(spec, key, 4, 300)
+    assert int(np.asarray(by_keys.terminated | by_keys.truncated).sum()) > 4  # resets happened
+    for name, a, b in zip(by_keys._fields, by_keys, ahead, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_environments_that_step_otherwise_keep_their_own_step(key):
+    # DeepSea's own `step` keeps statistics over resets: its keys go to it unchanged.
+    spec = envs.make_env("DeepSea-bsuite")
+    assert not envs.steps_as_gymnax(spec)
+    keys = jax.random.split(key, 3)
+    assert envs.step_draws(spec, keys) is keys
+    by_keys, ahead = _steps_both_ways(spec, key, 3, 40)
+    for name, a, b in zip(by_keys._fields, by_keys, ahead, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)

@@ -36,9 +36,16 @@ def state_template(init: Callable[[PRNGKey], RunnerState], num_seeds: int) -> An
     return jax.eval_shape(jax.vmap(init), keys)
 
 
+@jax.jit
+def _first_seed(state: Any) -> Any:
+    """`state` `[1, ...]` without its seed axis: one program for the whole state, where an
+    eager `x[0]` is one for every leaf shape (each compiled on first use)."""
+    return jax.tree.map(lambda x: x[0], state)
+
+
 def to_file(state: Any, num_seeds: int) -> Any:
     """`state` `[S, ...]` as a checkpoint stores it: one seed without the seed axis."""
-    return jax.tree.map(lambda x: x[0], state) if num_seeds == 1 else state
+    return _first_seed(state) if num_seeds == 1 else state
 
 
 def from_file(state: Any, meta: Mapping[str, Any]) -> Any:

@@ -4,12 +4,14 @@ memory.
     python benchmarks/recurrent.py            # speed at 64, 512, 2048 envs; curves, 3 seeds
     python benchmarks/recurrent.py --quick    # fewer repeats and seeds, shorter runs
     python benchmarks/recurrent.py --part speed|curves
+    python benchmarks/recurrent.py --part speed --cores lstm:32,gru:32,lstm:64
 
 - **speed**: `make_train` of `a2c` on CartPole-v1 (8 steps per rollout, separate 64x64 tanh
-  actor and critic; recurrent: an LSTM core of 64 or 128 units after each torso), at 64, 512
-  and 2048 environments: lower+compile seconds apart, median seconds of the run over repeats, and
-  environment steps per second (the whole jitted run: rollout with the cores, the loss's re-run
-  with the critic's bootstrap values, and its gradient); the ratio recurrent / feed-forward.
+  actor and critic; recurrent: a core after each torso, `--cores` (default LSTM 64 and 128;
+  the memory tasks below use 32 units)), at 64, 512 and 2048 environments: lower+compile
+  seconds apart, median seconds of the run over repeats, and environment steps per second
+  (the whole jitted run: rollout with the cores, the loss's re-run with the critic's bootstrap
+  values, and its gradient); the ratio recurrent / feed-forward.
 - **curves**: training curves (mean return of the episodes finished in each update, against
   environment steps), vmapped over seeds, and the final greedy return (`evaluate`, 20 episodes
   per seed), recurrent (LSTM) and feed-forward, on CartPole-v1 with the velocities masked
@@ -52,7 +54,18 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
-def speed(num_envs: int, size: int | None, repeats: int, steps: int) -> dict[str, Any]:
+def parse_cores(text: str) -> list[tuple[str, int]]:
+    """`"lstm:64,gru:32"` -> `[("lstm", 64), ("gru", 32)]`."""
+    cores = []
+    for item in text.split(","):
+        cell, _, size = item.strip().partition(":")
+        if cell not in ("lstm", "gru") or not size.isdigit():
+            raise SystemExit(f"--cores: {item!r} is not CELL:SIZE with CELL lstm or gru")
+        cores.append((cell, int(size)))
+    return cores
+
+
+def speed(num_envs: int, core: tuple[str, int] | None, repeats: int, steps: int) -> dict[str, Any]:
     import jax
 
     import a3c_jax
@@ -62,8 +75,8 @@ def speed(num_envs: int, size: int | None, repeats: int, steps: int) -> dict[str
         algo="a2c",
         num_envs=num_envs,
         total_timesteps=num_envs * 8 * updates,
-        recurrent=None if size is None else "lstm",
-        recurrent_size=size,
+        recurrent=None if core is None else core[0],
+        recurrent_size=None if core is None else core[1],
     )
     key = jax.random.PRNGKey(0)
     start = time.perf_counter()
@@ -77,7 +90,8 @@ def speed(num_envs: int, size: int | None, repeats: int, steps: int) -> dict[str
     run_s = statistics.median(times)
     return {
         "num_envs": num_envs,
-        "recurrent_size": size,
+        "recurrent": None if core is None else core[0],
+        "recurrent_size": None if core is None else core[1],
         "compile_s": compile_s,
         "run_s": run_s,
         "steps": config.num_updates * config.batch_size,
@@ -165,6 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--part", choices=("speed", "curves", "all"), default="all")
+    parser.add_argument(
+        "--cores", default="lstm:64,lstm:128", help="recurrent cores to time, CELL:SIZE,..."
+    )
     parser.add_argument("--json")
     parser.add_argument("--png")
     args = parser.parse_args()
@@ -172,28 +189,28 @@ def main() -> None:
     loads = [common.load_average()]
     if args.part in ("speed", "all"):
         repeats, steps = (1, 50_000) if args.quick else (2, 200_000)
-        sizes = (None, 64, 128)
+        cores = [None, *parse_cores(args.cores)]
         for num_envs in (64, 512, 2048):
-            for size in sizes:
-                data["speed"].append(speed(num_envs, size, repeats, steps))
+            for core in cores:
+                data["speed"].append(speed(num_envs, core, repeats, steps))
                 loads.append(data["speed"][-1]["load"])
         rows = []
-        for i in range(0, len(data["speed"]), len(sizes)):
-            ff, *lstms = data["speed"][i : i + len(sizes)]
+        for i in range(0, len(data["speed"]), len(cores)):
+            ff, *recurrent = data["speed"][i : i + len(cores)]
             rows.append(
                 [ff["num_envs"], f"{ff['steps_per_s']:,.0f}"]
                 + [
                     f"{r['steps_per_s']:,.0f} ({r['steps_per_s'] / ff['steps_per_s']:.2f})"
-                    for r in lstms
+                    for r in recurrent
                 ]
-                + [" / ".join(f"{r['compile_s']:.1f}" for r in (ff, *lstms))]
+                + [" / ".join(f"{r['compile_s']:.1f}" for r in (ff, *recurrent))]
             )
+        names = [f"{cell.upper()}-{size}" for cell, size in cores[1:]]
         header = [
             "num_envs",
             "feed-forward steps/s",
-            "LSTM-64 steps/s (ratio)",
-            "LSTM-128 steps/s (ratio)",
-            "compile s (ff / 64 / 128)",
+            *(f"{name} steps/s (ratio)" for name in names),
+            f"compile s (ff / {' / '.join(names)})",
         ]
         print(common.markdown_table(header, rows))
     if args.part in ("curves", "all"):

@@ -28,7 +28,7 @@ from a3c_jax.networks import make_networks
 from a3c_jax.rollout import (
     EpisodeState,
     episode_step,
-    rollout_keys,
+    rollout_draws,
     start_episodes,
     with_initial_state,
 )
@@ -68,12 +68,12 @@ def play_recorded(
         reset_key, key = jax.random.split(key)
         carry = with_initial_state(networks, envs.reset(spec, reset_key, 1))
 
-        def body(state: EpisodeState, keys: jax.Array) -> tuple[EpisodeState, tuple]:
+        def body(state: EpisodeState, keys: tuple) -> tuple[EpisodeState, tuple]:
             before = state.carry
             state, (transition, valid) = episode_step(spec, policy_fn, params, state, keys)
             return state, (before.env_state, before.obs[0], transition.reward[0], valid[0])
 
-        keys = rollout_keys(key, carry.env_id, max_steps)
+        keys = rollout_draws(spec, key, carry.env_id, max_steps)
         _, (states, obs, rewards, valid) = jax.lax.scan(body, start_episodes(carry), keys)
         return states, obs, rewards, jnp.sum(valid)
 

@@ -1,39 +1,39 @@
-"""a3c_jax: the actor-critic family as pure, jitted, vmapped JAX functions over gymnax.
+"""a3c_jax: the actor-critic family (online actor-critic to A3C) as pure, jitted, vmapped JAX
+functions.
 
-`import a3c_jax` imports JAX, the configuration and the presets; every other public name is
-imported from its module when first used (PEP 562), so a command imports only what it runs
-(`tests/test_imports.py` checks that the heavy libraries stay out).
+`import a3c_jax` imports JAX and the configuration (`Config`, its presets and the algorithm
+registry); every other public name is imported from its module when first used (PEP 562), so a
+command imports only what it runs (`tests/test_imports.py` checks that the heavy libraries stay
+out). Importing changes nothing else in the process: the `a3c-jax` command itself joins a
+multi-process run (`distributed.initialize_from_env`) and runs JAX's CPU computations inline
+(`training.xla.prefer_inline_dispatch`); a program that embeds a3c_jax calls those if it wants
+them.
+
+The layers, each importing only from those below it (checked by the import contract in
+pyproject.toml): `cli` > `sweeps` > `viz` > `api` > `runs` > `workers` > `training` >
+`algorithms` > `config` > `envs` > `core`, with `distributed` and `errors` at the bottom.
 """
 
-# A process of a multi-process run (a3c_jax.launch) joins it first: anything that initialises
-# JAX's backend (gymnax's environments build arrays at import) makes jax.distributed refuse.
-from a3c_jax import distributed
-
-distributed.initialize_from_env()
-
-# ruff: noqa: E402
-
-import importlib
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from a3c_jax import presets, xla
-from a3c_jax.config import Config, ConfigError
+from a3c_jax import _lazy
+from a3c_jax.config import Config, ConfigError, presets
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
-    from a3c_jax import distributions, envs, losses, networks, parallel, returns, rollout
-    from a3c_jax.async_runs import train_async_run
-    from a3c_jax.asynchronous import AsyncMetrics, AsyncResult, UpdateRecord, train_async
-    from a3c_jax.checkpoint import CheckpointError, ConfigMismatchError
-    from a3c_jax.divergence import DivergenceError, check_finite
-    from a3c_jax.evaluation import evaluate, make_act
-    from a3c_jax.host.train import train_host
-    from a3c_jax.run_folder import RunDirError
-    from a3c_jax.runs import train_run
-    from a3c_jax.saving import SavedRun, load, save
-    from a3c_jax.sweeps import SweepResult, sweep
-    from a3c_jax.train import jit_train, make_train, make_trainer
-    from a3c_jax.types import (
+    from a3c_jax import envs
+    from a3c_jax.algorithms import networks, rollout
+    from a3c_jax.api import (
+        Trained,
+        evaluate,
+        make_act,
+        train,
+        train_async,
+        train_async_run,
+        train_host,
+        train_run,
+    )
+    from a3c_jax.core import distributions, losses, returns
+    from a3c_jax.core.types import (
         CoreState,
         EnvCarry,
         RunnerState,
@@ -43,28 +43,54 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
         Transition,
         UpdateMetrics,
     )
-    from a3c_jax.xla import enable_compilation_cache
+    from a3c_jax.errors import (
+        CheckpointError,
+        ConfigMismatchError,
+        DivergenceError,
+        RunDirError,
+        RunFolderLostError,
+    )
+    from a3c_jax.runs.saving import SavedRun, load, save
+    from a3c_jax.sweeps.grid import SweepResult, sweep
+    from a3c_jax.training import parallel
+    from a3c_jax.training.divergence import check_finite
+    from a3c_jax.training.loop import jit_train, make_train, make_trainer
+    from a3c_jax.training.xla import enable_compilation_cache
+    from a3c_jax.workers.store import AsyncMetrics, AsyncResult, UpdateRecord
 
     ALGORITHMS: tuple[str, ...]
 
-# Host runs call a small jitted policy step at every environment step: computations run inline
-# on the CPU (`xla.prefer_inline_dispatch`).
-xla.prefer_inline_dispatch()
-
 __version__ = "0.1.0"
 
-_LAZY: dict[str, str] = {  # public name -> the module that defines it
-    **dict.fromkeys(("AsyncMetrics", "AsyncResult", "UpdateRecord", "train_async"), "asynchronous"),
-    **dict.fromkeys(("CheckpointError", "ConfigMismatchError"), "checkpoint"),
-    **dict.fromkeys(("evaluate", "make_act"), "evaluation"),
-    "train_host": "host.train",
-    "train_async_run": "async_runs",
-    **dict.fromkeys(("DivergenceError", "check_finite"), "divergence"),
-    "RunDirError": "run_folder",
-    "train_run": "runs",
-    **dict.fromkeys(("SavedRun", "load", "save"), "saving"),
-    **dict.fromkeys(("SweepResult", "sweep"), "sweeps"),
-    **dict.fromkeys(("jit_train", "make_train", "make_trainer"), "train"),
+_NAMES: dict[str, str] = {  # public name -> the module (under a3c_jax) that defines it
+    **dict.fromkeys(
+        (
+            "Trained",
+            "evaluate",
+            "make_act",
+            "train",
+            "train_async",
+            "train_async_run",
+            "train_host",
+            "train_run",
+        ),
+        "api",
+    ),
+    **dict.fromkeys(
+        (
+            "CheckpointError",
+            "ConfigMismatchError",
+            "DivergenceError",
+            "RunDirError",
+            "RunFolderLostError",
+        ),
+        "errors",
+    ),
+    **dict.fromkeys(("AsyncMetrics", "AsyncResult", "UpdateRecord"), "workers.store"),
+    "check_finite": "training.divergence",
+    **dict.fromkeys(("SavedRun", "load", "save"), "runs.saving"),
+    **dict.fromkeys(("SweepResult", "sweep"), "sweeps.grid"),
+    **dict.fromkeys(("jit_train", "make_train", "make_trainer"), "training.loop"),
     **dict.fromkeys(
         (
             "CoreState",
@@ -76,22 +102,36 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
             "Transition",
             "UpdateMetrics",
         ),
-        "types",
+        "core.types",
     ),
-    "enable_compilation_cache": "xla",
+    "enable_compilation_cache": "training.xla",
+    "ALGORITHMS": "config.registry",
 }
+# Modules published under a short name: `a3c_jax.returns` is `a3c_jax.core.returns`.
+_MODULES: dict[str, str] = {
+    "distributed": "distributed",
+    "distributions": "core.distributions",
+    "envs": "envs",
+    "losses": "core.losses",
+    "networks": "algorithms.networks",
+    "parallel": "training.parallel",
+    "returns": "core.returns",
+    "rollout": "algorithms.rollout",
+}
+_get_name, _ = _lazy.attach(__name__, _NAMES, globals())
 
 
 def __getattr__(name: str) -> Any:
-    """Imports a public name's module (or a submodule) on first use and keeps the name here."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"a3c_jax.{_LAZY[name]}"), name)
-    elif name == "ALGORITHMS":
-        from a3c_jax.algorithms import registry
+    """A public name (`_NAMES`), a published module (`_MODULES`) or a subpackage, imported on
+    first use and kept here."""
+    import importlib.util
 
-        value = tuple(registry.REGISTRY)
-    elif not name.startswith("__") and importlib.util.find_spec(f"a3c_jax.{name}"):
-        value = importlib.import_module(f"a3c_jax.{name}")  # any submodule, as `a3c_jax.envs`
+    if name in _MODULES:
+        value = importlib.import_module(f"a3c_jax.{_MODULES[name]}")
+    elif name in _NAMES:
+        return _get_name(name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"a3c_jax.{name}"):
+        value = importlib.import_module(f"a3c_jax.{name}")  # a layer, as `a3c_jax.runs`
     else:
         raise AttributeError(f"module 'a3c_jax' has no attribute {name!r}")
     globals()[name] = value
@@ -114,11 +154,13 @@ __all__ = [
     "DivergenceError",
     "EnvCarry",
     "RunDirError",
+    "RunFolderLostError",
     "RunnerState",
     "SavedRun",
     "SweepResult",
     "TrainResult",
     "TrainState",
+    "Trained",
     "Trainer",
     "Transition",
     "UpdateMetrics",
@@ -143,6 +185,7 @@ __all__ = [
     "rollout",
     "save",
     "sweep",
+    "train",
     "train_async",
     "train_async_run",
     "train_host",

@@ -8,7 +8,7 @@ optionally `A3C_JAX_INIT_TIMEOUT`) joins the run when it first imports `a3c_jax`
 process that called `jax.distributed.initialize` itself is left as it is.
 
 Once joined, `jax.devices()` lists the devices of every process, `Config(num_devices="all")`
-trains on all of them (`a3c_jax.parallel`), and only `is_output_process()` should write.
+trains on all of them (`a3c_jax.training.parallel`), and only `is_output_process()` should write.
 This module imports nothing but the standard library and `jax`.
 """
 

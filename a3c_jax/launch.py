@@ -12,7 +12,7 @@ a Python script and its arguments). Each process gets `A3C_JAX_COORDINATOR`,
 `A3C_JAX_NUM_PROCESSES`, `A3C_JAX_PROCESS_ID` and `A3C_JAX_INIT_TIMEOUT` in its environment and
 calls `a3c_jax.distributed.initialize_from_env()` (the `a3c-jax` command does) before anything else;
 process 0 serves the coordinator and is the only one that reports and writes the run folder
-(each process keeps its own checkpoints: `a3c_jax.checkpointer`). When one process fails, the
+(each process keeps its own checkpoints: `a3c_jax.runs.checkpoints`). When one process fails, the
 launcher stops the others and exits with its status.
 
 On several machines, run one process per machine, each with its `--process-id` and the address

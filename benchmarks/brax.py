@@ -9,7 +9,7 @@ Every measurement runs in a fresh process (compile times are cold, `common.run_c
 
 - **throughput** (`--num-envs`): `make_train` of the `brax:<env>` a2c preset with that many
   environments (lower + compile seconds apart, then the median run over `--repeats`), and beside
-  it the same rollout (`a3c_jax.rollout.rollout`) with a uniform random policy and no learning:
+  it the same rollout (`a3c_jax.algorithms.rollout.rollout`) with a uniform random policy and no learning:
   how fast the environment itself steps here (as `throughput.py` does for gymnax);
 - **return after a budget** (`--envs`, `--budget` environment steps per seed): a3c_jax's a2c
   (the environment's preset, else inverted_pendulum's) over `--seeds` seeds at once (`vmap`),
@@ -34,7 +34,7 @@ from typing import Any
 import common
 
 # This file is named like the library it measures: with its folder first on `sys.path`,
-# `import brax` (ours, through `a3c_jax.brax_envs`, and Brax's PPO) would find it instead.
+# `import brax` (ours, through `a3c_jax.envs.brax_envs`, and Brax's PPO) would find it instead.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
@@ -84,7 +84,7 @@ BRAX_PPO: dict[str, dict[str, Any]] = {
 
 def _config(env: str, **changes: Any):
     import a3c_jax
-    from a3c_jax import presets
+    from a3c_jax.config import presets
 
     name = f"brax:{env}"
     # Config applies an environment's own preset; without one, inverted_pendulum's settings.
@@ -97,12 +97,12 @@ def throughput_child(env: str, num_envs: int, min_steps: int, repeats: int) -> d
     import jax
 
     import a3c_jax
-    from a3c_jax import wrappers
+    from a3c_jax.algorithms import build
 
     base = _config(env)
     updates = max(5, min_steps // (num_envs * base.n_steps))
     config = base.replace(num_envs=num_envs, total_timesteps=updates * num_envs * base.n_steps)
-    spec = wrappers.make_env(config)
+    spec = build.env_spec(config)
     steps = config.num_updates * config.batch_size
     key = jax.random.PRNGKey(0)
     t0 = time.perf_counter()
@@ -291,7 +291,7 @@ def main() -> None:
 
 
 def _default_backend() -> str:
-    from a3c_jax import presets
+    from a3c_jax.config import presets
 
     return presets.DEFAULTS["brax_backend"]
 

@@ -6,7 +6,7 @@
 For each `num_envs` (CartPole-v1, `a2c` defaults otherwise: 8 steps per rollout, separate 64x64
 tanh actor and critic), in a fresh process:
 
-- **run**: `make_train(config)`, compiled as a long run is (`a3c_jax.train.compiler_options()`),
+- **run**: `make_train(config)`, compiled as a long run is (`a3c_jax.training.loop.compiler_options()`),
   over `--updates` updates, run once to warm up, then once under `jax.profiler` (a Perfetto trace).
   Every XLA kernel the run executed is attributed, through the `op_name` metadata of the compiled
   HLO, to one part of the update: the loss's backward pass (`transpose(jvp(...))`), its forward pass
@@ -98,8 +98,8 @@ def breakdown_child(num_envs: int, updates: int, env_name: str) -> dict[str, Any
     import a3c_jax
     from a3c_jax import envs
     from a3c_jax.algorithms.actor_critic import nstep_collect, nstep_loss
-    from a3c_jax.networks import make_networks
-    from a3c_jax.train import compiler_options
+    from a3c_jax.algorithms.networks import make_networks
+    from a3c_jax.training.loop import compiler_options
 
     base = a3c_jax.Config(env_name=env_name, algo="a2c")
     config = base.replace(num_envs=num_envs, total_timesteps=updates * num_envs * base.n_steps)

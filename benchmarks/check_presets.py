@@ -26,8 +26,8 @@ def random_return(env_name: str, episodes: int) -> float:
     import jax.numpy as jnp
 
     from a3c_jax import envs
-    from a3c_jax.evaluation import play_episodes
-    from a3c_jax.rollout import stateless
+    from a3c_jax.algorithms.rollout import stateless
+    from a3c_jax.training.evaluation import play_episodes
 
     spec = envs.make_env(env_name)
 
@@ -74,7 +74,7 @@ def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes
     import numpy as np
 
     import a3c_jax
-    from a3c_jax import presets
+    from a3c_jax.config import presets
 
     recorded = presets.PRESET_RESULTS.get((env_name, algo), {})
     num_seeds = seeds or recorded.get("seeds", 4)
@@ -103,8 +103,9 @@ def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes
 
 
 def main() -> int:
-    from a3c_jax import presets
-    from a3c_jax.cli import parse_overrides
+    from a3c_jax.cli.main import parse_overrides
+
+    from a3c_jax.config import presets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="environment names")

@@ -219,7 +219,7 @@ def random_rollout_run(spec: Any, num_envs: int, n_steps: int, num_updates: int)
     import jax.numpy as jnp
 
     from a3c_jax import envs
-    from a3c_jax.rollout import rollout, stateless
+    from a3c_jax.algorithms.rollout import rollout, stateless
 
     def random_policy(params: Any, obs: Any, key: Any) -> Any:
         n = obs.shape[0]

@@ -140,7 +140,7 @@ def host_child(
     from time_to_solve import solving_curve
 
     import a3c_jax
-    from a3c_jax.curves import first_reaching
+    from a3c_jax.viz.curves import first_reaching
 
     jax.devices()
     import_s = time.perf_counter() - t_import
@@ -153,7 +153,7 @@ def host_child(
     else:
         vector_env = method.split("_")[1]
         # The monitored copy of CartPole-v1 takes the preset of Gymnasium's CartPole-v1.
-        preset = a3c_jax.presets.ENV_PRESETS.get((ENV, "a2c"), {}) if early_stop else {}
+        preset = a3c_jax.config.presets.ENV_PRESETS.get((ENV, "a2c"), {}) if early_stop else {}
         config = a3c_jax.Config(
             env_name=env,
             algo="a2c",
@@ -441,12 +441,12 @@ def env_overlap(env_names: list[str], seconds: float, thread_counts: list[int]) 
     """`--env-threads`: do environments step at the same time from several threads (is the GIL
     released while they step)? Each thread steps its own environment with random actions for
     `seconds`; steps/s summed over threads and cores busy (process CPU / wall)."""
-    from a3c_jax.host import spaces
+    from a3c_jax.envs import gymnasium_envs
 
     lines = []
     for name in env_names:
         for count in thread_counts:
-            envs = [spaces.EnvFactory(name)() for _ in range(count)]
+            envs = [gymnasium_envs.EnvFactory(name)() for _ in range(count)]
             steps = [0] * count
 
             def play(i: int, deadline: float, envs: list = envs, steps: list = steps) -> None:

@@ -45,11 +45,11 @@ MODES = ("data", "gradient", "a3c-1", "a3c-2", "a3c-4")
 
 def _solving_curve(metrics):
     """After each update: the mean return of the latest `SOLVE_WINDOW` finished training
-    episodes (`a3c_jax.curves.smoothed_return`), NaN until that many have finished (as
+    episodes (`a3c_jax.viz.curves.smoothed_return`), NaN until that many have finished (as
     `time_to_solve.py` checks its threshold)."""
     import numpy as np
 
-    from a3c_jax.curves import smoothed_return
+    from a3c_jax.viz.curves import smoothed_return
 
     finished = np.cumsum(np.asarray(metrics.episodes), axis=-1)
     return np.where(finished >= SOLVE_WINDOW, smoothed_return(metrics, SOLVE_WINDOW), np.nan)
@@ -58,7 +58,7 @@ def _solving_curve(metrics):
 def _curve_and_solve(metrics, times) -> dict:
     import numpy as np
 
-    from a3c_jax.curves import first_reaching
+    from a3c_jax.viz.curves import first_reaching
 
     rolling = _solving_curve(metrics)
     steps = np.asarray(metrics.env_steps)
@@ -79,7 +79,7 @@ def _greedy(config, params, seed: int) -> float:
 
     import a3c_jax
     from a3c_jax import envs
-    from a3c_jax.networks import make_networks
+    from a3c_jax.algorithms.networks import make_networks
 
     # A replicated (device-axis) copy of the parameters: evaluate one replica.
     shapes = jax.eval_shape(

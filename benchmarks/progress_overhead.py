@@ -35,11 +35,11 @@ import time
 
 def main() -> int:
     import jax
+    from a3c_jax.cli.main import parse_overrides
 
     import a3c_jax
-    from a3c_jax import runs
-    from a3c_jax.cli import parse_overrides
-    from a3c_jax.xla import compiler_options
+    from a3c_jax.runs import chunked
+    from a3c_jax.training.xla import compiler_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -66,11 +66,11 @@ def main() -> int:
     # call, with the run folder's set-up and the initialisation (the chunk compiled before).
     for num_chunks in args.chunks:
         for progress in (False, True):
-            chunk = runs.default_chunk_updates(config.num_updates, num_chunks)
+            chunk = chunked.default_chunk_updates(config.num_updates, num_chunks)
 
             def train_in_folder(chunk=chunk, progress=progress):
                 with tempfile.TemporaryDirectory() as folder:
-                    return runs.train_run(
+                    return chunked.train_run(
                         config,
                         f"{folder}/run",
                         chunk_updates=chunk,

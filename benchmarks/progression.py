@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 import a3c_jax
-from a3c_jax.curves import first_reaching, smoothed_return
+from a3c_jax.viz.curves import first_reaching, smoothed_return
 
 ALGORITHMS = ("online_ac", "ac_replay", "da2c", "nstep_da2c", "a2c")
 # (environment, threshold, budget, quick budget)

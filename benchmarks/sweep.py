@@ -11,7 +11,7 @@ Each contestant runs in a fresh process (no persistent compilation cache), timed
   extrapolated from their mean (said so in the table).
 - **sweep**: `a3c_jax.sweep(config, grid, num_seeds)`: one compile, then the whole grid in batches,
   each (setting, seed) evaluated greedily over 20 episodes inside the program.
-- **tune**: `a3c_jax.tune.tune` with `--batch` trials x the seeds per round, `--rounds` rounds: the
+- **tune**: `a3c_jax.sweeps.tune.tune` with `--batch` trials x the seeds per round, `--rounds` rounds: the
   seconds of each round and the compiles counted after the first (`jax.monitoring`).
 
 The target on this project's 2-core CPU: the whole sweep within 15x one run's wall-clock (96 runs
@@ -51,7 +51,7 @@ def child_one_runs(setup: dict, count: int) -> dict:
     import jax
 
     import a3c_jax
-    from a3c_jax import sweeps as sw
+    from a3c_jax.sweeps import grid as sw
 
     config = a3c_jax.Config(**setup["config"])
     settings = sw.grid(setup["space"])
@@ -71,7 +71,7 @@ def child_sweep(setup: dict, png: str) -> dict:
     import jax
 
     import a3c_jax
-    from a3c_jax import plotting
+    from a3c_jax.viz import plotting
 
     config = a3c_jax.Config(**setup["config"])
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def child_tune(setup: dict, batch: int, rounds: int) -> dict:
     import jax
 
     import a3c_jax
-    from a3c_jax import tune
+    from a3c_jax.sweeps import tune
 
     compiles = []
 

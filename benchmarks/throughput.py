@@ -8,11 +8,11 @@ tanh actor and critic), in a fresh process:
 
 - **training**: `make_train(config)` over at least `--min-steps` environment steps (20 updates at
   the least, 2000 at the most), compiled with the options of a long run
-  (`a3c_jax.train.compiler_options()`: on the CPU, XLA's fusion emitters, whose kernels run
+  (`a3c_jax.training.loop.compiler_options()`: on the CPU, XLA's fusion emitters, whose kernels run
   faster; `jit_train` compiles runs of up to a million steps with the older emitter, which
   compiles in about half the time); lower (trace) and compile seconds apart, median run seconds
   over repeats, environment steps per second;
-- **random policy**: the same rollout (`a3c_jax.rollout.rollout`, `n_steps` per iteration, as many
+- **random policy**: the same rollout (`a3c_jax.algorithms.rollout.rollout`, `n_steps` per iteration, as many
   iterations as updates) with a uniform random policy and no learning: how fast the environment
   itself steps here, the ceiling of any trainer's throughput;
 - **memory**: the process's peak resident memory after training (`resource.getrusage`; it includes
@@ -126,7 +126,7 @@ def throughput_child(num_envs: int, min_steps: int, repeats: int, env_name: str)
 
     import a3c_jax
     from a3c_jax import envs
-    from a3c_jax.train import compiler_options
+    from a3c_jax.training.loop import compiler_options
 
     jax.block_until_ready(jnp.zeros(()) + 1)
     baseline_rss = common.current_rss_mb()

@@ -12,7 +12,7 @@ Each environment runs with its `a2c` defaults (`a3c_jax.Config(env_name=...)`, p
 | Breakout-MinAtar | 3 | six times a random policy's 0.5 (the preset reaches about 24 at 2M steps) |
 
 "Reached" is the first update at which the mean return of the latest 20 finished training
-episodes (`a3c_jax.curves.smoothed_return`, once 20 episodes have finished) is at least the
+episodes (`a3c_jax.viz.curves.smoothed_return`, once 20 episodes have finished) is at least the
 threshold (`first_reaching`); the greedy return of the parameters at that update (100 episodes)
 confirms it (the "greedy ≥ threshold" column).
 
@@ -59,10 +59,10 @@ VMAP_TARGET_RATIO = 4.0  # issue 7: 64 seeds at once cost at most 4x one seed's 
 
 def solving_curve(metrics) -> np.ndarray:
     """The return the threshold is checked on, after each update `[..., U]`: the mean of the
-    latest `WINDOW_EPISODES` finished training episodes (`a3c_jax.curves.smoothed_return`), and
+    latest `WINDOW_EPISODES` finished training episodes (`a3c_jax.viz.curves.smoothed_return`), and
     NaN until that many episodes have finished (`smoothed_return` averages fewer at the start,
     where a few lucky episodes would count as solving)."""
-    from a3c_jax.curves import smoothed_return
+    from a3c_jax.viz.curves import smoothed_return
 
     finished = np.cumsum(np.asarray(metrics.episodes), axis=-1)
     return np.where(finished >= WINDOW_EPISODES, smoothed_return(metrics, WINDOW_EPISODES), np.nan)
@@ -95,9 +95,9 @@ def solve_child(
     import numpy as np
 
     import a3c_jax
-    from a3c_jax.curves import first_reaching
-    from a3c_jax.train import compiler_options
-    from a3c_jax.types import UpdateMetrics
+    from a3c_jax.core.types import UpdateMetrics
+    from a3c_jax.training.loop import compiler_options
+    from a3c_jax.viz.curves import first_reaching
 
     jax.devices()  # backend start-up belongs to the imports, not to the call to train
     import_s = time.perf_counter() - t_import
@@ -178,7 +178,7 @@ def vmap_child(
     import numpy as np
 
     import a3c_jax
-    from a3c_jax.curves import first_reaching
+    from a3c_jax.viz.curves import first_reaching
 
     jax.devices()
     a3c_jax.enable_compilation_cache(cache_dir)

@@ -27,7 +27,7 @@ moment of the machine touches all of them alike):
   (130-300 against 2,800-3,900 environment steps/s), so the baseline gets its best setting.
 
 One criterion for all: solved when the mean return of the latest 20 finished training episodes
-reaches 475 (a3c_jax: `time_to_solve.solving_curve`, `a3c_jax.curves.smoothed_return` from the
+reaches 475 (a3c_jax: `time_to_solve.solving_curve`, `a3c_jax.viz.curves.smoothed_return` from the
 20th episode on, whose window takes whole updates back until it holds at least 20 episodes).
 Each run stops there (or at its step or time cap) and the policy at that moment is then evaluated
 greedily / deterministically (`--eval-episodes` episodes) to confirm. Time runs from the call

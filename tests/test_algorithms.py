@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import envs, replay
+from a3c_jax import envs
 from a3c_jax.algorithms import actor_critic
 from a3c_jax.algorithms.actor_critic import advantages_and_targets, episode_collect, nstep_loss
-from a3c_jax.networks import make_networks
-from a3c_jax.types import Transition
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.core import replay
+from a3c_jax.core.types import Transition
 
 
 @pytest.fixture(scope="module")

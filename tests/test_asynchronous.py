@@ -13,8 +13,8 @@ import pytest
 
 import a3c_jax
 from a3c_jax import Config, ConfigError
-from a3c_jax.asynchronous import ParameterStore
-from a3c_jax.optim import init_train_state
+from a3c_jax.algorithms.optim import init_train_state
+from a3c_jax.workers.a3c import ParameterStore
 
 # One configuration for the multi-worker tests, so that they share one compile (train_async
 # compiles once per Config); its budget lasts well past the stopping tests' stops.
@@ -98,7 +98,7 @@ def test_every_workers_gradients_are_applied_with_staleness(key):
 
 def test_workers_have_their_own_environments_and_keys(key):
     # Two workers on the same parameters, each with its own key stream: different rollouts.
-    parts = a3c_jax.asynchronous.make_async_parts(MANY)
+    parts = a3c_jax.workers.a3c.make_async_parts(MANY)
     state, carries = parts.init(key)
     assert len(carries) == MANY.num_workers
     _, _, metrics_0 = parts.worker_step(state.params, carries[0])
@@ -112,7 +112,7 @@ def test_store_counts_staleness_in_versions():
     def apply(state, grads):
         return state._replace(params=state.params - grads, update_step=state.update_step + 1)
 
-    state = init_train_state(a3c_jax.asynchronous.make_optimizer(MANY), jax.numpy.asarray(params))
+    state = init_train_state(a3c_jax.workers.a3c.make_optimizer(MANY), jax.numpy.asarray(params))
     store = ParameterStore(state, apply, num_updates=3, batch_size=8)
     ones = np.ones(3, np.float32)
     (p0, v0), (_, v1) = store.checkout(), store.checkout()

@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 
 from a3c_jax import Config, ConfigError, envs
+from a3c_jax.algorithms import build
 
 if importlib.util.find_spec("brax") is None:
     pytest.skip('Brax is not installed (pip install "a3c_jax[brax]")', allow_module_level=True)
 
-import a3c_jax
-from a3c_jax import runs, wrappers
-from a3c_jax.algorithms import actor_critic
 from a3c_jax.cli import main
+
+import a3c_jax
+from a3c_jax.algorithms import actor_critic
+from a3c_jax.envs import wrappers
+from a3c_jax.runs import chunked
 
 PENDULUM = "brax:inverted_pendulum"
 # A short normalised a2c run: 2 seeds x 3 updates of 4 environments x 8 steps (the CLI's
@@ -61,10 +64,10 @@ def test_reset_and_step_shapes_of_a_second_environment():
 
 def test_backend_options_make_distinct_environments():
     config = Config(env_name=PENDULUM, episode_length=50, action_repeat=2, brax_backend="spring")
-    spec = envs.make_env(PENDULUM, **envs.backend_options(config))
+    spec = envs.make_env(PENDULUM, **config.env_options)
     assert spec.max_episode_steps == 25  # ceil(50 / 2) agent steps
-    assert spec is envs.make_env(PENDULUM, **envs.backend_options(config))  # made once
-    assert wrappers.make_env(config).max_episode_steps == 25
+    assert spec is envs.make_env(PENDULUM, **config.env_options)  # made once
+    assert build.env_spec(config).max_episode_steps == 25
     assert envs.make_env(PENDULUM).max_episode_steps == 1000
 
 
@@ -131,7 +134,7 @@ def cli_run(tmp_path_factory):
     first = [*base, "--out", str(out), "--env", PENDULUM, "--stop-after", "2", "--set", *sets]
     logs.append(main(first))
     logs.append(main([*base, "--resume", str(out)]))
-    straight = runs.train_run(
+    straight = chunked.train_run(
         TINY,
         out.parent / "straight",
         num_seeds=2,
@@ -196,7 +199,7 @@ def test_bad_brax_settings_are_config_errors(fields, message):
 
 
 def test_video_frames_of_a_brax_environment(pendulum_play):
-    from a3c_jax import video
+    from a3c_jax.viz import video
 
     spec, carry, _ = pendulum_play
     assert video.can_render(PENDULUM)

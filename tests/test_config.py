@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from a3c_jax import Config, ConfigError, presets
+from a3c_jax import Config, ConfigError
+from a3c_jax.config import presets
 
 
 def test_every_field_resolved():

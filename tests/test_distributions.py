@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from a3c_jax import Config, envs, evaluation, rollout
-from a3c_jax.distributions import DiagGaussian, SquashedGaussian, StateDependentGaussian
-from a3c_jax.networks import make_networks
+from a3c_jax import Config, envs
+from a3c_jax.algorithms import rollout
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.core.distributions import DiagGaussian, SquashedGaussian, StateDependentGaussian
+from a3c_jax.training import evaluation
 
 LOW = jnp.array([-2.0, 0.0, -0.5])
 HIGH = jnp.array([2.0, 1.0, 3.0])

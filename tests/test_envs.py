@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from a3c_jax import envs, rollout
+from a3c_jax import envs
+from a3c_jax.algorithms import rollout
 
 
 def test_spec_of_discrete_and_continuous():

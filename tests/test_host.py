@@ -19,9 +19,10 @@ from gymnasium import spaces as gym_spaces
 import a3c_jax
 from a3c_jax import Config, ConfigError, envs
 from a3c_jax.algorithms import actor_critic
-from a3c_jax.distributions import Categorical, DiagGaussian
-from a3c_jax.host import rollout, spaces
-from a3c_jax.networks import make_networks
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.core.distributions import Categorical, DiagGaussian
+from a3c_jax.envs import gymnasium_envs
+from a3c_jax.workers import host_rollout
 
 TIME_LIMIT = 3
 
@@ -59,7 +60,7 @@ def _register(env_id: str, **kwargs) -> str:
         gymnasium.register(
             env_id, entry_point=CounterEnv, max_episode_steps=TIME_LIMIT, kwargs=kwargs
         )
-    return spaces.PREFIX + env_id
+    return gymnasium_envs.PREFIX + env_id
 
 
 COUNTER = _register("a3c_jax_test/Counter-v0")
@@ -107,7 +108,7 @@ def test_spaces_map_to_heads():
     # Discrete observations: one-hot inputs of the MLP.
     assert envs.make_env(ONE_HOT).obs_shape == (5,)
     np.testing.assert_array_equal(
-        spaces.observe(gym_spaces.Discrete(5, start=1), np.array([1, 5])),
+        gymnasium_envs.observe(gym_spaces.Discrete(5, start=1), np.array([1, 5])),
         [[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]],
     )
 
@@ -116,7 +117,7 @@ def test_gaussian_actions_respect_the_bounds():
     config = Config(env_name="gymnasium:Pendulum-v1", log_std_init=3.0)
     spec = envs.make_env(config.env_name)
     networks = make_networks(config, spec)
-    act = jax.jit(rollout.make_act(spec, networks))
+    act = jax.jit(host_rollout.make_act(spec, networks))
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
     keys = jax.random.split(jax.random.PRNGKey(1), 256)
     actions = np.asarray(act(params, np.zeros((256, 3), np.float32), keys))
@@ -141,10 +142,10 @@ def test_the_rollouts_noise_drawn_ahead_picks_the_keys_own_actions(env_name, set
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
     obs = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (6, *spec.obs_shape)))
     policy = jax.eval_shape(networks.policy, params, obs[:1])
-    noise = rollout.action_noise(policy, jax.random.PRNGKey(2), 6, 4)
-    keys = rollout.action_keys(jax.random.PRNGKey(2), 6, 4)
-    step_act = jax.jit(rollout.make_step_act(spec, networks))
-    act = jax.jit(rollout.make_act(spec, networks))
+    noise = host_rollout.action_noise(policy, jax.random.PRNGKey(2), 6, 4)
+    keys = host_rollout.action_keys(jax.random.PRNGKey(2), 6, 4)
+    step_act = jax.jit(host_rollout.make_step_act(spec, networks))
+    act = jax.jit(host_rollout.make_act(spec, networks))
     actions = [np.asarray(step_act(params, obs, noise, t)) for t in range(4)]
     for t in range(4):  # discrete: equal; continuous: to float rounding (programs fuse apart)
         np.testing.assert_allclose(actions[t], act(params, obs, keys[t]), rtol=1e-6, atol=1e-6)
@@ -158,15 +159,15 @@ def test_truncation_bootstraps_and_termination_does_not():
     spec = envs.make_env(COUNTER)
     networks = make_networks(config, spec)
     params = jax.jit(networks.init)(jax.random.PRNGKey(0))
-    act = jax.jit(rollout.make_step_act(spec, networks))
+    act = jax.jit(host_rollout.make_step_act(spec, networks))
     policy = networks.policy(params, np.zeros((1, *spec.obs_shape), np.float32))
-    noise = rollout.action_noise(policy, jax.random.PRNGKey(2), 2, 5)
-    host_envs = rollout.HostEnvs(spec, 2)
+    noise = host_rollout.action_noise(policy, jax.random.PRNGKey(2), 2, 5)
+    host_envs = host_rollout.HostEnvs(spec, 2)
     try:
-        carry = rollout.HostCarry(
+        carry = host_rollout.HostCarry(
             host_envs.reset(seed=0), np.zeros(2, np.float32), np.zeros(2, np.int32)
         )
-        _, traj = rollout.rollout(host_envs, act, params, carry, noise)
+        _, traj = host_rollout.rollout(host_envs, act, params, carry, noise)
     finally:
         host_envs.close()
     np.testing.assert_array_equal(traj.truncated.T, [[0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
@@ -283,8 +284,9 @@ def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys)
     """A3C on Gymnasium's CartPole-v1 through the command line: a run folder with metrics and
     checkpoints, stopped and resumed to its end (the store goes on; fresh environments), and
     `a3c-jax eval` of it."""
-    from a3c_jax import runs
     from a3c_jax.cli import main
+
+    from a3c_jax.runs import chunked
 
     out = tmp_path / "run"
     argv = ["train", "--no-cache", "--no-progress", "--episodes", "2", "--chunk-updates", "10"]
@@ -299,7 +301,7 @@ def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys)
     assert "finished at update 160 of 160" in printed and "greedy evaluation over 2" in printed
     saved = a3c_jax.load(out)
     assert saved.config.env_name == "gymnasium:CartPole-v1" and saved.meta["env_steps"] == 800
-    metrics = runs.read_metrics(out)
+    metrics = chunked.read_metrics(out)
     assert np.all(np.diff(metrics["update"]) > 0) and metrics["update"][-1] == 160
     assert main(["eval", str(out), "--episodes", "2"]) == 0
     assert "greedy over 2 episodes" in capsys.readouterr().out
@@ -311,8 +313,9 @@ def test_host_a2c_trains_in_a_run_folder_resumes_and_stops_on_divergence(tmp_pat
     to its end (the parameters, optimiser state and counters go on; fresh environments), whose
     metrics and checkpoint `load` and `a3c-jax eval` read; a run whose first update is not
     finite keeps the initial state and exits with code 3."""
-    from a3c_jax import runs
     from a3c_jax.cli import main
+
+    from a3c_jax.runs import chunked
 
     out = tmp_path / "run"
     argv = ["train", "--no-cache", "--no-progress", "--episodes", "2", "--chunk-updates", "10"]
@@ -329,7 +332,7 @@ def test_host_a2c_trains_in_a_run_folder_resumes_and_stops_on_divergence(tmp_pat
     assert saved.meta["status"] == "finished" and saved.meta["env_steps"] == 1200
     leaves = zip(jax.tree.leaves(stopped.params), jax.tree.leaves(saved.params), strict=True)
     assert not all(np.array_equal(a, b) for a, b in leaves)  # the resumed run trained on
-    metrics = runs.read_metrics(out)
+    metrics = chunked.read_metrics(out)
     assert list(metrics["update"]) == list(range(10, 70, 10))
     assert np.all(np.diff(metrics["env_steps"]) == 200)
     assert main(["eval", str(out), "--episodes", "2"]) == 0

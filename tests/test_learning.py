@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import envs, evaluation, rollout
+from a3c_jax import envs
+from a3c_jax.algorithms import rollout
+from a3c_jax.training import evaluation
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +145,7 @@ CHEAP_PRESETS = {"CartPole-v1": 300.0, "Acrobot-v1": -100.0, "Catch-bsuite": 0.8
 
 @pytest.mark.parametrize("env_name", sorted(CHEAP_PRESETS))
 def test_cheap_presets_reach_their_recorded_figures(env_name):
-    from a3c_jax import presets
+    from a3c_jax.config import presets
 
     recorded = presets.PRESET_RESULTS[(env_name, "a2c")]
     config = a3c_jax.Config(env_name=env_name, algo="a2c")

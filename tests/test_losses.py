@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax import losses
-from a3c_jax.distributions import Categorical, DiagGaussian
+from a3c_jax.core import losses
+from a3c_jax.core.distributions import Categorical, DiagGaussian
 
 
 class LossesTest(chex.TestCase):

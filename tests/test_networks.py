@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from a3c_jax import Config, envs
-from a3c_jax.distributions import Categorical, DiagGaussian, StateDependentGaussian
-from a3c_jax.networks import make_networks, orthogonal_kernels
+from a3c_jax.algorithms.networks import make_networks, orthogonal_kernels
+from a3c_jax.core.distributions import Categorical, DiagGaussian, StateDependentGaussian
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_atari_frames_take_the_nature_cnn(key):
 def test_patch_convolution_equals_flax_conv(key):
     import flax.linen as nn
 
-    from a3c_jax.networks import patches_3x3
+    from a3c_jax.algorithms.networks import patches_3x3
 
     x = jax.random.normal(key, (2, 10, 10, 4))
     conv = nn.Conv(16, (3, 3), padding="VALID")
@@ -136,7 +136,7 @@ def test_orthogonal_kernels_of_mixed_shapes_in_one_draw(key):
 def test_critic_loss_reaches_the_actor_torso_only_when_shared(shared, key):
     """Separate networks (the default): the critic's loss has no gradient in the actor's torso
     or head, and the actor's loss none in the critic's. A shared torso gets both."""
-    from a3c_jax import losses
+    from a3c_jax.core import losses
 
     spec = envs.make_env("CartPole-v1")
     nets = make_networks(Config(shared_torso=shared), spec)

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from a3c_jax import Config, compiled, evaluation, program_cache
-from a3c_jax.algorithms import registry
-from a3c_jax.train import make_trainer
+from a3c_jax import Config
+from a3c_jax.config import registry
+from a3c_jax.training import compiled, evaluation, program_cache
+from a3c_jax.training.loop import make_trainer
 
 CONFIG = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 6)
 
@@ -97,7 +98,7 @@ def test_nothing_is_kept_without_the_persistent_cache(no_cache, monkeypatch, tmp
 
 def test_only_own_algorithms_on_one_device_are_kept(monkeypatch):
     assert program_cache.keeps(CONFIG)
-    from a3c_jax import parallel
+    from a3c_jax.training import parallel
 
     with monkeypatch.context() as patch:
         patch.setattr(parallel, "num_devices", lambda config: 2)

@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
-from a3c_jax import Config, ConfigError, envs, rollout, runs
-from a3c_jax.algorithms import actor_critic
-from a3c_jax.checkpoint import flatten_state
-from a3c_jax.networks import make_networks
+from a3c_jax import Config, ConfigError, envs
+from a3c_jax.algorithms import actor_critic, rollout
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.runs import chunked
 
 # Small networks, so that each test compiles and runs in seconds.
 SMALL = dict(hidden_sizes=(16,), recurrent_size=8)
@@ -254,10 +255,10 @@ def test_vmapped_seeds_equal_single_seeds(lstm_run):
 def test_resume_is_bitwise_with_the_hidden_state(tmp_path):
     config = Config(recurrent="lstm", num_envs=4, n_steps=8, total_timesteps=4 * 8 * 40, **SMALL)
     kwargs = dict(chunk_updates=10, progress=False, log=lambda _: None)
-    straight = runs.train_run(config, tmp_path / "straight", **kwargs)
-    first = runs.train_run(config, tmp_path / "resumed", stop_after=20, **kwargs)
+    straight = chunked.train_run(config, tmp_path / "straight", **kwargs)
+    first = chunked.train_run(config, tmp_path / "resumed", stop_after=20, **kwargs)
     assert first.status == "stopped" and first.update == 20
-    second = runs.train_run(config, tmp_path / "resumed", resume=True, **kwargs)
+    second = chunked.train_run(config, tmp_path / "resumed", resume=True, **kwargs)
     assert second.status == "finished" and second.update == 40
     a, b = flatten_state(straight.runner_state), flatten_state(second.runner_state)
     assert a.keys() == b.keys() and any("core_state" in path for path in a)
@@ -307,7 +308,7 @@ def test_act_evaluate_and_video(lstm_run, tmp_path, key):
     assert np.shape(single) == ()
     returns = a3c_jax.evaluate(config, result.params, key, num_episodes=3)
     assert returns.shape == (3,) and bool(jnp.all(returns >= 1))
-    from a3c_jax import video
+    from a3c_jax.viz import video
 
     path, total, frames = video.record_episode(config, result.params, key, tmp_path / "r.gif")
     assert path.exists() and frames == int(total) >= 1

@@ -6,8 +6,9 @@ import jax
 import pytest
 
 import a3c_jax
-from a3c_jax import Config, ConfigError, presets
-from a3c_jax.algorithms import ALGORITHM_BUILDERS, registry
+from a3c_jax import Config, ConfigError
+from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.config import presets, registry
 
 
 def test_every_entry_is_consistent():

@@ -11,17 +11,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from a3c_jax.cli import main
+from a3c_jax.runs.checkpoint_file import flatten_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import a3c_jax
-from a3c_jax import Config, ConfigError, checkpoint, losses, returns, runs
+from a3c_jax import Config, ConfigError
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
-from a3c_jax.checkpoint import flatten_state
-from a3c_jax.cli import main
-from a3c_jax.distributions import Categorical, DiagGaussian
-from a3c_jax.train import DivergenceError, compiler_options, divergence
-from a3c_jax.types import DIVERGED_GRADIENT, DIVERGED_LOSS, DIVERGED_PARAMS
+from a3c_jax.core import losses, returns
+from a3c_jax.core.distributions import Categorical, DiagGaussian
+from a3c_jax.core.types import DIVERGED_GRADIENT, DIVERGED_LOSS, DIVERGED_PARAMS
+from a3c_jax.runs import checkpoint_file, chunked
+from a3c_jax.training.loop import DivergenceError, compiler_options, divergence
 
 SMALL = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 40)  # 40 updates
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -97,7 +99,7 @@ def test_bad_input_is_rejected_before_any_compile(argv, message, tmp_path, capsy
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(runs, "train_run", no_training)
+    monkeypatch.setattr(chunked, "train_run", no_training)
     with _CompileCounter() as compiles:
         code = main(["train", "--no-cache", "--out", str(tmp_path / "run"), *argv])
     assert code == 2
@@ -219,7 +221,7 @@ def test_diverged_run_stops_with_a_clear_error_and_a_loadable_checkpoint(
     config = SMALL.replace(vf_coef=0.25)  # a config of its own: no compiled-chunk reuse
     monkeypatch.setitem(ALGORITHM_BUILDERS, "a2c", _poisoned(23))
     with pytest.raises(DivergenceError) as info:
-        runs.train_run(
+        chunked.train_run(
             config,
             tmp_path / "run",
             chunk_updates=5,
@@ -249,9 +251,9 @@ def test_diverged_run_stops_with_a_clear_error_and_a_loadable_checkpoint(
         if path != ".diverged":  # the saved state keeps the flag: the run refuses to resume
             np.testing.assert_array_equal(flat_saved[path], flat_clean[path], err_msg=path)
     # An earlier periodic checkpoint is intact too.
-    assert checkpoint.read_checkpoint(tmp_path / "run/checkpoints/update_000000020.ckpt")
+    assert checkpoint_file.read_checkpoint(tmp_path / "run/checkpoints/update_000000020.ckpt")
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "diverged"
-    assert runs.read_metrics(tmp_path / "run")["update"].max() == 22
+    assert chunked.read_metrics(tmp_path / "run")["update"].max() == 22
     # A diverged run stays stopped: resuming it says so, through the CLI with exit code 3.
     code = main(["train", "--no-cache", "--resume", str(tmp_path / "run"), "--episodes", "0"])
     assert code == 3
@@ -302,14 +304,14 @@ def test_run_folder_is_never_overwritten_without_overwrite(tmp_path, capsys, sma
     (other / "cat.jpg").write_bytes(b"meow")
     assert main(["train", "--out", str(other), "--overwrite", "--dry-run"]) == 0  # no write
     with pytest.raises(a3c_jax.RunDirError, match="holds no a3c_jax run"):
-        runs.prepare_new_run_dir(other, overwrite=True)
+        chunked.prepare_new_run_dir(other, overwrite=True)
     assert (other / "cat.jpg").read_bytes() == b"meow"
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "update_000000001.ckpt"
     state = {"w": np.arange(4.0)}
-    checkpoint.save_checkpoint(path, state, SMALL, {"update": 1})
+    checkpoint_file.save_checkpoint(path, state, SMALL, {"update": 1})
     good = path.read_bytes()
 
     def crash(src, dst):
@@ -317,10 +319,10 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save_checkpoint(path, {"w": np.zeros(4)}, SMALL, {"update": 1})
+        checkpoint_file.save_checkpoint(path, {"w": np.zeros(4)}, SMALL, {"update": 1})
     assert path.read_bytes() == good  # the old checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
-    content = checkpoint.read_checkpoint(path)
+    content = checkpoint_file.read_checkpoint(path)
     np.testing.assert_array_equal(content.arrays["['w']"], np.arange(4.0))
 
 

@@ -4,7 +4,7 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax import returns
+from a3c_jax.core import returns
 
 GAMMA = 0.9
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from a3c_jax.cli import main
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
-from a3c_jax import Config, checkpoint, runs
-from a3c_jax.checkpoint import flatten_state
-from a3c_jax.cli import main
+from a3c_jax import Config
+from a3c_jax.runs import checkpoint_file, chunked
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
@@ -98,7 +99,7 @@ def _popen(out: Path, argv: list[str], slow_checkpoint: int | None = None, sleep
     """`python -m a3c_jax train ...` in a process of its own; with `slow_checkpoint`, the
     rename of that update's checkpoint file waits `sleep` seconds after printing WRITING (its
     bytes are written and fsynced by then)."""
-    script = "from a3c_jax.cli import run; run()"
+    script = "from a3c_jax.cli.main import run; run()"
     if slow_checkpoint is not None:
         script = (
             "import os, sys, time\n"
@@ -219,7 +220,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_bitwise(tmp_path):
     assert any(orphan.name in m and "killed" in m for m in messages), messages
     assert resumed.update == 150 and resumed.status == "stopped"
     _assert_states_equal(resumed.runner_state, _straight(LONG, tmp_path / "ref", 150))
-    updates = runs.read_metrics(out)["update"]
+    updates = chunked.read_metrics(out)["update"]
     np.testing.assert_array_equal(updates, [50, 100, 150])
 
 
@@ -240,7 +241,7 @@ def test_resume_keeps_options_and_command_and_repairs_metrics(tmp_path, capsys, 
     info = json.loads((run / "run.json").read_text())
     assert info["options"]["checkpoint_every"] == 25 and info["options"]["keep_checkpoints"] == 10
     assert len(info["commands"]) == 2 and info["command"] == info["commands"][0]
-    metrics = runs.read_metrics(run)  # the torn row cut off, not glued to the next one
+    metrics = chunked.read_metrics(run)  # the torn row cut off, not glued to the next one
     np.testing.assert_array_equal(metrics["update"], [25, 50, 75, 100])
     assert np.all(np.isfinite(metrics["steps_per_second"]))
     # An empty metrics.csv gets its header back.
@@ -248,8 +249,8 @@ def test_resume_keeps_options_and_command_and_repairs_metrics(tmp_path, capsys, 
     (other / "metrics.csv").write_text("")
     assert main([*resume, str(other), "--stop-after", "25"]) == 0
     with open(other / "metrics.csv", newline="") as f:
-        assert tuple(next(csv.reader(f))) == runs.METRIC_COLUMNS
-    np.testing.assert_array_equal(runs.read_metrics(other)["update"], [75])
+        assert tuple(next(csv.reader(f))) == chunked.METRIC_COLUMNS
+    np.testing.assert_array_equal(chunked.read_metrics(other)["update"], [75])
 
 
 def test_resume_skips_a_damaged_checkpoint_and_takes_a_checkpoint_file(
@@ -268,7 +269,7 @@ def test_resume_skips_a_damaged_checkpoint_and_takes_a_checkpoint_file(
     assert main([*argv, "--resume", str(older)]) == 0
     out = capsys.readouterr().out
     assert f"run folder: {run}\n" in out and "stopped at update 50 of 100" in out
-    np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50])
+    np.testing.assert_array_equal(chunked.read_metrics(run)["update"], [25, 50])
     stray = tmp_path / "stray.ckpt"
     shutil.copy(older, stray)
     assert main([*argv, "--resume", str(stray)]) == 2
@@ -282,7 +283,7 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("RESOURCE_EXHAUSTED: out of memory while allocating")
 
-    monkeypatch.setattr(runs, "compiled_init", out_of_memory)
+    monkeypatch.setattr(chunked, "compiled_init", out_of_memory)
     config = Config(num_envs=4, n_steps=4, total_timesteps=1600)
     new = tmp_path / "a" / "b" / "run"
     with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
@@ -314,7 +315,7 @@ def test_a_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypatch):
             time.sleep(0.02)
 
     threading.Thread(target=delete_once_training, daemon=True).start()
-    with pytest.raises(runs.RunFolderLostError, match="was deleted or replaced") as caught:
+    with pytest.raises(chunked.RunFolderLostError, match="was deleted or replaced") as caught:
         a3c_jax.train_run(
             LONG, out, chunk_updates=50, checkpoint_seconds=1e9, stop_after=5000, progress=False
         )
@@ -327,14 +328,14 @@ def test_a_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypatch):
 
 def test_a_full_disk_keeps_the_older_checkpoints(tmp_path, capsys, stopped_run, monkeypatch):
     run = _copy(stopped_run, tmp_path)
-    real = checkpoint.write_atomic
+    real = checkpoint_file.write_atomic
 
     def disk_full(path, data):
         if str(path).endswith(".ckpt"):
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(checkpoint, "write_atomic", disk_full)
+    monkeypatch.setattr(checkpoint_file, "write_atomic", disk_full)
     assert main(["train", "--no-cache", "--episodes", "0", "--resume", str(run)]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
@@ -396,7 +397,7 @@ def test_numpy_scalars_and_non_string_names_in_config():
 
 
 def test_eval_video_without_a_renderer_fails_before_evaluating(tmp_path, capsys):
-    from a3c_jax.train import make_trainer
+    from a3c_jax.training.loop import make_trainer
 
     config = Config(env_name="BernoulliBandit-misc", num_envs=4, n_steps=4, total_timesteps=64)
     shapes = jax.eval_shape(make_trainer(config).init, jax.random.PRNGKey(0))
@@ -433,7 +434,7 @@ def test_an_a3c_run_has_a_folder_checkpoints_and_resumes(tmp_path, capsys):
     assert saved.meta["update"] == 300 and saved.meta["env_steps"] == 2400
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "finished" and len(info["commands"]) == 2
-    metrics = runs.read_metrics(out)
+    metrics = chunked.read_metrics(out)
     assert np.all(np.diff(metrics["update"]) > 0) and metrics["update"][-1] == 300
     assert np.all(np.diff(metrics["env_steps"]) > 0) and metrics["env_steps"][-1] == 2400
     returns = a3c_jax.evaluate(saved.config, saved.params, jax.random.PRNGKey(0), 2)
@@ -459,21 +460,21 @@ def test_a_diverging_a3c_run_stops_with_the_last_good_state(tmp_path, capsys):
 
 
 def test_an_a3c_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypatch):
-    from a3c_jax import async_runs
+    from a3c_jax.runs import worker_runs
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     out = tmp_path / "run"
-    report = async_runs._Watcher.report
+    report = worker_runs._Watcher.report
 
     def report_then_delete(self, upto=None):  # the folder goes after the second row
         report(self, upto)
         if self.chunks == 2:
             shutil.rmtree(out)
 
-    monkeypatch.setattr(async_runs._Watcher, "report", report_then_delete)
+    monkeypatch.setattr(worker_runs._Watcher, "report", report_then_delete)
     config = Config(algo="a3c", num_workers=3, num_envs=2, n_steps=4, total_timesteps=2400)
-    with pytest.raises(runs.RunFolderLostError, match="was deleted or replaced") as caught:
+    with pytest.raises(chunked.RunFolderLostError, match="was deleted or replaced") as caught:
         a3c_jax.train_async_run(config, out, chunk_updates=10, progress=False, log=lambda _: 0)
     rescued = Path(str(caught.value).split("resume it with a3c-jax train --resume ")[1][:-1])
     saved = a3c_jax.load(rescued)

@@ -6,7 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from a3c_jax import Config, background, evaluation, timing
+from a3c_jax import Config
+from a3c_jax.runs import timing
+from a3c_jax.training import background, evaluation
 
 SMALL = Config(hidden_sizes=(8,))
 

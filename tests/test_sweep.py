@@ -1,4 +1,4 @@
-"""Sweeps and tuning (`a3c_jax.sweeps`, `a3c_jax.tune`): one compiled program for many settings x
+"""Sweeps and tuning (`a3c_jax.sweeps.grid`, `a3c_jax.sweeps.tune`): one compiled program for many settings x
 seeds, equal to plain training of each; static fields refused before any compile."""
 
 import json
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax import cli, metrics_log
-from a3c_jax import sweeps as sw
+from a3c_jax.cli import main
 from a3c_jax.config import ConfigError
+from a3c_jax.runs import metrics_log
+from a3c_jax.sweeps import grid as sw
 
 TINY = {"env_name": "CartPole-v1", "total_timesteps": 2048}
 
@@ -98,7 +99,7 @@ def test_batch_size_fits_the_budget_and_pads_least():
 
 def test_sweep_command_writes_a_folder_train_can_use(tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = cli.main(
+    code = main.main(
         ["sweep", "--set", "total_timesteps=1024", "--grid", "lr=1e-3,4e-3", "ent_coef=0,0.02",
          "--num-seeds", "2", "--episodes", "3", "--threshold", "20", "--out", str(out)]
     )  # fmt: skip
@@ -115,15 +116,15 @@ def test_sweep_command_writes_a_folder_train_can_use(tmp_path, capsys):
     assert (out / "sweep.png").stat().st_size > 1000
     best = json.loads((out / "best.json").read_text())
     assert best["lr"] in (1e-3, 4e-3) and best["total_timesteps"] == 1024
-    assert cli.main(["train", "--config", str(out / "best.json"), "--dry-run"]) == 0
+    assert main.main(["train", "--config", str(out / "best.json"), "--dry-run"]) == 0
     # a second sweep never writes into the first one's folder
-    assert cli.main(["sweep", "--grid", "lr=1e-3", "--out", str(out)]) == 2
+    assert main.main(["sweep", "--grid", "lr=1e-3", "--out", str(out)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
 
 
 def test_sweep_command_refuses_a_static_field_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
-    code = cli.main(["sweep", "--grid", "n_steps=4,8", "--out", str(out)])
+    code = main.main(["sweep", "--grid", "n_steps=4,8", "--out", str(out)])
     assert code == 2 and "n_steps" in capsys.readouterr().err
     assert not out.exists()
 
@@ -133,10 +134,10 @@ def test_tune_runs_rounds_and_resumes(tmp_path, capsys):
     out = tmp_path / "tune"
     base = ["tune", "--set", "total_timesteps=1024", "--batch", "2", "--num-seeds", "2",
             "--episodes", "2", "--space", "lr=1e-4:1e-2:log", "ent_coef=0:0.05"]  # fmt: skip
-    assert cli.main([*base, "--trials", "3", "--out", str(out)]) == 0
+    assert main.main([*base, "--trials", "3", "--out", str(out)]) == 0
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and rows[0].startswith("trial,state,value")
-    assert cli.main(["tune", "--trials", "5", "--resume", str(out)]) == 0
+    assert main.main(["tune", "--trials", "5", "--resume", str(out)]) == 0
     rows = (out / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 5
     settings = [tuple(r.split(",")[3:]) for r in rows[1:]]
@@ -145,4 +146,4 @@ def test_tune_runs_rounds_and_resumes(tmp_path, capsys):
     assert printed.count("round ") == 3
     best = json.loads((out / "best.json").read_text())
     assert 1e-4 <= best["lr"] <= 1e-2 and best["total_timesteps"] == 1024
-    assert cli.main(["tune", "--resume", str(tmp_path)]) == 2  # holds no study
+    assert main.main(["tune", "--resume", str(tmp_path)]) == 2  # holds no study

@@ -9,8 +9,8 @@ import pytest
 import a3c_jax
 from a3c_jax import Config, envs
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
-from a3c_jax.networks import make_networks
-from a3c_jax.optim import init_train_state, make_optimizer
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.algorithms.optim import init_train_state, make_optimizer
 
 TINY = {"num_envs": 4, "n_steps": 5, "total_timesteps": 4 * 5 * 3}
 
@@ -228,23 +228,23 @@ def test_greedy_evaluation_matches_an_independent_loop(key):
 def test_compiler_options_follow_the_run_length():
     """On the CPU, runs of up to `SHORT_RUN_STEPS` steps (all seeds together) compile with the
     faster-compiling options; longer ones, and callers with no config, with the faster-running."""
-    from a3c_jax import train
+    from a3c_jax.training import loop
 
     assert jax.default_backend() == "cpu"
-    short = Config(total_timesteps=train.SHORT_RUN_STEPS)
-    assert train.compiler_options(short) == train.SHORT_RUN_COMPILER_OPTIONS
-    assert train.compiler_options(short, num_seeds=2) == train.CPU_COMPILER_OPTIONS
-    assert train.compiler_options(short.replace(total_timesteps=2 * train.SHORT_RUN_STEPS)) == (
-        train.CPU_COMPILER_OPTIONS
+    short = Config(total_timesteps=loop.SHORT_RUN_STEPS)
+    assert loop.compiler_options(short) == loop.SHORT_RUN_COMPILER_OPTIONS
+    assert loop.compiler_options(short, num_seeds=2) == loop.CPU_COMPILER_OPTIONS
+    assert loop.compiler_options(short.replace(total_timesteps=2 * loop.SHORT_RUN_STEPS)) == (
+        loop.CPU_COMPILER_OPTIONS
     )
-    assert train.compiler_options() == train.CPU_COMPILER_OPTIONS
-    assert train.SHORT_RUN_COMPILER_OPTIONS["xla_cpu_use_fusion_emitters"] is False
+    assert loop.compiler_options() == loop.CPU_COMPILER_OPTIONS
+    assert loop.SHORT_RUN_COMPILER_OPTIONS["xla_cpu_use_fusion_emitters"] is False
     # Both sets are accepted by XLA and train the same algorithm (float rounding apart).
     config = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 5)
     key = jax.random.PRNGKey(0)
     results = [
         jax.jit(a3c_jax.make_train(config), compiler_options=options)(key)
-        for options in (train.SHORT_RUN_COMPILER_OPTIONS, train.CPU_COMPILER_OPTIONS)
+        for options in (loop.SHORT_RUN_COMPILER_OPTIONS, loop.CPU_COMPILER_OPTIONS)
     ]
     chex.assert_trees_all_close(results[0].params, results[1].params, rtol=1e-4, atol=1e-5)
 

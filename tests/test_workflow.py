@@ -17,11 +17,12 @@ import jax
 import jax.flatten_util
 import numpy as np
 import pytest
+from a3c_jax.cli import main
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
-from a3c_jax import Config, checkpoint, runs
-from a3c_jax.checkpoint import flatten_state
-from a3c_jax.cli import main
+from a3c_jax import Config
+from a3c_jax.runs import checkpoint_file, chunked
 
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
 TINY_CONFIG = Config(num_envs=2, n_steps=2, total_timesteps=2 * 2 * 2000)  # 2,000 updates
@@ -53,7 +54,7 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
     assert "wall-clock: " in printed and "compile " in printed.split("wall-clock: ")[1]
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == runs.METRIC_COLUMNS
+    assert tuple(rows[0]) == chunked.METRIC_COLUMNS
     assert [(int(r["seed"]), int(r["update"])) for r in rows] == [
         (s, u) for u in (25, 50, 75, 100) for s in (0, 1)
     ]
@@ -107,7 +108,7 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["plot", str(out), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (figure,) = figures
-    metrics = runs.read_metrics(out)
+    metrics = chunked.read_metrics(out)
     steps_axis, time_axis = figure.axes
     assert "environment steps" in steps_axis.get_xlabel()
     assert "wall-clock" in time_axis.get_xlabel()
@@ -130,11 +131,11 @@ def test_train_eval_plot_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 def test_resume_is_bitwise_identical(tmp_path):
-    straight = runs.train_run(
+    straight = chunked.train_run(
         TINY_CONFIG, tmp_path / "straight", chunk_updates=100, progress=False, log=lambda _: None
     )
     assert straight.status == "finished" and straight.update == 2000
-    first = runs.train_run(
+    first = chunked.train_run(
         TINY_CONFIG,
         tmp_path / "resumed",
         chunk_updates=100,
@@ -144,7 +145,7 @@ def test_resume_is_bitwise_identical(tmp_path):
     )
     assert first.status == "stopped" and first.update == 1000
     # Only the checkpoint on disk carries the state over.
-    second = runs.train_run(
+    second = chunked.train_run(
         TINY_CONFIG, tmp_path / "resumed", resume=True, progress=False, log=lambda _: None
     )
     assert second.status == "finished" and second.update == 2000
@@ -153,9 +154,9 @@ def test_resume_is_bitwise_identical(tmp_path):
         a3c_jax.load(tmp_path / "straight").runner_state,
         a3c_jax.load(tmp_path / "resumed").runner_state,
     )
-    a = runs.read_metrics(tmp_path / "straight")
-    b = runs.read_metrics(tmp_path / "resumed")
-    for column in runs.METRIC_COLUMNS:
+    a = chunked.read_metrics(tmp_path / "straight")
+    b = chunked.read_metrics(tmp_path / "resumed")
+    for column in chunked.METRIC_COLUMNS:
         if column not in ("time_s", "steps_per_second"):
             np.testing.assert_array_equal(a[column], b[column], err_msg=column)
 
@@ -267,7 +268,7 @@ OLD_RUN = Path(__file__).parent / "data" / "run_533e90d"
 
 
 def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
-    raw = checkpoint.read_checkpoint(OLD_RUN / "checkpoints" / "update_000000050.ckpt").arrays
+    raw = checkpoint_file.read_checkpoint(OLD_RUN / "checkpoints" / "update_000000050.ckpt").arrays
     assert any("mu['params']['actor_head']['kernel']" in path for path in raw)  # really old
     saved = a3c_jax.load(OLD_RUN)
     assert saved.meta["update"] == 50 and saved.config.hidden_sizes == (8,)
@@ -287,7 +288,7 @@ def test_a_run_written_by_an_older_version_loads_and_resumes(tmp_path):
     shutil.copytree(OLD_RUN, run)
     outcome = a3c_jax.train_run(saved.config, run, resume=True, progress=False, log=lambda _: None)
     assert outcome.status == "finished" and outcome.update == 100
-    np.testing.assert_array_equal(runs.read_metrics(run)["update"], [25, 50, 75, 100])
+    np.testing.assert_array_equal(chunked.read_metrics(run)["update"], [25, 50, 75, 100])
     chex.assert_tree_all_finite(outcome.runner_state.train_state.params)
     returns = a3c_jax.evaluate(saved.config, a3c_jax.load(run).params, jax.random.PRNGKey(0), 2)
     assert returns.shape == (2,)
@@ -320,11 +321,11 @@ def test_resume_of_a_cli_run_and_overwrite(tmp_path, capsys):
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     with open(out / "metrics.csv", "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer = csv.DictWriter(f, fieldnames=chunked.METRIC_COLUMNS, lineterminator="\r\n")
         writer.writerows({**row, "update": 75, "return_mean": 12345.0} for row in rows[-2:])
     assert main(["train", "--no-cache", "--episodes", "0", *every, "--resume", str(out)]) == 0
     assert "finished at update 100 of 100" in capsys.readouterr().out
-    metrics = runs.read_metrics(out)
+    metrics = chunked.read_metrics(out)
     np.testing.assert_array_equal(metrics["update"], [25, 25, 50, 50, 75, 75, 100, 100])
     assert not np.any(metrics["return_mean"] == 12345.0)
     # A checkpoint every 25 updates (25, 50, then 75, 100 after the resume): the newest 3 kept.
@@ -335,7 +336,7 @@ def test_resume_of_a_cli_run_and_overwrite(tmp_path, capsys):
     # 1e9 s: never, only the last).
     assert main([*base, "--overwrite", "--keep-checkpoints", "10", "--checkpoint-seconds", "1e-9",
                  "--stop-after", "75", "--set", *TINY]) == 0  # fmt: skip
-    np.testing.assert_array_equal(runs.read_metrics(out)["update"], [25, 25, 50, 50, 75, 75])
+    np.testing.assert_array_equal(chunked.read_metrics(out)["update"], [25, 25, 50, 50, 75, 75])
     assert a3c_jax.load(out).meta["update"] == 75
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == [f"update_{u:09d}.ckpt" for u in (25, 50, 75)]
@@ -372,7 +373,8 @@ def test_run_json_is_written_atomically(tmp_path, monkeypatch):
 
 
 def test_video_renderers_cover_the_preset_environments(key):
-    from a3c_jax import envs, video
+    from a3c_jax import envs
+    from a3c_jax.viz import video
 
     for name in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0"):
         spec = envs.make_env(name)
@@ -435,7 +437,7 @@ def test_compilation_cache_lets_a_second_process_load_instead_of_compiling(tmp_p
 def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
     """Without a terminal (pytest captures stderr) no bar is drawn: a plain line of steps,
     percentage, rate and return, at most every `log_every_s` seconds; none when disabled."""
-    progress = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=0.0)
+    progress = chunked.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=0.0)
     assert progress.bar is None
     progress.update(500, 1234.4, 17.25)
     progress.update(1_000, 99.0, float("nan"))
@@ -445,9 +447,9 @@ def test_progress_is_a_plain_line_on_a_non_terminal(capsys):
         "500/2,000 env steps (25%), 1,234 steps/s, return 17.2",
         "1,000/2,000 env steps (50%), 99 steps/s, return -",
     ]
-    slow = runs.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=3600)
+    slow = chunked.Progress(total_steps=2_000, start_steps=0, enabled=True, log_every_s=3600)
     slow.update(500, 1.0, 1.0)
-    off = runs.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
+    off = chunked.Progress(total_steps=2_000, start_steps=0, enabled=False, log_every_s=0.0)
     off.update(500, 1.0, 1.0)
     assert capsys.readouterr().err == ""
 
@@ -462,11 +464,11 @@ def test_plot_band_runs_from_the_lowest_seed_to_the_highest(tmp_path, monkeypatc
     steps = np.arange(1, 6) * 100
     curves = {0: 0.0 * steps, 1: 10.0 + 0.0 * steps, 2: steps / 5.0}  # 2 crosses 1 at 50
     with open(run / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=runs.METRIC_COLUMNS, lineterminator="\r\n")
+        writer = csv.DictWriter(f, fieldnames=chunked.METRIC_COLUMNS, lineterminator="\r\n")
         writer.writeheader()
         for i, step in enumerate(steps):
             for seed, curve in curves.items():
-                row = dict.fromkeys(runs.METRIC_COLUMNS, 0.0)
+                row = dict.fromkeys(chunked.METRIC_COLUMNS, 0.0)
                 row.update(seed=seed, update=i + 1, env_steps=step, time_s=step / 100.0)
                 writer.writerow({**row, "return_mean": curve[i]})
     figures = _saved_figures(monkeypatch)

@@ -6,12 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from a3c_jax.runs.checkpoint_file import flatten_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import a3c_jax
-from a3c_jax import Config, ConfigError, envs, runs, wrappers
-from a3c_jax.checkpoint import flatten_state
+from a3c_jax import Config, ConfigError, envs
+from a3c_jax.algorithms import build
+from a3c_jax.envs import wrappers
+from a3c_jax.runs import chunked
 
 
 def _assert_states_equal(a, b):
@@ -86,7 +89,7 @@ def test_normalize_centres_scales_and_clips():
 
 
 def _played(config, steps=30, key=0):
-    spec = wrappers.make_env(config)
+    spec = build.env_spec(config)
     carry = envs.reset(spec, jax.random.PRNGKey(key), config.num_envs)
 
     def body(carry, k):
@@ -191,10 +194,10 @@ def test_resume_with_normalisation_is_bitwise(tmp_path):
         total_timesteps=2 * 4 * 200,
     )
     kwargs = dict(chunk_updates=50, progress=False, log=lambda _: None)
-    straight = runs.train_run(config, tmp_path / "straight", **kwargs)
-    first = runs.train_run(config, tmp_path / "resumed", stop_after=100, **kwargs)
+    straight = chunked.train_run(config, tmp_path / "straight", **kwargs)
+    first = chunked.train_run(config, tmp_path / "resumed", stop_after=100, **kwargs)
     assert first.status == "stopped" and first.update == 100
-    second = runs.train_run(config, tmp_path / "resumed", resume=True, **kwargs)
+    second = chunked.train_run(config, tmp_path / "resumed", resume=True, **kwargs)
     assert second.status == "finished" and second.update == 200
     assert "normalize_reward" in second.runner_state.env.wrapper_state
     _assert_states_equal(straight.runner_state, second.runner_state)

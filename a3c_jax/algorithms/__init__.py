@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from a3c_jax.algorithms.registry import ALGORITHM_BUILDERS, REGISTRY, AlgorithmSpec
+from a3c_jax.config.registry import ALGORITHM_BUILDERS, REGISTRY, AlgorithmSpec
 
 _MODULES = ("ac_replay", "actor_critic", "base")
 _FROM_BASE = ("Algorithm", "UpdateFn", "no_state")

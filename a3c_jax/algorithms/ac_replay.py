@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import losses, replay
 from a3c_jax.algorithms.actor_critic import (
     advantages_and_targets,
     episode_collect,
@@ -27,13 +26,14 @@ from a3c_jax.algorithms.actor_critic import (
     replay_policy,
 )
 from a3c_jax.algorithms.base import Algorithm
-from a3c_jax.optim import Optimizer
-from a3c_jax.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
+from a3c_jax.algorithms.optim import Optimizer
+from a3c_jax.core import losses, replay
+from a3c_jax.core.types import EnvCarry, Params, PRNGKey, TrainState, Transition, UpdateOutput
 
 if TYPE_CHECKING:
+    from a3c_jax.algorithms.networks import Networks
     from a3c_jax.config import Config
     from a3c_jax.envs import EnvSpec
-    from a3c_jax.networks import Networks
 
 
 def replay_loss(

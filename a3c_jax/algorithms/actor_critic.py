@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
-from a3c_jax import envs, losses, returns
+from a3c_jax import envs
 from a3c_jax.algorithms.base import Algorithm, no_state
-from a3c_jax.optim import Optimizer, gradient_step
-from a3c_jax.rollout import rollout, rollout_episodes, sampling_policy
-from a3c_jax.types import (
+from a3c_jax.algorithms.optim import Optimizer, gradient_step
+from a3c_jax.algorithms.rollout import rollout, rollout_episodes, sampling_policy
+from a3c_jax.core import losses, returns
+from a3c_jax.core.types import (
     CoreState,
     EnvCarry,
     Params,
@@ -41,9 +42,9 @@ from a3c_jax.types import (
 )
 
 if TYPE_CHECKING:
+    from a3c_jax.algorithms.networks import Networks
     from a3c_jax.config import Config
     from a3c_jax.envs import EnvSpec
-    from a3c_jax.networks import Networks
 
 
 def advantages_and_targets(

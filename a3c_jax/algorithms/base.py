@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from a3c_jax.types import Algorithm, Params, PRNGKey, UpdateFn
+from a3c_jax.core.types import Algorithm, Params, PRNGKey, UpdateFn
 
 __all__ = ["Algorithm", "UpdateFn", "no_state"]
 

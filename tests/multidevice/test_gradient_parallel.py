@@ -16,11 +16,12 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import a3c_jax
-from a3c_jax import Config, ConfigError, envs, parallel
+from a3c_jax import Config, ConfigError, envs
 from a3c_jax.algorithms.actor_critic import nstep_collect, nstep_loss
-from a3c_jax.networks import make_networks
-from a3c_jax.optim import compute_gradients
-from a3c_jax.train import _make_device_trainer
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.algorithms.optim import compute_gradients
+from a3c_jax.training import parallel
+from a3c_jax.training.loop import _make_device_trainer
 
 BACKENDS = ("shard_map", "pmap")
 # Clipping off, so that the gradient's scale reaches the parameters.
@@ -321,18 +322,20 @@ def test_seeds_vmapped_inside_devices(one_device_updates, backend):
 
 
 def test_run_folder_checkpoint_and_resume_on_devices(one_device_updates, tmp_path):
-    """The user's workflow (`a3c_jax.runs`, `a3c-jax train --out/--resume`) on 2 devices with
+    """The user's workflow (`a3c_jax.runs.chunked`, `a3c-jax train --out/--resume`) on 2 devices with
     pmap, whose runner layout is the one-device layout plus a device axis on the environments:
     stopped after 2 updates, resumed to 4, it ends with the one device's parameters."""
-    from a3c_jax import runs
+    from a3c_jax.runs import chunked
 
     config = SMALL.replace(max_grad_norm=0.5, num_devices=2, parallel_backend="pmap")
     quiet = {"progress": False, "log": lambda message: None, "chunk_updates": 2, "seed": 7}
-    first = runs.train_run(config, tmp_path / "run", stop_after=2, **quiet)
+    first = chunked.train_run(config, tmp_path / "run", stop_after=2, **quiet)
     assert first.status == "stopped" and first.update == 2
-    second = runs.train_run(config, tmp_path / "run", resume=True, stop_after=UPDATES - 2, **quiet)
+    second = chunked.train_run(
+        config, tmp_path / "run", resume=True, stop_after=UPDATES - 2, **quiet
+    )
     assert second.update == UPDATES
-    saved = runs.load(tmp_path / "run")
+    saved = chunked.load(tmp_path / "run")
     chex.assert_shape(saved.runner_state.env.obs, (2, SMALL.num_envs // 2, 4))
     ref_runner, _ = one_device_updates[-1]
     assert _max_abs_diff(saved.params, ref_runner.train_state.params) < 1e-5

@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax import Config, envs, losses, replay, returns
-from a3c_jax.distributions import Categorical, DiagGaussian
-from a3c_jax.networks import make_networks
+from a3c_jax import Config, envs
+from a3c_jax.algorithms.networks import make_networks
+from a3c_jax.core import losses, replay, returns
+from a3c_jax.core.distributions import Categorical, DiagGaussian
 
 
 def _case(seed: int = 0):

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 import a3c_jax
-from a3c_jax import checkpoint
+from a3c_jax.runs import checkpoint_file
 
 TRAIN = ["--no-cache", "--episodes", "0", "--no-progress"]
 SETTINGS = ["--chunk-updates", "2", "--set", "num_devices=all", "num_envs=4", "n_steps=5"]
@@ -30,8 +30,8 @@ def _launch(*args: str) -> str:
 
 
 def _newest(run, process):
-    return checkpoint.read_checkpoint(
-        checkpoint.list_checkpoints(run / "checkpoints" / f"process_{process}")[-1]
+    return checkpoint_file.read_checkpoint(
+        checkpoint_file.list_checkpoints(run / "checkpoints" / f"process_{process}")[-1]
     )
 
 

@@ -5,10 +5,10 @@ import chex
 import jax
 import numpy as np
 import pytest
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
-from a3c_jax import runs
-from a3c_jax.checkpoint import flatten_state
+from a3c_jax.runs import chunked
 
 
 @pytest.mark.parametrize("backend", ["shard_map", "pmap"])
@@ -17,9 +17,9 @@ def test_resume_over_devices_is_bitwise(tmp_path, backend):
         num_envs=4, n_steps=4, total_timesteps=16 * 200, num_devices=2, parallel_backend=backend
     )
     options = {"progress": False, "log": lambda _: None}
-    straight = runs.train_run(config, tmp_path / "a", chunk_updates=50, **options)
-    stopped = runs.train_run(config, tmp_path / "b", chunk_updates=50, stop_after=100, **options)
-    resumed = runs.train_run(config, tmp_path / "b", resume=True, **options)
+    straight = chunked.train_run(config, tmp_path / "a", chunk_updates=50, **options)
+    stopped = chunked.train_run(config, tmp_path / "b", chunk_updates=50, stop_after=100, **options)
+    resumed = chunked.train_run(config, tmp_path / "b", resume=True, **options)
     assert (straight.status, stopped.status, resumed.status) == ("finished", "stopped", "finished")
     a, b = flatten_state(straight.runner_state), flatten_state(resumed.runner_state)
     assert a.keys() == b.keys()

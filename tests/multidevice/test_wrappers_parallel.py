@@ -8,7 +8,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import a3c_jax
-from a3c_jax import parallel, runs, wrappers
+from a3c_jax.envs import wrappers
+from a3c_jax.runs import chunked
+from a3c_jax.training import parallel
 
 
 def test_batch_statistics_are_merged_over_the_device_axis():
@@ -66,7 +68,7 @@ def test_training_on_two_devices_shares_one_set_of_statistics(backend):
     assert float(reference.count[0]) == 8 * (1 + 4 * 2)  # reset and 8 steps of 8 environments
     # The exported parameters carry one copy per seed: [seeds, O].
     assert result.params[wrappers.OBS_STATS]["mean"].shape == (2, 3)
-    params = runs.policy_params(two, result.runner_state, batched=True)
+    params = chunked.policy_params(two, result.runner_state, batched=True)
     np.testing.assert_array_equal(
         params[wrappers.OBS_STATS]["var"], state["normalize_obs"].var[:, 0]
     )

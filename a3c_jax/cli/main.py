@@ -33,45 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from a3c_jax.cli.args import parse_overrides, requested_fields  # noqa: F401 (tests import them here)
 from a3c_jax.config import (
     Config,
     ConfigError,
-    coerce_field,
     field_types,
-    read_config_file,
     registry,
 )
 from a3c_jax.errors import EXIT_BAD_INPUT, exit_code
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`["lr=7e-4", "hidden_sizes=64,64", "anneal_lr=false"]` -> typed `Config` arguments."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        overrides[name.strip()] = coerce_field(name.strip(), text, source="--set")
-    return overrides
-
-
-def requested_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The `Config` fields the command line asks for: `--config` file, then `--env`/`--algo`,
-    then `--set` (later wins). Checked field by field; nothing compiled."""
-    fields: dict[str, Any] = {}
-    if args.config:
-        fields.update(
-            {
-                name: coerce_field(name, value, source=f"--config {args.config}")
-                for name, value in read_config_file(args.config).items()
-            }
-        )
-    if args.env is not None:
-        fields["env_name"] = args.env
-    if args.algo is not None:
-        fields["algo"] = args.algo
-    fields.update(parse_overrides(args.set))
-    return fields
 
 
 def _positive(name: str, value: int | None) -> None:

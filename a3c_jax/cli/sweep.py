@@ -39,7 +39,7 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
 
 
 def _base_config(args: argparse.Namespace) -> Any:
-    from a3c_jax.cli.main import requested_fields
+    from a3c_jax.cli.args import requested_fields
     from a3c_jax.config import Config
 
     return Config(**requested_fields(args))

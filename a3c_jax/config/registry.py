@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from a3c_jax.algorithms.base import Algorithm
+    from a3c_jax.core.types import Algorithm
 
 Builder = Callable[..., "Algorithm"]
 

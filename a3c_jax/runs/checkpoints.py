@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from a3c_jax.config import Config
-from a3c_jax.core.types import PRNGKey, RunnerState
+from a3c_jax.core.types import Params, PRNGKey, RunnerState, TrainState
 from a3c_jax.runs import checkpoint_file as ckpt
 
 
@@ -208,3 +208,34 @@ class Checkpointer:
         """The newest checkpoint in the folder, if any."""
         found = ckpt.list_checkpoints(self.folder)
         return found[-1] if found else None
+
+
+# --------------------------------------------------------------------------- the store's checkpoints
+
+ASYNC_TRAINER = "async"  # a checkpoint's meta["trainer"]: the store of an asynchronous run
+
+
+def store_template(config: Config) -> tuple[TrainState, Callable[[jax.Array], Params]]:
+    """The store's `TrainState` over the flat parameters `[P]` (shapes only) and `unravel`
+    (`[P]` -> the networks' parameters); nothing compiled."""
+    from a3c_jax import envs
+    from a3c_jax.algorithms.networks import make_networks
+    from a3c_jax.algorithms.optim import init_train_state, make_optimizer, unraveler
+
+    networks = make_networks(config, envs.make_env(config.env_name))
+    optimizer = make_optimizer(config)
+    shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
+    flat, unravel = unraveler(shapes)
+    return jax.eval_shape(lambda p: init_train_state(optimizer, p), flat), unravel
+
+
+def restore_store(content: ckpt.Checkpoint, source: str) -> TrainState:
+    """The store's `TrainState` `[P]` in a checkpoint of an asynchronous run."""
+    if content.meta.get("trainer") != ASYNC_TRAINER:
+        raise ckpt.CheckpointError(f"{source} is not a checkpoint of an asynchronous (a3c) run")
+    return ckpt.unflatten_state(content.arrays, store_template(content.config)[0], source)
+
+
+def saved_params(content: ckpt.Checkpoint, source: str) -> Params:
+    """The networks' parameters in a checkpoint of an asynchronous run (for `load`)."""
+    return store_template(content.config)[1](restore_store(content, source).params)

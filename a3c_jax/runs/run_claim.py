@@ -217,3 +217,13 @@ def claim(path: str | os.PathLike[str], overwrite: bool = False, resume: bool = 
         run.release()
         raise
     return run
+
+
+def create(path: str | os.PathLike[str], overwrite: bool = False) -> RunFolder:
+    """A new run folder at `path` (checked, and an old run replaced if `overwrite`), for a
+    writer that holds no lock over its lifetime (`saving.save`)."""
+    folder = RunFolder(Path(path))
+    if folder.writes:
+        with claim(path, overwrite=overwrite) as held:
+            held.clear()
+    return folder

@@ -215,18 +215,6 @@ def prepare_new_run_dir(path: str | os.PathLike[str], overwrite: bool = False) -
     return path
 
 
-def create(path: str | os.PathLike[str], overwrite: bool = False) -> RunFolder:
-    """A new run folder at `path` (checked, and an old run replaced if `overwrite`), for a
-    writer that holds no lock over its lifetime (`saving.save`)."""
-    from a3c_jax.runs import run_claim
-
-    folder = RunFolder(Path(path))
-    if folder.writes:
-        with run_claim.claim(path, overwrite=overwrite) as claim:
-            claim.clear()
-    return folder
-
-
 def default_run_dir(config: Config, root: str | os.PathLike[str] = "runs") -> Path:
     """`runs/{algo}_{env}_{YYYYmmdd-HHMMSS}` (with a suffix if that exists already)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -17,7 +17,7 @@ from a3c_jax import distributed
 from a3c_jax.config import Config
 from a3c_jax.core.types import Params, RunnerState, TrainResult
 from a3c_jax.runs import checkpoint_file as ckpt
-from a3c_jax.runs import checkpoints, run_folder
+from a3c_jax.runs import checkpoints, run_claim, run_folder
 from a3c_jax.runs.run_folder import find_checkpoint
 from a3c_jax.training.evaluation import policy_params
 
@@ -68,7 +68,7 @@ def save(
     Returns the checkpoint written. The folder must be new or empty unless `overwrite`.
     """
     runner = result.runner_state if isinstance(result, TrainResult) else result
-    folder = run_folder.create(run_dir, overwrite)
+    folder = run_claim.create(run_dir, overwrite)
     batched = np.ndim(runner.updates) > 0
     state = checkpoints.from_file(runner, {"batched": batched})
     num_seeds = int(np.shape(state.updates)[0])
@@ -110,11 +110,9 @@ def load(
     path = find_checkpoint(run_dir)
     content = ckpt.read_checkpoint(path)
     if content.meta.get("trainer") == "async":  # an A3C run's shared store (`async_runs`)
-        from a3c_jax.runs import worker_runs
-
         if config is not None:
             ckpt.check_config(content.config, config, str(path))
-        params = worker_runs.saved_params(content, str(path))
+        params = checkpoints.saved_params(content, str(path))
         return SavedRun(content.config, params, None, {**content.meta, "checkpoint": str(path)})
     if content.meta.get("processes", 1) > jax.process_count():
         return _load_params_only(content, path, config, index)

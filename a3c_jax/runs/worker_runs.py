@@ -39,31 +39,30 @@ import numpy as np
 from a3c_jax.config import Config, ConfigError, registry
 from a3c_jax.core.types import Params, TrainState, UpdateMetrics
 from a3c_jax.runs import checkpoint_file as ckpt
-from a3c_jax.runs import checkpoints, run_claim
-from a3c_jax.runs.chunked import (
+from a3c_jax.runs import checkpoints
+from a3c_jax.runs.checkpoints import ASYNC_TRAINER, restore_store, saved_params, store_template  # noqa: F401, run_claim
+from a3c_jax.runs.metrics_log import MetricsWriter, chunk_rows, open_writers, truncate_metrics
+from a3c_jax.runs.options import (
+    Clock,
     RunOptions,
-    _Clock,
-    _newest_checkpoint,
     default_chunk_updates,
     folder_lost,
     invocation_info,
+    newest_checkpoint,
     rescue_folder,
     resolve_options,
 )
-from a3c_jax.runs.metrics_log import MetricsWriter, chunk_rows, open_writers, truncate_metrics
 from a3c_jax.runs.progress import Progress
 from a3c_jax.runs.run_folder import RunFolder
 from a3c_jax.runs.signals import StopRequest, interruptible
 from a3c_jax.training.divergence import DivergenceError
+from a3c_jax.workers import trainers
 from a3c_jax.workers.store import (
     AsyncResult,
     ParameterStore,
     UpdateRecord,
-    make_async_parts,
-    train_async,
 )
 
-ASYNC_TRAINER = "async"  # a checkpoint's meta["trainer"]: the store of an asynchronous run
 
 
 class AsyncRunOutcome(NamedTuple):
@@ -78,32 +77,6 @@ class AsyncRunOutcome(NamedTuple):
     signal: int = 0  # the signal that interrupted the run, 0 if none
 
 
-def store_template(config: Config) -> tuple[TrainState, Callable[[jax.Array], Params]]:
-    """The store's `TrainState` over the flat parameters `[P]` (shapes only) and `unravel`
-    (`[P]` -> the networks' parameters); nothing compiled."""
-    from a3c_jax import envs
-    from a3c_jax.algorithms.networks import make_networks
-    from a3c_jax.algorithms.optim import init_train_state, make_optimizer, unraveler
-
-    networks = make_networks(config, envs.make_env(config.env_name))
-    optimizer = make_optimizer(config)
-    shapes = jax.eval_shape(networks.init, jax.random.PRNGKey(0))
-    flat, unravel = unraveler(shapes)
-    return jax.eval_shape(lambda p: init_train_state(optimizer, p), flat), unravel
-
-
-def restore_store(content: ckpt.Checkpoint, source: str) -> TrainState:
-    """The store's `TrainState` `[P]` in a checkpoint of an asynchronous run."""
-    if content.meta.get("trainer") != ASYNC_TRAINER:
-        raise ckpt.CheckpointError(f"{source} is not a checkpoint of an asynchronous (a3c) run")
-    return ckpt.unflatten_state(content.arrays, store_template(content.config)[0], source)
-
-
-def saved_params(content: ckpt.Checkpoint, source: str) -> Params:
-    """The networks' parameters in a checkpoint of an asynchronous run (for `load`)."""
-    return store_template(content.config)[1](restore_store(content, source).params)
-
-
 @dataclasses.dataclass
 class _AsyncRun:
     """One invocation of `train_async_run`: where it writes and what it counts."""
@@ -113,7 +86,7 @@ class _AsyncRun:
     seed: int
     state: TrainState  # the store's, `[P]`, at the start of this invocation
     info: dict[str, Any]  # run.json
-    clock: _Clock
+    clock: Clock
     options: RunOptions
     saver: checkpoints.Checkpointer
     folder: RunFolder  # the claimed one (another if it was deleted: `_rescue`)
@@ -242,18 +215,18 @@ def _open_run(
     options (`resolve_options`) and run.json, written as the run starts."""
     folder = RunFolder(claim.path)
     if resume:
-        path, content = _newest_checkpoint(claim.path, log)
+        path, content = newest_checkpoint(claim.path, log)
         ckpt.check_config(content.config, config, str(path))
         state, info = restore_store(content, str(path)), folder.read_info()
         seed = content.meta.get("seed", seed)
         truncate_metrics(claim.path, int(content.meta["update"]))
-        clock = _Clock(float(content.meta.get("time_s") or 0.0))
+        clock = Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")
     else:
         state = trainers.initial_state(config, jax.random.PRNGKey(seed))
         claim.clear()
         info = {"created": datetime.datetime.now().isoformat(timespec="seconds")}
-        clock = _Clock(0.0)
+        clock = Clock(0.0)
     options = resolve_options(given, info.get("options") or {})
     chunk = options.chunk_updates or default_chunk_updates(config.num_updates)
     options = options._replace(chunk_updates=int(chunk))
@@ -324,18 +297,13 @@ def train_async_run(
     with a checkpoint (status "interrupted"). Raises `DivergenceError`, after saving the newest
     finite state, once an update made the parameters non-finite.
     """
-    if not (config.asynchronous or config.host_env):
-        raise ConfigError(
-            f"train_async_run trains asynchronous algorithms {registry.names(asynchronous=True)} "
-            f"and host environments; algo={config.algo!r} on {config.env_name!r} is neither: "
-            "train it with runs.train_run"
-        )
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})
+    trainers.check(config)
     with interruptible(log) as stop, run_claim.claim(run_dir, overwrite, resume) as claim:
         start = time.perf_counter()
-        _compile(config)  # once per config (kept for `train_async` / `train_host`)
+        trainers.store_apply(config)  # compiles, once per config (refuses a jitted one)
         compile_s = time.perf_counter() - start
         run = _open_run(config, claim, seed, resume, given, log)
         result, status, watcher, store = _train(run, stop, stop_after, progress)

@@ -209,7 +209,6 @@ def _signature(args: Any) -> tuple:
 
 def param_shapes(config: Config) -> Params:
     """One seed's parameters of `config` as `jax.ShapeDtypeStruct`s (traced, not computed)."""
-    from a3c_jax.runs.saving import policy_params
     from a3c_jax.training.loop import make_trainer
 
     one_device = config if config.num_devices == 1 else config.replace(num_devices=1)

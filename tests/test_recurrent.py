@@ -48,7 +48,7 @@ def test_config_errors_name_the_combination(fields, message):
 
 
 def test_command_line_refuses_a_bad_combination_with_exit_code_2(capsys):
-    from a3c_jax.cli import main
+    from a3c_jax.cli.main import main
 
     argv = ["train", "--dry-run", "--set", "recurrent=lstm", "algo=ac_replay", "shared_torso=true"]
     assert main(argv) == 2

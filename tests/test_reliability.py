@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from a3c_jax.cli import main
+from a3c_jax.cli.main import main
 from a3c_jax.runs.checkpoint_file import flatten_state
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from a3c_jax.cli import main
+from a3c_jax.cli.main import main
 from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax

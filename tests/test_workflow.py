@@ -17,7 +17,7 @@ import jax
 import jax.flatten_util
 import numpy as np
 import pytest
-from a3c_jax.cli import main
+from a3c_jax.cli.main import main
 from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax

@@ -227,7 +227,7 @@ class Config:
     @property
     def env_options(self) -> dict[str, Any]:
         """The options of `envs.make_env` this config sets for its environment's backend."""
-        if backends.backend(self.env_name) != backends.BACKENDS["brax:"]:
+        if not backends.is_brax_env(self.env_name):
             return {}
         return {option: getattr(self, field) for field, option in BRAX_FIELDS.items()}
 
@@ -566,7 +566,7 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
-        if backends.backend(self.env_name) != backends.BACKENDS["brax:"]:
+        if not backends.is_brax_env(self.env_name):
             used = [
                 f"{k}={getattr(self, k)!r}"
                 for k in BRAX_FIELDS

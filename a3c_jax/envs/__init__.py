@@ -25,7 +25,7 @@ _NAMES = {
         "gymnax_envs",
     ),
     **dict.fromkeys(("EnvSpec", "clip_action", "describe_actions"), "spec"),
-    **dict.fromkeys(("BACKENDS", "backend", "is_host_env"), "backends"),
+    **dict.fromkeys(("BACKENDS", "backend", "is_brax_env", "is_host_env"), "backends"),
     **dict.fromkeys(
         (
             "StepDraws",

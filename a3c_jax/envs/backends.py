@@ -20,6 +20,11 @@ def backend(env_name: str) -> str:
     return next((m for p, m in BACKENDS.items() if env_name.startswith(p)), GYMNAX_BACKEND)
 
 
+def is_brax_env(env_name: Any) -> bool:
+    """Whether `env_name` names a Brax environment (`"brax:<name>"`)."""
+    return isinstance(env_name, str) and backend(env_name) == BACKENDS["brax:"]
+
+
 def is_host_env(env_name: Any) -> bool:
     """Whether `env_name` is stepped on the host (a Python loop over a Gymnasium vector
     environment), not inside a jitted program."""

@@ -50,11 +50,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {"backend": "spring", "episode_length": 1000, 
 _IMPORT_LOCK = threading.Lock()
 
 
-def is_brax_env(env_name: Any) -> bool:
-    """True for `"brax:<name>"` names."""
-    return isinstance(env_name, str) and env_name.startswith(PREFIX)
-
-
 def brax_name(env_name: str) -> str:
     """`"brax:hopper"` -> `"hopper"`."""
     return env_name[len(PREFIX) :]

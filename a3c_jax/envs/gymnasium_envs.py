@@ -38,11 +38,6 @@ PREFIX = "gymnasium:"
 ATARI_FRAME_STACK = 4
 
 
-def is_host_env(env_name: Any) -> bool:
-    """True for the names of environments that run on the host (`"gymnasium:<id>"`)."""
-    return isinstance(env_name, str) and env_name.startswith(PREFIX)
-
-
 def gymnasium_id(env_name: str) -> str:
     """`"gymnasium:CartPole-v1"` -> `"CartPole-v1"`."""
     return env_name[len(PREFIX) :]

@@ -54,7 +54,7 @@ def grid(space: Mapping[str, Sequence[float]]) -> list[Setting]:
 
 def check_names(config: Config, names: Sequence[str]) -> None:
     """Refuses, naming the field, what cannot be a traced input of `config`'s program."""
-    if config.asynchronous or config.host_env:
+    if config.trainer != "jit":
         raise ConfigError(
             f"sweep: algo={config.algo!r} on env_name={config.env_name!r} does not train as one "
             "jitted program (threads or host environments); sweep a synchronous algorithm on a "

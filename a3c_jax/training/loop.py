@@ -217,7 +217,7 @@ def make_trainer(config: Config, *, guard: bool = True) -> Trainer:
     device count is checked here, before anything compiles. `guard=False` drops the divergence
     guard and the early stop (`unguarded`, `run_scan`): for measuring what they cost.
     """
-    if config.asynchronous:
+    if config.trainer != "jit":
         raise ConfigError(
             f"algo={config.algo!r} is asynchronous: its workers are threads that apply gradients "
             "to shared parameters whenever they are ready, which no pure jitted train(key) can "

@@ -53,7 +53,7 @@ def memory_limit() -> int | None:
 def check_fits(config: Config, num_seeds: int = 1) -> None:
     """Raises `ConfigError` naming `num_envs` and `n_steps` when `rollout_bytes` alone exceeds
     `memory_limit` (host environments: not checked, their memory is their own)."""
-    if config.host_env:
+    if config.trainer == "host":
         return
     need, have = rollout_bytes(config, num_seeds), memory_limit()
     if have is None or need <= have:

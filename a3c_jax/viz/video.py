@@ -271,14 +271,14 @@ def draw_brax(spec: envs.EnvSpec) -> Callable[[Any, Any], Any]:
 
 
 def _state_renderer(config: Config, spec: envs.EnvSpec) -> Callable[[Any, Any], Any] | None:
-    if config.env_name.startswith("brax:"):
+    if envs.is_brax_env(config.env_name):
         return draw_brax(spec)
     return STATE_RENDERERS.get(config.env_name)
 
 
 def can_render(env_name: str) -> bool:
     """Whether `record_episode` can draw `env_name`."""
-    if env_name in STATE_RENDERERS or env_name.startswith("brax:"):
+    if env_name in STATE_RENDERERS or envs.is_brax_env(env_name):
         return True
     return len(envs.make_env(env_name).obs_shape) in (2, 3)
 

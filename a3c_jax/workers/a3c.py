@@ -166,7 +166,7 @@ def train_async(
     traceback; Ctrl-C (`KeyboardInterrupt`) stops every worker and returns what was trained so far
     with `interrupted=True`.
     """
-    if not config.asynchronous:
+    if config.trainer != "threads":
         raise ConfigError(
             f"train_async trains the asynchronous algorithms {registry.names(asynchronous=True)}; "
             f"algo={config.algo!r} is synchronous: train it with make_train(config)"

@@ -147,7 +147,7 @@ def _make_parts(config: Config) -> HostParts:
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = host_rollout.make_step_act(spec, networks)
 
-    num_workers = config.num_workers if config.asynchronous else 1
+    num_workers = config.num_workers if config.trainer == "threads" else 1
 
     def init(key: PRNGKey) -> tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]:
         keys = init_keys(key)
@@ -177,7 +177,7 @@ def _make_parts(config: Config) -> HostParts:
     step = jax.ShapeDtypeStruct((), jnp.int32)
     obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
     traj = traj_shapes(spec, config.n_steps, config.num_envs)
-    a3c = config.asynchronous
+    a3c = config.trainer == "threads"
     programs = {
         "layers": (unravel, state.params),
         "init": (init, key),

@@ -112,22 +112,31 @@ def _workers_in_memory(config: Config, key: PRNGKey, num_seeds: int) -> Trained:
 
 
 def _jit_in_folder(config: Config, run_dir: Any, num_seeds: int, **options: Any) -> Trained:
-    from a3c_jax.runs import chunked, metrics_log, saving
+    from a3c_jax.runs import chunked, saving
 
     outcome = chunked.train_run(config, run_dir, num_seeds=num_seeds, **options)
     batched = num_seeds > 1
     params = saving.policy_params(config, outcome.runner_state, batched)
-    metrics = metrics_log.read_metrics(outcome.run_dir)
+    metrics = _folder_metrics(outcome.run_dir)
     return Trained(config, params, metrics, num_seeds, outcome, outcome.run_dir, outcome.status)
 
 
 def _workers_in_folder(config: Config, run_dir: Any, num_seeds: int, **options: Any) -> Trained:
-    from a3c_jax.runs import metrics_log, worker_runs
+    from a3c_jax.runs import worker_runs
 
     outcome = worker_runs.train_async_run(config, run_dir, **options)
-    metrics = metrics_log.read_metrics(outcome.run_dir)
-    params = outcome.result.params if outcome.result is not None else None
+    metrics = _folder_metrics(outcome.run_dir)
+    params = outcome.result.params
     return Trained(config, params, metrics, 1, outcome, outcome.run_dir, outcome.status)
+
+
+def _folder_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run folder's metrics.csv by column ({} in a process that writes no folder: the other
+    processes of a multi-process run)."""
+    from a3c_jax import distributed
+    from a3c_jax.runs import metrics_log
+
+    return metrics_log.read_metrics(run_dir) if distributed.is_output_process() else {}
 
 
 # `config.trainer` -> (in memory, into a run folder): the one dispatch of the library.

@@ -116,54 +116,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     if not args.no_cache:
         enable_compilation_cache()
-    if config.asynchronous or config.host_env:  # a shared store (`async_runs`)
-        return _train_async_in_folder(args, config, run_dir, num_seeds)
-    # Over several processes (a3c_jax.launch) all train the one run; process 0 alone writes the
-    # folder and reports, each process keeps its own checkpoints (`chunked.train_run`).
     return _train_in_folder(args, config, run_dir, num_seeds, phases)
-
-
-def _train_async_in_folder(
-    args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int
-) -> int:
-    """`worker_runs.train_async_run` with the command line's options, then its report and
-    greedy evaluation: A3C's threads, or the learner of a host environment. One seed per run
-    folder (threads or a host loop, not a vmap)."""
-    from a3c_jax.runs import worker_runs
-
-    if num_seeds != 1:
-        raise ConfigError(
-            f"--num-seeds={num_seeds}: an {config.algo} run folder on {config.env_name} holds one "
-            "seed (threads or a host loop, not a vmap); train other seeds as runs of their own "
-            "(--seed)"
-        )
-    if args.resume and Path(args.resume).is_file():
-        raise ConfigError(f"--resume {args.resume}: an {config.algo} run resumes from its folder")
-    print(config)
-    print(f"run folder: {run_dir}")
-    outcome = worker_runs.train_async_run(
-        config,
-        run_dir,
-        **_run_options(args),
-    )
-    result = outcome.result
-    if config.asynchronous:
-        parallelism = f"{config.num_workers} workers"
-    else:
-        parallelism = f"{config.num_envs} {config.vector_env} environments"
-    print(
-        f"{outcome.status} at update {outcome.update} of {config.num_updates}: compile "
-        f"{outcome.compile_s:.2f} s, train {result.wall_seconds:.2f} s with "
-        f"{parallelism}, {result.env_steps_per_second:,.0f} env steps/s, "
-        f"{result.cores_busy:.2f} cores busy, staleness mean {result.staleness_mean:.2f} max "
-        f"{result.staleness_max}"
-    )
-    print(f"checkpoint: {outcome.checkpoint}")
-    if outcome.status in ("interrupted", "stopped"):
-        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
-        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
-    _report_greedy(config, [result.params], args.episodes)
-    return 0
 
 
 def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
@@ -199,37 +152,56 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 def _train_in_folder(
     args: argparse.Namespace, config: Config, run_dir: Path, num_seeds: int, phases: Any
 ) -> int:
-    """`chunked.train_run` with the command line's options, then its report and evaluation."""
-    import numpy as np
-
-    from a3c_jax import distributed
+    """`a3c_jax.train` into the run folder with the command line's options, then its report
+    (`REPORTS[config.trainer]`) and greedy evaluation. Over several processes
+    (`a3c_jax.launch`) all train the one run; process 0 alone writes the folder and reports."""
+    from a3c_jax import api, distributed
     from a3c_jax.runs import chunked, run_folder
 
     output = distributed.is_output_process()
     if output:
         print(config)
         print(f"run folder: {chunked.resume_target(run_dir)[0] if args.resume else run_dir}")
-    if args.episodes and output:  # the greedy evaluation's program compiles while training runs
+    if args.episodes and output and config.trainer == "jit":
         from a3c_jax.training.evaluation import compile_evaluation
 
-        compile_evaluation(config, args.episodes)
+        compile_evaluation(config, args.episodes)  # compiles while training runs
     phases.lap("config")
     t0 = time.perf_counter()
-    outcome = chunked.train_run(
+    trained = api.train(
         config,
-        run_dir,
+        run_dir=run_dir,
         num_seeds=num_seeds,
         log=print if output else lambda _: None,
         **_run_options(args),
     )
-    elapsed = time.perf_counter() - t0
+    outcome = trained.extras
     phases.lap("build", compile=outcome.compile_s, train=outcome.train_s, write=outcome.write_s)
     if not output:
         return 0
-    env_steps = distributed.fetch(outcome.runner_state.train_state.env_steps)
-    steps = int(np.sum(env_steps))
-    run_dir = outcome.run_dir
-    metrics = chunked.read_metrics(run_dir)
+    REPORTS[config.trainer](config, outcome, time.perf_counter() - t0, num_seeds)
+    print(f"checkpoint: {outcome.checkpoint}")
+    if outcome.status in ("interrupted", "stopped"):
+        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
+        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
+    params = distributed.fetch(trained.params)
+    _report_greedy(config, _seeds(params, num_seeds), args.episodes)
+    phases.lap("evaluate")
+    folder = run_folder.RunFolder(outcome.run_dir)
+    folder.write_info({**folder.read_info(), "timings": phases.seconds})
+    print(f"wall-clock: {phases.summary()}")
+    return 0
+
+
+def _report_jit(config: Config, outcome: Any, elapsed: float, num_seeds: int) -> None:
+    """The jitted trainer's run (`chunked.RunOutcome`): steps, compile and train time, rate."""
+    import numpy as np
+
+    from a3c_jax import distributed
+    from a3c_jax.runs import metrics_log
+
+    steps = int(np.sum(distributed.fetch(outcome.runner_state.train_state.env_steps)))
+    metrics = metrics_log.read_metrics(outcome.run_dir)
     rate = float(np.median(metrics["steps_per_second"])) if metrics["update"].size else 0.0
     print(
         f"{outcome.status} at update {outcome.update} of {config.num_updates} "
@@ -237,17 +209,27 @@ def _train_in_folder(
         f"{outcome.compile_s:.2f} s, train {outcome.train_s:.2f} s; {rate:,.0f} env steps/s "
         "(median over chunks)"
     )
-    print(f"checkpoint: {outcome.checkpoint}")
-    if outcome.status in ("interrupted", "stopped"):
-        print(f"resume with: a3c-jax train --resume {outcome.run_dir}")
-        return 128 + (outcome.signal or 2) if outcome.status == "interrupted" else 0
-    params = distributed.fetch(chunked.policy_params(config, outcome.runner_state, num_seeds > 1))
-    _report_greedy(config, _seeds(params, num_seeds), args.episodes)
-    phases.lap("evaluate")
-    folder = run_folder.RunFolder(run_dir)
-    folder.write_info({**folder.read_info(), "timings": phases.seconds})
-    print(f"wall-clock: {phases.summary()}")
-    return 0
+
+
+def _report_workers(config: Config, outcome: Any, elapsed: float, num_seeds: int) -> None:
+    """A worker trainer's run (`worker_runs.AsyncRunOutcome`): its parallelism, rate, how busy
+    the cores were and the gradients' staleness."""
+    del elapsed, num_seeds
+    result = outcome.result
+    if config.trainer == "threads":
+        parallelism = f"{config.num_workers} workers"
+    else:
+        parallelism = f"{config.num_envs} {config.vector_env} environments"
+    print(
+        f"{outcome.status} at update {outcome.update} of {config.num_updates}: compile "
+        f"{outcome.compile_s:.2f} s, train {result.wall_seconds:.2f} s with "
+        f"{parallelism}, {result.env_steps_per_second:,.0f} env steps/s, "
+        f"{result.cores_busy:.2f} cores busy, staleness mean {result.staleness_mean:.2f} max "
+        f"{result.staleness_max}"
+    )
+
+
+REPORTS = {"jit": _report_jit, "threads": _report_workers, "host": _report_workers}
 
 
 def _report_greedy(

@@ -76,6 +76,16 @@ class AsyncRunOutcome(NamedTuple):
     compile_s: float  # seconds compiling the workers' programs (0: compiled before)
     signal: int = 0  # the signal that interrupted the run, 0 if none
 
+    @property
+    def train_s(self) -> float:
+        """Seconds from starting the workers to the last one stopping."""
+        return self.result.wall_seconds
+
+    @property
+    def write_s(self) -> float:
+        """Seconds writing the final checkpoint: not measured apart (in `train_s`)."""
+        return 0.0
+
 
 @dataclasses.dataclass
 class _AsyncRun:
@@ -301,6 +311,8 @@ def train_async_run(
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})
     trainers.check(config)
+    if resume and Path(run_dir).is_file():
+        raise ConfigError(f"--resume {run_dir}: an {config.algo} run resumes from its folder")
     with interruptible(log) as stop, run_claim.claim(run_dir, overwrite, resume) as claim:
         start = time.perf_counter()
         trainers.store_apply(config)  # compiles, once per config (refuses a jitted one)

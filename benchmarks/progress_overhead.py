@@ -35,9 +35,9 @@ import time
 
 def main() -> int:
     import jax
-    from a3c_jax.cli.main import parse_overrides
 
     import a3c_jax
+    from a3c_jax.cli.main import parse_overrides
     from a3c_jax.runs import chunked
     from a3c_jax.training.xla import compiler_options
 

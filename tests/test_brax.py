@@ -18,10 +18,9 @@ from a3c_jax.algorithms import build
 if importlib.util.find_spec("brax") is None:
     pytest.skip('Brax is not installed (pip install "a3c_jax[brax]")', allow_module_level=True)
 
-from a3c_jax.cli.main import main
-
 import a3c_jax
 from a3c_jax.algorithms import actor_critic
+from a3c_jax.cli.main import main
 from a3c_jax.envs import wrappers
 from a3c_jax.runs import chunked
 

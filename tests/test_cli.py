@@ -1,9 +1,9 @@
 """The command line: overrides parsed by field type, bad input rejected with exit code 2."""
 
 import pytest
-from a3c_jax.cli.main import main, parse_overrides
 
 from a3c_jax import ConfigError
+from a3c_jax.cli.main import main, parse_overrides
 
 
 def test_parse_overrides_typed():

@@ -285,7 +285,6 @@ def test_host_a3c_trains_in_a_run_folder_resumes_and_evaluates(tmp_path, capsys)
     checkpoints, stopped and resumed to its end (the store goes on; fresh environments), and
     `a3c-jax eval` of it."""
     from a3c_jax.cli.main import main
-
     from a3c_jax.runs import chunked
 
     out = tmp_path / "run"
@@ -314,7 +313,6 @@ def test_host_a2c_trains_in_a_run_folder_resumes_and_stops_on_divergence(tmp_pat
     metrics and checkpoint `load` and `a3c-jax eval` read; a run whose first update is not
     finite keeps the initial state and exits with code 3."""
     from a3c_jax.cli.main import main
-
     from a3c_jax.runs import chunked
 
     out = tmp_path / "run"

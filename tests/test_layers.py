@@ -103,6 +103,34 @@ def _modules() -> list[tuple[pathlib.Path, ast.Module]]:
     return [(p, ast.parse(p.read_text())) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
+def _module_names(tree: ast.Module) -> set[str]:
+    """The names a module binds to modules of a3c_jax (`from a3c_jax.runs import chunked`)."""
+    return {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("a3c_jax")
+        for alias in node.names
+        if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).with_suffix(".py").exists()
+        or (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).is_dir()
+    }  # fmt: skip
+
+
+NAMEDTUPLE_METHODS = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def test_no_module_uses_another_modules_private_name():
+    used = [
+        f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}"
+        for path, tree in _modules()
+        for modules in [_module_names(tree)]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        and node.value.id in modules and node.attr.startswith("_")
+        and not node.attr.startswith("__") and node.attr not in NAMEDTUPLE_METHODS
+    ]  # fmt: skip
+    assert used == []
+
+
 def test_no_module_imports_another_modules_private_name():
     private = [
         f"{path.relative_to(ROOT)}:{node.lineno} imports {node.module}.{alias.name}"

@@ -8,10 +8,10 @@ import sys
 import time
 
 import pytest
-from a3c_jax.cli.main import parse_overrides
 
 import a3c_jax
 from a3c_jax import Config, ConfigError, launch
+from a3c_jax.cli.main import parse_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTIDEVICE = os.path.join("tests", "multidevice")

@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
 from a3c_jax import Config, ConfigError, envs
 from a3c_jax.algorithms import actor_critic, rollout
 from a3c_jax.algorithms.networks import make_networks
 from a3c_jax.runs import chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 # Small networks, so that each test compiles and runs in seconds.
 SMALL = dict(hidden_sizes=(16,), recurrent_size=8)

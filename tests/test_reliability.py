@@ -11,18 +11,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from a3c_jax.cli.main import main
-from a3c_jax.runs.checkpoint_file import flatten_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import a3c_jax
 from a3c_jax import Config, ConfigError
 from a3c_jax.algorithms import ALGORITHM_BUILDERS
+from a3c_jax.cli.main import main
 from a3c_jax.core import losses, returns
 from a3c_jax.core.distributions import Categorical, DiagGaussian
 from a3c_jax.core.types import DIVERGED_GRADIENT, DIVERGED_LOSS, DIVERGED_PARAMS
 from a3c_jax.runs import checkpoint_file, chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 from a3c_jax.training.loop import DivergenceError, compiler_options, divergence
 
 SMALL = Config(num_envs=4, n_steps=4, total_timesteps=4 * 4 * 40)  # 40 updates

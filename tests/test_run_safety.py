@@ -21,12 +21,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from a3c_jax.cli.main import main
-from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
 from a3c_jax import Config
+from a3c_jax.cli.main import main
 from a3c_jax.runs import checkpoint_file, chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
@@ -315,7 +315,7 @@ def test_a_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypatch):
             time.sleep(0.02)
 
     threading.Thread(target=delete_once_training, daemon=True).start()
-    with pytest.raises(chunked.RunFolderLostError, match="was deleted or replaced") as caught:
+    with pytest.raises(a3c_jax.RunFolderLostError, match="was deleted or replaced") as caught:
         a3c_jax.train_run(
             LONG, out, chunk_updates=50, checkpoint_seconds=1e9, stop_after=5000, progress=False
         )
@@ -474,7 +474,7 @@ def test_an_a3c_run_folder_deleted_during_training_is_rescued(tmp_path, monkeypa
 
     monkeypatch.setattr(worker_runs._Watcher, "report", report_then_delete)
     config = Config(algo="a3c", num_workers=3, num_envs=2, n_steps=4, total_timesteps=2400)
-    with pytest.raises(chunked.RunFolderLostError, match="was deleted or replaced") as caught:
+    with pytest.raises(a3c_jax.RunFolderLostError, match="was deleted or replaced") as caught:
         a3c_jax.train_async_run(config, out, chunk_updates=10, progress=False, log=lambda _: 0)
     rescued = Path(str(caught.value).split("resume it with a3c-jax train --resume ")[1][:-1])
     saved = a3c_jax.load(rescued)

@@ -17,12 +17,12 @@ import jax
 import jax.flatten_util
 import numpy as np
 import pytest
-from a3c_jax.cli.main import main
-from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
 from a3c_jax import Config
+from a3c_jax.cli.main import main
 from a3c_jax.runs import checkpoint_file, chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 TINY = ["num_envs=4", "n_steps=4", "total_timesteps=1600"]  # 100 updates
 TINY_CONFIG = Config(num_envs=2, n_steps=2, total_timesteps=2 * 2 * 2000)  # 2,000 updates

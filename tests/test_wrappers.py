@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from a3c_jax.runs.checkpoint_file import flatten_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from a3c_jax import Config, ConfigError, envs
 from a3c_jax.algorithms import build
 from a3c_jax.envs import wrappers
 from a3c_jax.runs import chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 
 def _assert_states_equal(a, b):

@@ -76,7 +76,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
         raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
     run_dir, checkpoint = chunked.resume_target(args.resume)
     if checkpoint is None:
-        checkpoint, saved = chunked._newest_checkpoint(run_dir, lambda _: None)  # train_run says it
+        checkpoint, saved = chunked.newest_checkpoint(run_dir, lambda _: None)  # train_run says it
     else:
         saved = ckpt.read_checkpoint(checkpoint)
     config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")

@@ -143,7 +143,7 @@ def tune_command(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise ConfigError(f"--trials={args.trials} must be at least 1")
-    tune._optuna()  # the extra is there, before anything compiles
+    tune.require_optuna()  # the extra is there, before anything compiles
     config, space, folder, options = _tune_setup(args)
     print(config)
     print(

@@ -26,6 +26,7 @@ import numpy as np
 
 from a3c_jax.config import Config
 from a3c_jax.core.types import Params, PRNGKey, RunnerState, TrainState
+from a3c_jax.errors import CheckpointWriteError
 from a3c_jax.runs import checkpoint_file as ckpt
 
 
@@ -194,7 +195,7 @@ class Checkpointer:
                 ckpt.save_checkpoint(path, to_file(state, num_seeds), self.config, meta)
         except OSError as error:
             kept = [p.name for p in ckpt.list_checkpoints(self.folder)]
-            raise ckpt.CheckpointWriteError(
+            raise CheckpointWriteError(
                 f"cannot write the checkpoint {path} ({error.strerror or error}); the older "
                 f"checkpoints are intact: {', '.join(kept) or 'none yet'} in {self.folder}"
             ) from error

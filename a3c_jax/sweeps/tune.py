@@ -87,7 +87,7 @@ def check_space(config: Config, space: Mapping[str, Range]) -> None:
                 raise ConfigError(f"--space {name}={r.to_text()}: {error}") from error
 
 
-def _optuna() -> Any:
+def require_optuna() -> Any:
     try:
         import optuna
     except ImportError as error:
@@ -99,7 +99,7 @@ def _optuna() -> Any:
 def open_study(folder: Path, seed: int, resume: bool) -> Any:
     """The study in `folder/study.db`: created (TPE sampler seeded by `seed`, median pruner), or
     loaded when `resume`."""
-    optuna = _optuna()
+    optuna = require_optuna()
     storage = f"sqlite:///{(folder / STUDY_FILE).resolve()}"
     return optuna.create_study(
         study_name=STUDY_NAME,
@@ -114,7 +114,7 @@ def open_study(folder: Path, seed: int, resume: bool) -> Any:
 def _trials_in(storage: str) -> list:
     """The trials already in `storage` (none for a new study): a resumed study's sampler is
     seeded past them, so that it does not ask the first round's settings again."""
-    optuna = _optuna()
+    optuna = require_optuna()
     try:
         return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
     except KeyError:
@@ -143,7 +143,7 @@ def report_curve(trial: Any, returns: np.ndarray) -> bool:
 def tell_round(study: Any, trials: list, out: sw.SweepOutput, quantile: float | None) -> None:
     """Tells the study each trial's outcome: failed (a seed diverged or did not finish), pruned
     (the pruner says so on its curve) or its value."""
-    optuna = _optuna()
+    optuna = require_optuna()
     returns = np.asarray(out.metrics.episode_return)
     for i, trial in enumerate(trials):
         greedy = np.asarray(out.greedy_return[i])

@@ -5,10 +5,10 @@ import chex
 import jax
 import numpy as np
 import pytest
-from a3c_jax.runs.checkpoint_file import flatten_state
 
 import a3c_jax
 from a3c_jax.runs import chunked
+from a3c_jax.runs.checkpoint_file import flatten_state
 
 
 @pytest.mark.parametrize("backend", ["shard_map", "pmap"])

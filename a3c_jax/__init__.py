@@ -16,6 +16,8 @@ pyproject.toml): `cli` > `sweeps` > `viz` > `api` > `runs` > `workers` > `traini
 
 from typing import TYPE_CHECKING, Any
 
+import jax  # noqa: F401 (a JAX library: importing it imports JAX, and initialises nothing)
+
 from a3c_jax import _lazy
 from a3c_jax.config import Config, ConfigError, presets
 

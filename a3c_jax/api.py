@@ -223,11 +223,21 @@ def train_async_run(config: Config, run_dir: str | os.PathLike[str], **options: 
 
 
 def train_async(config: Config, key: PRNGKey, **options: Any):
-    """Deprecated alias (one release): `train(config, key)` of a worker trainer; returns its
-    `AsyncResult` as before."""
+    """Deprecated alias (one release): `train(config, key)` of an asynchronous algorithm;
+    returns its `AsyncResult` as before (`workers.a3c.train_async`)."""
+    from a3c_jax.workers import a3c
+
+    return a3c.train_async(config, key, **options)
+
+
+def train_host(config: Config, key: PRNGKey, **options: Any):
+    """Deprecated alias (one release): `train(config, key)` on a host environment (A3C's
+    threads or the host learner); returns its `AsyncResult` as before."""
     from a3c_jax.workers import trainers
 
+    if not config.host_env:
+        raise ConfigError(
+            f"env_name={config.env_name!r} is a gymnax environment: train it with "
+            "a3c_jax.train(config); train_host is for 'gymnasium:<id>'"
+        )
     return trainers.train(config, key, **options)
-
-
-train_host = train_async

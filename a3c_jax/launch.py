@@ -10,7 +10,8 @@ devices of both (here each process forces 2 CPU devices, so `num_devices=all` is
 Everything after the launcher's own options is an `a3c-jax` command line (or, with `--script`,
 a Python script and its arguments). Each process gets `A3C_JAX_COORDINATOR`,
 `A3C_JAX_NUM_PROCESSES`, `A3C_JAX_PROCESS_ID` and `A3C_JAX_INIT_TIMEOUT` in its environment and
-calls `a3c_jax.distributed.initialize_from_env()` (the `a3c-jax` command does) before anything else;
+calls `a3c_jax.distributed.initialize_from_env()` before anything else (the `a3c-jax` command
+does; a `--script` must: importing a3c_jax does not);
 process 0 serves the coordinator and is the only one that reports and writes the run folder
 (each process keeps its own checkpoints: `a3c_jax.runs.checkpoints`). When one process fails, the
 launcher stops the others and exits with its status.

@@ -103,7 +103,7 @@ def check(env_name: str, algo: str, overrides: dict, seeds: int | None, episodes
 
 
 def main() -> int:
-    from a3c_jax.cli.main import parse_overrides
+    from a3c_jax.cli.args import parse_overrides
     from a3c_jax.config import presets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

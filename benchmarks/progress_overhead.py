@@ -37,7 +37,7 @@ def main() -> int:
     import jax
 
     import a3c_jax
-    from a3c_jax.cli.main import parse_overrides
+    from a3c_jax.cli.args import parse_overrides
     from a3c_jax.runs import chunked
     from a3c_jax.training.xla import compiler_options
 

@@ -3,7 +3,8 @@
 import pytest
 
 from a3c_jax import ConfigError
-from a3c_jax.cli.main import main, parse_overrides
+from a3c_jax.cli.args import parse_overrides
+from a3c_jax.cli.main import main
 
 
 def test_parse_overrides_typed():

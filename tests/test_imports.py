@@ -123,13 +123,36 @@ def test_unknown_name_suggests_close_matches():
         ("import jax; jax.numpy.ones(1); ", None, False),  # the backend was up: left alone
     ],
 )
-def test_import_runs_cpu_computations_inline_unless_the_user_or_the_backend_decided(
+def test_the_command_runs_cpu_computations_inline_unless_the_user_or_the_backend_decided(
     setup, env, inline
 ):
-    # The flag JAX's CPU client reads when it is made (at the first computation).
+    # The flag JAX's CPU client reads when it is made (at the first computation); the
+    # `a3c-jax` command calls `prefer_inline_dispatch` first thing (`cli.main.run`).
     code = (
-        f"import json; {setup}import a3c_jax; from jax._src import xla_bridge; "
+        f"import json; {setup}import a3c_jax; from a3c_jax.training import xla; "
+        "xla.prefer_inline_dispatch(); from jax._src import xla_bridge; "
         "print(json.dumps({'async': xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value}))"
     )
     found = _modules_after(code, {"JAX_CPU_ENABLE_ASYNC_DISPATCH": env})
     assert found["async"] is (not inline)
+
+
+def test_import_changes_nothing_in_the_process():
+    """`import a3c_jax` leaves JAX's dispatch as JAX sets it and joins no multi-process run,
+    even with a launcher's variables set (the `a3c-jax` command joins it, not the import)."""
+    code = (
+        "import json, jax; from jax._src import xla_bridge; "
+        "before = xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value; import a3c_jax; "
+        "a3c_jax.train; a3c_jax.evaluate; "  # the front door's module too
+        "print(json.dumps({'same': xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value == before, "
+        "'joined': jax.distributed.is_initialized()}))"
+    )
+    launcher = {
+        "A3C_JAX_COORDINATOR": "127.0.0.1:1",  # nothing listens there
+        "A3C_JAX_NUM_PROCESSES": "2",
+        "A3C_JAX_PROCESS_ID": "1",
+        "A3C_JAX_INIT_TIMEOUT": "1",
+        "JAX_CPU_ENABLE_ASYNC_DISPATCH": None,
+    }
+    found = _modules_after(code, launcher)
+    assert found == {"same": True, "joined": False}

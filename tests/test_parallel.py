@@ -11,7 +11,7 @@ import pytest
 
 import a3c_jax
 from a3c_jax import Config, ConfigError, launch
-from a3c_jax.cli.main import parse_overrides
+from a3c_jax.cli.args import parse_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTIDEVICE = os.path.join("tests", "multidevice")
@@ -49,7 +49,9 @@ def test_cli_parses_num_devices():
 
 def test_unreachable_coordinator_times_out_with_a_message(tmp_path):
     script = tmp_path / "never_reached.py"
-    script.write_text("import a3c_jax\nprint('joined')\n")
+    script.write_text(
+        "from a3c_jax import distributed\ndistributed.initialize_from_env()\nprint('joined')\n"
+    )
     port = launch.free_port()  # nothing listens there
     start = time.monotonic()
     done = subprocess.run(
@@ -140,7 +142,8 @@ def test_launch_with_two_devices_per_process(tmp_path):
     # Each process writes its own file: the two share one stdout, where unbuffered prints
     # (PYTHONUNBUFFERED) interleave word by word.
     script = f"""
-import a3c_jax  # joins the run
+from a3c_jax import distributed
+distributed.initialize_from_env()  # joins the run (importing a3c_jax does not)
 from pathlib import Path
 import jax, jax.numpy as jnp
 import numpy as np

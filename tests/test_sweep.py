@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import a3c_jax
-from a3c_jax.cli.main import main
+from a3c_jax.cli import main
 from a3c_jax.config import ConfigError
 from a3c_jax.runs import metrics_log
 from a3c_jax.sweeps import grid as sw

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from a3c_jax.cli.args import parse_overrides, requested_fields  # noqa: F401 (tests import them here)
+from a3c_jax.cli.args import requested_fields
 from a3c_jax.config import (
     Config,
     ConfigError,

@@ -1,7 +1,8 @@
 """One process of the 2-process test (`test_two_processes_train_as_one`), started by
 `python -m a3c_jax.launch --num-processes 2 --script multihost_worker.py OUT_DIR`.
 
-Importing a3c_jax joins the run (the launcher's A3C_JAX_* variables). The process trains
+The script joins the run first (`distributed.initialize_from_env`, from the launcher's A3C_JAX_*
+variables), as a script run with `--script` must: importing a3c_jax changes nothing. The process trains
 `CONFIG` on every device of both processes and saves the parameters it ends with to
 `OUT_DIR/params_process{i}.npz`, so that the test can compare the processes' copies; process 0
 alone writes `OUT_DIR/report.json`, as the library's outputs are written. The pmap backend must
@@ -15,8 +16,11 @@ import sys
 import jax
 import numpy as np
 
-import a3c_jax
 from a3c_jax import distributed
+
+distributed.initialize_from_env()  # before anything starts JAX's backend
+
+import a3c_jax  # noqa: E402
 
 CONFIG = a3c_jax.Config(
     num_envs=4, n_steps=5, total_timesteps=4 * 5 * 4, max_grad_norm=0.5, num_devices="all"

@@ -67,7 +67,7 @@ def test_train_in_memory_returns_one_result_type(kind):
     assert isinstance(result, a3c_jax.Trained)
     assert result.config == config and result.num_seeds == 1 and result.run_dir is None
     assert result.status == "finished"
-    losses = np.asarray(result.metrics["loss"])
+    losses = np.asarray(result.metrics["total_loss"])
     assert losses.size > 0 and np.all(np.isfinite(losses))
     _check_policy(result)
 
@@ -89,7 +89,7 @@ def test_several_seeds_train_side_by_side_and_evaluate_per_seed():
     config = _config("gymnax")
     result = a3c_jax.train(config, num_seeds=2)
     assert result.num_seeds == 2
-    assert np.asarray(result.metrics["loss"]).shape[0] == 2
+    assert np.asarray(result.metrics["total_loss"]).shape[0] == 2
     returns = a3c_jax.evaluate(result, num_episodes=3)
     assert returns.shape == (2, 3)
     assert np.asarray(a3c_jax.make_act(result, seed=1)(_observation(config))).shape == ()

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.core.types import Params, PRNGKey, TrainResult
@@ -160,9 +159,10 @@ def _policy(config: Any, params: Any) -> tuple[Config, Params, int | None]:
         raise ConfigError("params: a result carries its own parameters; give one or the other")
     result = config
     seeds = getattr(result, "num_seeds", None)
-    if seeds is None:  # a SavedRun: seeds on a leading axis if it was saved batched
-        seeds = result.meta.get("num_seeds") if result.meta.get("batched") else None
-        seeds = None if seeds is None or np.ndim(jax.tree.leaves(result.params)[0]) == 0 else seeds
+    if seeds is None and "index" not in result.meta:  # a SavedRun of every seed it holds
+        from a3c_jax.runs.saving import seed_axis
+
+        seeds = seed_axis(result.meta)
     return result.config, result.params, seeds if seeds and seeds > 1 else None
 
 

@@ -85,8 +85,11 @@ def test_train_into_a_run_folder_then_load(kind, tmp_path):
     _check_policy(saved)
 
 
-def test_several_seeds_train_side_by_side_and_evaluate_per_seed():
+def test_several_seeds_train_side_by_side_and_evaluate_per_seed(tmp_path):
     config = _config("gymnax")
+    a3c_jax.train(config, num_seeds=2, run_dir=tmp_path / "run", log=lambda _: None)
+    assert a3c_jax.evaluate(a3c_jax.load(tmp_path / "run"), num_episodes=3).shape == (2, 3)
+    assert a3c_jax.evaluate(a3c_jax.load(tmp_path / "run", index=1), num_episodes=3).shape == (3,)
     result = a3c_jax.train(config, num_seeds=2)
     assert result.num_seeds == 2
     assert np.asarray(result.metrics["total_loss"]).shape[0] == 2

@@ -29,7 +29,8 @@ class SavedRun(NamedTuple):
     config: Config
     params: Params  # ready for `a3c_jax.evaluate(config, params, key)` (one seed)
     runner_state: RunnerState | None  # None: one process's part of a multi-process run
-    meta: dict[str, Any]  # update, env_steps, num_seeds, seed, time_s, status, checkpoint, ...
+    meta: dict[str, Any]  # update, env_steps, num_seeds, seed, time_s, status, checkpoint,
+    # index (the seed `load` picked, if it did), ...
 
 
 def seed_axis(meta: dict[str, Any]) -> int | None:
@@ -126,7 +127,7 @@ def load(
         runner = jax.tree.map(lambda x: x[index], runner)
     else:
         runner = public_state(runner, num_seeds)
-    meta = {**content.meta, "checkpoint": str(path)}
+    meta = {**content.meta, "checkpoint": str(path), **({} if index is None else {"index": index})}
     batched = num_seeds > 1 and index is None
     return SavedRun(content.config, policy_params(content.config, runner, batched), runner, meta)
 
@@ -149,4 +150,6 @@ def _load_params_only(
     if index is None:
         params = public_state(params, num_seeds)
     meta = {**content.meta, "checkpoint": str(path), "batched": num_seeds > 1}
+    if index is not None:
+        meta["index"] = index
     return SavedRun(content.config, params, None, meta)

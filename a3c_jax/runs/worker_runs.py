@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from a3c_jax.config import Config, ConfigError, registry
-from a3c_jax.core.types import Params, TrainState, UpdateMetrics
+from a3c_jax.config import Config, ConfigError
+from a3c_jax.core.types import TrainState, UpdateMetrics
 from a3c_jax.runs import checkpoint_file as ckpt
 from a3c_jax.runs import checkpoints, run_claim
 from a3c_jax.runs.checkpoints import ASYNC_TRAINER, restore_store
@@ -62,7 +62,6 @@ from a3c_jax.workers.store import (
     ParameterStore,
     UpdateRecord,
 )
-
 
 
 class AsyncRunOutcome(NamedTuple):

@@ -23,9 +23,9 @@ import time
 
 import jax
 import numpy as np
+import shrink_results
 
 import a3c_jax
-import shrink_results
 from a3c_jax.viz.curves import first_reaching, smoothed_return
 
 ALGORITHMS = ("online_ac", "ac_replay", "da2c", "nstep_da2c", "a2c")

@@ -32,7 +32,8 @@ sys.path.insert(0, ROOT)
 
 import render_results  # noqa: E402  (benchmarks/, put on the path above)
 
-MARKER = re.compile(r"<!-- (results|config|errors):([\w-]+)(?: ([\w-]+))? -->")
+# A marker stands alone on its line (one quoted in the text, in backticks, is left as it is).
+MARKER = re.compile(r"^<!-- (results|config|errors):([\w-]+)(?: ([\w-]+))? -->$", re.MULTILINE)
 
 
 # -- generated files --------------------------------------------------------------------------
@@ -53,19 +54,23 @@ def on_files(files: Files, config: Any) -> Files:
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """Replaces every marker of `page` by what it names."""
-    img = posixpath.relpath("results/img", posixpath.dirname(page.file.src_uri) or ".") + "/"
+    root = posixpath.relpath(".", posixpath.dirname(page.file.src_uri) or ".") + "/"
+    root = "" if root == "./" else root
+    img = root + "results/img/"
 
     def replace(match: re.Match[str]) -> str:
         kind, what, arg = match.groups()
         try:
-            return render(kind, what, arg, img)
+            return render(kind, what, arg, img, root)
         except KeyError as error:
-            raise ValueError(f"{page.file.src_uri}: {match.group(0)} names nothing: {error}")
+            raise ValueError(f"{page.file.src_uri}: {match.group(0)} names nothing: {error}") from error
 
     return MARKER.sub(replace, markdown)
 
 
-def render(kind: str, what: str, arg: str | None, img: str) -> str:
+def render(kind: str, what: str, arg: str | None, img: str, root: str) -> str:
+    """The markdown a marker stands for (`img`, `root`: the paths to the plots and to the
+    site's root from the page)."""
     if kind == "results":
         if what == "scoreboard":
             return render_results.scoreboard()
@@ -76,7 +81,7 @@ def render(kind: str, what: str, arg: str | None, img: str) -> str:
         return exit_codes()
     if kind == "config":
         return {"params": lambda: parameters(arg or ""), "fields": fields_table,
-                "algorithms": algorithms_table, "presets": presets_table}[what]()  # fmt: skip
+                "algorithms": lambda: algorithms_table(root), "presets": presets_table}[what]()  # fmt: skip
     raise KeyError(what)
 
 
@@ -169,7 +174,7 @@ def fields_table() -> str:
     return "\n".join(lines)
 
 
-def algorithms_table() -> str:
+def algorithms_table(root: str = "") -> str:
     from a3c_jax.config import Config, registry
 
     lines = ["| `algo` | trainer | episodic | host environments | its own defaults |"]
@@ -178,7 +183,7 @@ def algorithms_table() -> str:
         own = ", ".join(f"`{k}={v}`" for k, v in spec.defaults.items()) or "-"
         trainer = Config(algo=name).trainer
         lines.append(
-            f"| [`{name}`](algorithms/{name}.md) | `{trainer}` | "
+            f"| [`{name}`]({root}algorithms/{name}.md) | `{trainer}` | "
             f"{'yes' if spec.episodic else 'no'} | {'yes' if spec.host else 'no'} | {own} |"
         )
     return "\n".join(lines)

@@ -39,7 +39,7 @@ import numpy as np
 from a3c_jax.config import Config, ConfigError, registry
 from a3c_jax.core.types import Params, TrainState, UpdateMetrics
 from a3c_jax.runs import checkpoint_file as ckpt
-from a3c_jax.runs import checkpoints
+from a3c_jax.runs import checkpoints, run_claim
 from a3c_jax.runs.checkpoints import ASYNC_TRAINER, restore_store, saved_params, store_template  # noqa: F401, run_claim
 from a3c_jax.runs.metrics_log import MetricsWriter, chunk_rows, open_writers, truncate_metrics
 from a3c_jax.runs.options import (

@@ -63,7 +63,9 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
         try:
             return render(kind, what, arg, img, root)
         except KeyError as error:
-            raise ValueError(f"{page.file.src_uri}: {match.group(0)} names nothing: {error}") from error
+            raise ValueError(
+                f"{page.file.src_uri}: {match.group(0)} names nothing: {error}"
+            ) from error
 
     return MARKER.sub(replace, markdown)
 
@@ -80,8 +82,13 @@ def render(kind: str, what: str, arg: str | None, img: str, root: str) -> str:
     if kind == "errors" and what == "exit-codes":
         return exit_codes()
     if kind == "config":
-        return {"params": lambda: parameters(arg or ""), "fields": fields_table,
-                "algorithms": lambda: algorithms_table(root), "presets": presets_table}[what]()  # fmt: skip
+        tables = {
+            "params": lambda: parameters(arg or ""),
+            "fields": fields_table,
+            "algorithms": lambda: algorithms_table(root),
+            "presets": presets_table,
+        }
+        return tables[what]()
     raise KeyError(what)
 
 
@@ -94,7 +101,8 @@ def field_comments() -> dict[str, tuple[str, str]]:
     of at most three words ending in "." (`# Returns.`) names the group."""
     from a3c_jax.config import config as module
 
-    source = open(module.__file__).read().split("class Config:", 1)[1]
+    with open(module.__file__) as f:
+        source = f.read().split("class Config:", 1)[1]
     source = source.split("def __post_init__", 1)[0]
     out: dict[str, tuple[str, str]] = {}
     group, block, pending = "", [], False
@@ -156,7 +164,9 @@ def parameters(algo: str) -> str:
     lines.append("    |---|---|---|")
     for field in dataclasses.fields(config):
         v = getattr(config, field.name)
-        lines.append(f"    | `{field.name}` | {value(v)} | {comments.get(field.name, ('', ''))[1]} |")
+        lines.append(
+            f"    | `{field.name}` | {value(v)} | {comments.get(field.name, ('', ''))[1]} |"
+        )
     return "\n".join(lines)
 
 
@@ -192,7 +202,9 @@ def algorithms_table(root: str = "") -> str:
 def presets_table() -> str:
     from a3c_jax.config import presets
 
-    lines = ["| environment | algo | what the preset sets | recorded greedy return (seeds, steps) |"]
+    lines = [
+        "| environment | algo | what the preset sets | recorded greedy return (seeds, steps) |"
+    ]
     lines.append("|---|---|---|---|")
     for (env, algo), settings in presets.ENV_PRESETS.items():
         own = ", ".join(f"`{k}={v}`" for k, v in settings.items())
@@ -209,7 +221,10 @@ def exit_codes() -> str:
     for kind, code in errors.EXIT_CODES:
         doc = (kind.__doc__ or "").strip().splitlines()[0]
         lines.append(f"| {code} | `{kind.__name__}` | {doc} |")
-    lines.append("| 143 | SIGTERM | stopped like Ctrl-C: the running chunk finishes, a checkpoint is written |")
+    lines.append(
+        "| 143 | SIGTERM | stopped like Ctrl-C: the running chunk finishes, a checkpoint is "
+        "written |"
+    )
     return "\n".join(lines)
 
 
@@ -228,10 +243,15 @@ def algorithm_results(algo: str, img: str) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
-            steps = render_results.fmt(r["steps_to_threshold"]) if r["steps_to_threshold"] else "not reached"
+            steps = (
+                render_results.fmt(r["steps_to_threshold"])
+                if r["steps_to_threshold"]
+                else "not reached"
+            )
             lines.append(
                 f"| {r['env']} | {r['budget']:,} | {r['seeds']} | {r['greedy_mean']:.1f} ± "
-                f"{r['greedy_std']:.1f} | {r['seeds_reaching']}/{r['seeds']} (≥ {r['threshold']:g}) "
+                f"{r['greedy_std']:.1f} | {r['seeds_reaching']}/{r['seeds']} "
+                f"(≥ {r['threshold']:g}) "
                 f"| {steps} | {r['steps_per_s']:,.0f} |"
             )
         lines += ["", render_results.provenance_line("progression.json", source, rows)]

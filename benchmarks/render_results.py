@@ -469,7 +469,7 @@ def index() -> str:
         "",
         "## Every results file",
         "",
-        "| page | file | machine | date | command | commit |",
+        "| page | file in `benchmarks/results/` | machine | date | command | commit |",
         "|---|---|---|---|---|---|",
     ]
     for slug, bench in BENCHMARKS.items():
@@ -477,7 +477,7 @@ def index() -> str:
             if os.path.exists(os.path.join(RESULTS, name)):
                 p = provenance(name, source, load(name))
                 lines.append(
-                    f"| [{bench.title}]({slug}.md) | {p['file']} | {p['machine']} | {p['date']} "
+                    f"| [{bench.title}]({slug}.md) | {name} | {p['machine']} | {p['date']} "
                     f"| {p['command']} | {p['commit']} |"
                 )
     return "\n".join(lines) + "\n"
@@ -492,16 +492,14 @@ def scoreboard() -> str:
     data = load("scores.json")
     source = BENCHMARKS["scores"].sources["scores.json"]
     lines = [
-        "| environment | algo | budget (steps) | seeds | greedy return | worst seed | random "
-        "| published reference |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| environment | algo | budget (steps) | seeds | greedy return | published reference |",
+        "|---|---|---:|---:|---:|---|",
     ]
     where: dict[str, list[str]] = {}
     for row in data["rows"]:
         lines.append(
             f"| {row['env']} | `{row['algo']}` | {row['env_steps']:,} | {row['seeds']} "
-            f"| {row['mean']:.1f} ± {row['std']:.1f} | {row['worst_seed']:.1f} "
-            f"| {row['random']:.1f} | {row['reference']} |"
+            f"| {row['mean']:.1f} ± {row['std']:.1f} | {row['reference']} |"
         )
         info = row.get("machine") or machine(data)
         date = str(info["time"])[:10] if info.get("time") else NOT_RECORDED
@@ -512,7 +510,9 @@ def scoreboard() -> str:
     p = provenance("scores.json", source, data)
     lines.append("")
     lines.append(
-        f"Greedy return: mean ± std over seeds of 20 episodes each. Measured on {machines}; "
+        f"Greedy return: mean ± std over seeds of 20 episodes each (every seed, the worst seed "
+        f"and a random policy: the Scoreboard page of the Results). Measured on "
+        f"{machines}; "
         f"command {p['command']}; commit {p['commit']}; file {p['file']}."
     )
     return "\n".join(lines)

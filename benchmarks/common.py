@@ -43,9 +43,25 @@ def load_average() -> float:
         return float("nan")
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (short hash, `+dirty` with uncommitted changes), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        run = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty", "--abbrev=7"],
+            cwd=here, capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout.strip() or None
+
+
 def machine_info(with_jax: bool = True) -> dict[str, Any]:
-    """The machine the figures come from: CPU, cores, accelerator, library versions, load."""
+    """The machine the figures come from: CPU, cores, accelerator, library versions, load, and
+    the command and commit that measured them (`benchmarks/render_results.py` shows both)."""
     info: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "commit": git_commit(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),

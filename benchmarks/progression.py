@@ -23,6 +23,7 @@ import time
 
 import jax
 import numpy as np
+import shrink_results
 
 import a3c_jax
 from a3c_jax.viz.curves import first_reaching, smoothed_return
@@ -162,9 +163,9 @@ def main() -> None:
     print()
     print(f"{jax.devices()[0].device_kind}, {jax.device_count()} device(s)")
     print(table(rows))
+    plot(rows, args.png)  # from the full curves; the file keeps them down-sampled
     with open(args.json, "w") as f:
-        json.dump(rows, f)
-    plot(rows, args.png)
+        json.dump(shrink_results.shrink(rows), f)
     print(f"wrote {args.json} and {args.png}")
 
 

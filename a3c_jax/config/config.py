@@ -97,36 +97,36 @@ class Config:
     `Config` holds a concrete value. Invalid values raise `ConfigError` naming the field.
     """
 
-    env_name: str = "CartPole-v1"
-    algo: str = "a2c"
+    env_name: str = "CartPole-v1"  # a gymnax name, "brax:<name>" or "gymnasium:<id>"
+    algo: str = "a2c"  # an entry of a3c_jax.config.registry.REGISTRY
     # Data collection.
     num_envs: int | None = None  # environments stepped in parallel (vmapped)
     n_steps: int | None = None  # rollout length T per update (episodic algorithms: unused)
     total_timesteps: int | None = None  # environment-step budget (num_envs * n_steps per update)
     # Returns.
-    gamma: float | None = None
+    gamma: float | None = None  # discount factor γ
     gae_lambda: float | None = None  # 1: plain n-step returns; 0: one-step TD
     reward_scale: float | None = None  # rewards are multiplied by this for learning only
     # Optimisation.
-    lr: float | None = None
+    lr: float | None = None  # learning rate (the start of the decay with anneal_lr)
     optimizer: str | None = None  # "adam" or "rmsprop" (the A3C paper's choice)
-    optimizer_eps: float | None = None
-    rmsprop_decay: float | None = None
+    optimizer_eps: float | None = None  # ε of Adam / RMSprop
+    rmsprop_decay: float | None = None  # RMSprop's decay of its squared-gradient average
     anneal_lr: bool | None = None  # linear decay of the learning rate to 0 over the run
     max_grad_norm: float | None = None  # global-norm clipping; math.inf disables it
     # Loss.
-    ent_coef: float | None = None
-    vf_coef: float | None = None
-    normalize_advantages: bool | None = None
+    ent_coef: float | None = None  # weight of the entropy bonus
+    vf_coef: float | None = None  # weight of the critic's loss
+    normalize_advantages: bool | None = None  # advantages to mean 0, std 1 per batch
     # Replay (ac_replay only).
     replay_capacity: int | None = None  # transitions kept in the circular buffer
     replay_batch_size: int | None = None  # transitions per critic minibatch
     # Networks.
     torso: str | None = None  # "mlp", "cnn", "nature_cnn" or "auto" (networks.torso_kind)
     hidden_sizes: tuple[int, ...] | None = None  # MLP widths (for the cnn: dense after the conv)
-    activation: str | None = None
+    activation: str | None = None  # "tanh" or "relu"
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
-    cnn_channels: int | None = None
+    cnn_channels: int | None = None  # channels of the small CNN torso's layers
     # Recurrent policies: "lstm" or "gru" cores after the torso(s) (one each for the actor and
     # the critic, or one shared with `shared_torso`), `recurrent_size` units; None: feed-forward.
     recurrent: str | None = None

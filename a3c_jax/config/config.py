@@ -19,7 +19,7 @@ from a3c_jax.errors import ConfigError
 
 OPTIMIZERS = ("adam", "rmsprop")
 ACTIVATIONS = ("tanh", "relu")
-TORSOS = ("auto", "mlp", "cnn", "nature_cnn")
+TORSOS = ("auto", "mlp", "cnn", "nature_cnn", "a3c_cnn")
 PARALLEL_BACKENDS = ("shard_map", "pmap")
 MAX_TIMESTEPS = 2**31  # the jitted loop's step counters are int32
 VECTOR_ENVS = ("sync", "async")
@@ -46,6 +46,8 @@ WRAPPER_FIELDS: dict[str, Any] = {
 
 
 NATURE_CNN_MIN_SIZE = 36  # the smallest image the three strided convolutions leave a pixel of
+# The smallest image each convolutional torso takes (its strided convolutions leave a pixel).
+CNN_MIN_SIZES = {"cnn": 3, "nature_cnn": NATURE_CNN_MIN_SIZE, "a3c_cnn": 20}
 
 
 def torso_kind(torso: str, obs_shape: Sequence[int]) -> str:
@@ -122,7 +124,9 @@ class Config:
     replay_capacity: int | None = None  # transitions kept in the circular buffer
     replay_batch_size: int | None = None  # transitions per critic minibatch
     # Networks.
-    torso: str | None = None  # "mlp", "cnn", "nature_cnn" or "auto" (networks.torso_kind)
+    # "mlp", "cnn" (3x3, MinAtar), "nature_cnn" (Mnih et al. 2015), "a3c_cnn" (the A3C paper's
+    # network, Mnih et al. 2013) or "auto" (torso_kind)
+    torso: str | None = None
     hidden_sizes: tuple[int, ...] | None = None  # MLP widths (for the cnn: dense after the conv)
     activation: str | None = None  # "tanh" or "relu"
     shared_torso: bool | None = None  # False: separate actor and critic networks (the decks')
@@ -180,7 +184,7 @@ class Config:
         self._check_action_space_fields()
         self._check_recurrent_fields()
         layers = (
-            presets.ENV_PRESETS.get((self.env_name, self.algo), {}),
+            presets.env_preset(self.env_name, self.algo),
             registry.get(self.algo).defaults,
             presets.DEFAULTS,
         )
@@ -498,13 +502,13 @@ class Config:
 
         spec = envs.make_env(self.env_name)
         self._check_recurrent_combinations()
-        if self.torso in ("cnn", "nature_cnn") and len(spec.obs_shape) != 3:
+        if self.torso in CNN_MIN_SIZES and len(spec.obs_shape) != 3:
             raise ConfigError(
                 f"torso={self.torso!r} needs image observations [H, W, C]; {self.env_name} "
                 f"observes shape {spec.obs_shape}: use torso='mlp' or 'auto'"
             )
         kind = torso_kind(self.torso, spec.obs_shape)
-        smallest = {"cnn": 3, "nature_cnn": NATURE_CNN_MIN_SIZE}.get(kind, 0)
+        smallest = CNN_MIN_SIZES.get(kind, 0)
         if min(spec.obs_shape[:2], default=smallest) < smallest:
             raise ConfigError(
                 f"torso={self.torso!r}: its convolutions need images of at least "

@@ -1,7 +1,8 @@
 """Default hyperparameters, kept as data.
 
 `Config` fills every field the user leaves as `None` from, in order of precedence:
-`ENV_PRESETS[(env_name, algo)]`, then the algorithm's registry entry
+`env_preset(env_name, algo)` (`ENV_PRESETS[(env_name, algo)]`, else the `FAMILY_PRESETS` entry
+whose prefix `env_name` starts with), then the algorithm's registry entry
 (`a3c_jax.config.registry`, viewed here as `ALGORITHM_DEFAULTS[algo]`), then `DEFAULTS`.
 """
 
@@ -257,3 +258,43 @@ PRESET_RESULTS: dict[tuple[str, str], dict[str, Any]] = {
         "seeds": 4,
     },
 }
+
+
+# Presets of a family of environments, by name prefix: every Atari game through Gymnasium.
+# The A3C paper's settings (Mnih et al. 2016, with the network of Mnih et al. 2013): one torso
+# shared by the softmax policy and the linear value head, convolutions 16 8x8/4 and 32 4x4/2, a
+# 256-unit ReLU layer; RMSprop (decay 0.99) whose statistics all workers share; t_max = 5;
+# entropy 0.01; gamma 0.99; one environment per worker. The learning rate is not the paper's
+# (it sampled one per run, log-uniformly in [1e-4, 1e-2]): 7e-4, the value OpenAI Baselines'
+# A2C uses on Atari, with its RMSprop epsilon 1e-5 and vf_coef 0.5. The synchronous `a2c` takes
+# the same network over 16 emulators x 5 steps, as Baselines' A2C does, clipped at norm 0.5.
+_ATARI = {
+    "torso": "a3c_cnn",
+    "hidden_sizes": (256,),
+    "activation": "relu",
+    "shared_torso": True,
+    "optimizer": "rmsprop",
+    "rmsprop_decay": 0.99,
+    "optimizer_eps": 1e-5,
+    "lr": 7e-4,
+    "n_steps": 5,
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "anneal_lr": False,
+    "total_timesteps": 10_000_000,
+}
+FAMILY_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("gymnasium:ALE/", "a3c"): {**_ATARI, "num_envs": 1, "max_grad_norm": 40.0},
+    ("gymnasium:ALE/", "a2c"): {**_ATARI, "num_envs": 16, "max_grad_norm": 0.5},
+}
+
+
+def env_preset(env_name: str, algo: str) -> dict[str, Any]:
+    """The preset of (`env_name`, `algo`): its own `ENV_PRESETS` entry, else the entry of the
+    family (`FAMILY_PRESETS`) whose prefix `env_name` starts with, else none."""
+    if (env_name, algo) in ENV_PRESETS:
+        return ENV_PRESETS[(env_name, algo)]
+    family = [v for (p, a), v in FAMILY_PRESETS.items() if a == algo and env_name.startswith(p)]
+    return family[0] if family else {}

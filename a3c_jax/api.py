@@ -26,6 +26,18 @@ import jax
 from a3c_jax.config import Config, ConfigError
 from a3c_jax.core.types import Params, PRNGKey, TrainResult
 
+# The options of a run folder that `train` hands to its driver (`runs.chunked.train_run`,
+# `runs.worker_runs.train_async_run`).
+RUN_OPTIONS = (
+    "chunk_updates",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "keep_checkpoints",
+    "stop_after",
+    "tensorboard",
+    "log",
+)
+
 
 class Trained(NamedTuple):
     """What `train` returns, whichever trainer ran.
@@ -71,6 +83,12 @@ def train(
     """
     if not isinstance(config, Config):
         raise ConfigError(f"config={config!r} must be an a3c_jax.Config")
+    unknown = sorted(set(run_options) - set(RUN_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{', '.join(unknown)}: not an argument of a3c_jax.train (run folder options: "
+            f"{', '.join(RUN_OPTIONS)})"
+        )
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ConfigError(f"num_seeds={num_seeds!r} must be a positive integer")
     if num_seeds > 1 and config.trainer != "jit":

@@ -105,6 +105,7 @@ def test_several_seeds_train_side_by_side_and_evaluate_per_seed(tmp_path):
         ("gymnax", {"num_seeds": 0}, "num_seeds=0 must be a positive integer"),
         ("gymnax", {"resume": True}, "resume: only apply with run_dir"),
         ("gymnax", {"chunk_updates": 3}, "chunk_updates: only apply with run_dir"),
+        ("gymnax", {"chunk_update": 3}, "chunk_update: not an argument of a3c_jax.train"),
     ],
 )
 def test_arguments_that_do_not_apply_are_named_before_anything_compiles(kind, kwargs, message):

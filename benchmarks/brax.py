@@ -9,8 +9,8 @@ Every measurement runs in a fresh process (compile times are cold, `common.run_c
 
 - **throughput** (`--num-envs`): `make_train` of the `brax:<env>` a2c preset with that many
   environments (lower + compile seconds apart, then the median run over `--repeats`), and beside
-  it the same rollout (`a3c_jax.algorithms.rollout.rollout`) with a uniform random policy and no learning:
-  how fast the environment itself steps here (as `throughput.py` does for gymnax);
+  it the same rollout (`a3c_jax.algorithms.rollout.rollout`) with a uniform random policy and no
+  learning: how fast the environment itself steps here (as `throughput.py` does for gymnax);
 - **return after a budget** (`--envs`, `--budget` environment steps per seed): a3c_jax's a2c
   (the environment's preset, else inverted_pendulum's) over `--seeds` seeds at once (`vmap`),
   evaluated greedily over 10 episodes per seed; and `brax.training.agents.ppo.train` with the

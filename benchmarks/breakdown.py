@@ -6,15 +6,15 @@
 For each `num_envs` (CartPole-v1, `a2c` defaults otherwise: 8 steps per rollout, separate 64x64
 tanh actor and critic), in a fresh process:
 
-- **run**: `make_train(config)`, compiled as a long run is (`a3c_jax.training.loop.compiler_options()`),
-  over `--updates` updates, run once to warm up, then once under `jax.profiler` (a Perfetto trace).
-  Every XLA kernel the run executed is attributed, through the `op_name` metadata of the compiled
-  HLO, to one part of the update: the loss's backward pass (`transpose(jvp(...))`), its forward pass
-  (`jvp(...)`), random numbers (threefry hashing: keys, action sampling, gymnax's own reset draws),
-  the environment's step, the networks outside the loss (the rollout's actor, the critic on
-  `next_obs`), and the rest (optimiser, returns, metrics, loop). Times are each kernel's own time
-  (nested kernels, such as a loop's body, are subtracted from their parent), summed over threads,
-  per update.
+- **run**: `make_train(config)`, compiled as a long run is
+  (`a3c_jax.training.loop.compiler_options()`), over `--updates` updates, run once to warm up, then
+  once under `jax.profiler` (a Perfetto trace). Every XLA kernel the run executed is attributed,
+  through the `op_name` metadata of the compiled HLO, to one part of the update: the loss's backward
+  pass (`transpose(jvp(...))`), its forward pass (`jvp(...)`), random numbers (threefry hashing:
+  keys, action sampling, gymnax's own reset draws), the environment's step, the networks outside the
+  loss (the rollout's actor, the critic on `next_obs`), and the rest (optimiser, returns, metrics,
+  loop). Times are each kernel's own time (nested kernels, such as a loop's body, are subtracted
+  from their parent), summed over threads, per update.
 - **gradient floor**: the loss's gradient alone, on one rollout's batch already in memory (no
   environment, no rollout, no optimiser), per update: no trainer built from these networks and
   this loss can update faster.

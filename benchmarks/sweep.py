@@ -11,8 +11,8 @@ Each contestant runs in a fresh process (no persistent compilation cache), timed
   extrapolated from their mean (said so in the table).
 - **sweep**: `a3c_jax.sweep(config, grid, num_seeds)`: one compile, then the whole grid in batches,
   each (setting, seed) evaluated greedily over 20 episodes inside the program.
-- **tune**: `a3c_jax.sweeps.tune.tune` with `--batch` trials x the seeds per round, `--rounds` rounds: the
-  seconds of each round and the compiles counted after the first (`jax.monitoring`).
+- **tune**: `a3c_jax.sweeps.tune.tune` with `--batch` trials x the seeds per round, `--rounds`
+  rounds: the seconds of each round and the compiles counted after the first (`jax.monitoring`).
 
 The target on this project's 2-core CPU: the whole sweep within 15x one run's wall-clock (96 runs
 for the time of 15). Prints markdown tables and the sweep's own table; writes

@@ -12,9 +12,9 @@ tanh actor and critic), in a fresh process:
   faster; `jit_train` compiles runs of up to a million steps with the older emitter, which
   compiles in about half the time); lower (trace) and compile seconds apart, median run seconds
   over repeats, environment steps per second;
-- **random policy**: the same rollout (`a3c_jax.algorithms.rollout.rollout`, `n_steps` per iteration, as many
-  iterations as updates) with a uniform random policy and no learning: how fast the environment
-  itself steps here, the ceiling of any trainer's throughput;
+- **random policy**: the same rollout (`a3c_jax.algorithms.rollout.rollout`, `n_steps` per
+  iteration, as many iterations as updates) with a uniform random policy and no learning: how fast
+  the environment itself steps here, the ceiling of any trainer's throughput;
 - **memory**: the process's peak resident memory after training (`resource.getrusage`; it includes
   the JAX runtime, see the baseline column), XLA's own buffer plan for the compiled run
   (`compiled.memory_analysis()`: arguments + outputs + temporaries) and, on accelerators that

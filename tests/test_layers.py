@@ -22,7 +22,10 @@ MAX_FUNCTION_LINES = 60
 
 def _lint_imports(cwd: pathlib.Path) -> subprocess.CompletedProcess:
     """import-linter's command over the package found from `cwd` (its pyproject.toml)."""
-    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    code = (
+        "import sys; from importlinter.cli import lint_imports; "
+        "sys.exit(lint_imports(no_cache=True))"
+    )
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
@@ -103,6 +106,11 @@ def _modules() -> list[tuple[pathlib.Path, ast.Module]]:
     return [(p, ast.parse(p.read_text())) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
+def _is_module(dotted: str) -> bool:
+    path = PACKAGE.parent / dotted.replace(".", "/")
+    return path.with_suffix(".py").exists() or path.is_dir()
+
+
 def _module_names(tree: ast.Module) -> set[str]:
     """The names a module binds to modules of a3c_jax (`from a3c_jax.runs import chunked`)."""
     return {
@@ -110,9 +118,8 @@ def _module_names(tree: ast.Module) -> set[str]:
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("a3c_jax")
         for alias in node.names
-        if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).with_suffix(".py").exists()
-        or (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).is_dir()
-    }  # fmt: skip
+        if _is_module(f"{node.module}.{alias.name}")
+    }
 
 
 NAMEDTUPLE_METHODS = {"_replace", "_asdict", "_fields", "_make"}

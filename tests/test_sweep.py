@@ -1,5 +1,5 @@
-"""Sweeps and tuning (`a3c_jax.sweeps.grid`, `a3c_jax.sweeps.tune`): one compiled program for many settings x
-seeds, equal to plain training of each; static fields refused before any compile."""
+"""Sweeps and tuning (`a3c_jax.sweeps.grid`, `a3c_jax.sweeps.tune`): one compiled program for many
+settings x seeds, equal to plain training of each; static fields refused before any compile."""
 
 import json
 import math

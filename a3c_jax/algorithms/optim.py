@@ -23,9 +23,9 @@ class Optimizer(NamedTuple):
     this equals `optax.adam(schedule)`, with the schedule read off environment steps rather than
     update counts: the same for fixed-size rollouts, and right for episodic ones too.
 
-    `axis_name` names the device axis of gradient parallelism (`a3c_jax.training.parallel`): gradients,
-    loss metrics and environment steps are then averaged (summed) over it, so that every device
-    takes the same step. `None` on one device.
+    `axis_name` names the device axis of gradient parallelism (`a3c_jax.training.parallel`):
+    gradients, loss metrics and environment steps are then averaged (summed) over it, so that every
+    device takes the same step. `None` on one device.
 
     The optimiser works on the parameters flattened into one vector (`flatten`), so its state is
     a few vectors rather than a few copies of the parameter tree: one fused XLA kernel for the

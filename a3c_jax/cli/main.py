@@ -134,7 +134,8 @@ def _check_new_run_dir(args: argparse.Namespace, run_dir: Path) -> None:
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The run-folder options of `train` for `chunked.train_run` and `worker_runs.train_async_run`."""
+    """The run-folder options of `train` for `chunked.train_run` and
+    `worker_runs.train_async_run`."""
     return {
         "seed": args.seed,
         "resume": bool(args.resume),

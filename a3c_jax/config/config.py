@@ -75,8 +75,8 @@ BRAX_FIELDS = {
 TRAINERS = ("jit", "threads", "host")
 
 
-# The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweeps.grid`) makes
-# them traced inputs of one compiled program. Every other field changes shapes or the program.
+# The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweeps.grid`)
+# makes them traced inputs of one compiled program. Every other field changes shapes or the program.
 TRACED_FIELDS: tuple[str, ...] = (
     "lr",
     "ent_coef",
@@ -135,9 +135,9 @@ class Config:
     # the critic, or one shared with `shared_torso`), `recurrent_size` units; None: feed-forward.
     recurrent: str | None = None
     recurrent_size: int | None = None
-    # Gradient parallelism (a3c_jax.training.parallel): the environments split over devices, one gradient
-    # step averaged over them. 1 (the default): one device, no device axis. "all": every device
-    # of every process, counted when the trainer is built.
+    # Gradient parallelism (a3c_jax.training.parallel): the environments split over devices, one
+    # gradient step averaged over them. 1 (the default): one device, no device axis. "all": every
+    # device of every process, counted when the trainer is built.
     num_devices: int | str | None = None
     parallel_backend: str | None = None  # "shard_map" or "pmap"
     # Asynchronous training (algo="a3c" only, with `a3c_jax.train_async`).

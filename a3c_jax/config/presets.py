@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "replay_capacity": 10_000,
     "replay_batch_size": 256,
     # One device unless asked: more need num_envs to split evenly, and on CPU they exist only
-    # when XLA_FLAGS forces them. Results do not depend on the device count (a3c_jax.training.parallel).
+    # when XLA_FLAGS forces them. Results do not depend on the device count
+    # (a3c_jax.training.parallel).
     "num_devices": 1,
     "parallel_backend": "shard_map",
     "num_workers": 1,

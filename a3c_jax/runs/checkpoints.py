@@ -211,7 +211,7 @@ class Checkpointer:
         return found[-1] if found else None
 
 
-# --------------------------------------------------------------------------- the store's checkpoints
+# ------------------------------------------------------------------------ the store's checkpoints
 
 ASYNC_TRAINER = "async"  # a checkpoint's meta["trainer"]: the store of an asynchronous run
 

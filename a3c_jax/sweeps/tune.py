@@ -1,11 +1,11 @@
 """Optuna search over the traced hyperparameters, a batch of trials per call of one program.
 
 Each round asks Optuna for `batch` trials (ask-and-tell), trains them all over `num_seeds` seeds
-in one call of the sweep program compiled once at the start (`a3c_jax.sweeps.grid.compile_sweep`), and
-tells Optuna each trial's mean greedy return over seeds (or a quantile of it). Each trial also
-reports its training-return curve as intermediate values, so Optuna's pruner can mark trials
-that trail the others at the same step as pruned; a trial of a round trains to its end whatever
-the pruner says (the round is one program), so pruning informs the sampler but saves no compute.
+in one call of the sweep program compiled once at the start (`a3c_jax.sweeps.grid.compile_sweep`),
+and tells Optuna each trial's mean greedy return over seeds (or a quantile of it). Each trial also
+reports its training-return curve as intermediate values, so Optuna's pruner can mark trials that
+trail the others at the same step as pruned; a trial of a round trains to its end whatever the
+pruner says (the round is one program), so pruning informs the sampler but saves no compute.
 
 The study lives in Optuna's own storage, `DIR/study.db` (SQLite), so `--resume DIR` continues it;
 after every round `DIR/best.json` holds the best trial's whole `Config` (for `a3c-jax train

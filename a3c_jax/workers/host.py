@@ -2,10 +2,10 @@
 (`train_host`), and the parts of A3C's workers on host environments (`make_async_parts`, run
 by `a3c.train_async`).
 
-Both act with one jitted policy step per environment step (`host_rollout.rollout`, the only loop that
-crosses host and device) and learn with the gymnax trainers' own jitted pieces: A2C's gradient
-step is `actor_critic.nstep_learn` (`nstep_loss` through `optim.gradient_step`), an A3C worker's
-gradient is `store.worker_gradient` of the same loss, applied through the shared
+Both act with one jitted policy step per environment step (`host_rollout.rollout`, the only
+loop that crosses host and device) and learn with the gymnax trainers' own jitted pieces: A2C's
+gradient step is `actor_critic.nstep_learn` (`nstep_loss` through `optim.gradient_step`), an A3C
+worker's gradient is `store.worker_gradient` of the same loss, applied through the shared
 `store.ParameterStore` by `optim.apply_gradients`. Every jitted function is compiled once
 per `Config`, ahead of time, for the shapes of one rollout, so no step recompiles (a compiled
 function refuses other shapes rather than compiling again).
@@ -207,9 +207,10 @@ def train_host(
     store: ParameterStore | None = None,
 ) -> AsyncResult:
     """Trains `config`, a synchronous n-step algorithm (`a2c`, `nstep_da2c`, `online_ac`), on its
-    host environment (`env_name="gymnasium:<id>"`): one learner over a Gymnasium vector environment of `num_envs` environments (`vector_env="sync"`:
-    stepped in this thread; `"async"`: one process each), one gradient step per rollout of
-    `n_steps`, until `config.num_updates` updates are done.
+    host environment (`env_name="gymnasium:<id>"`): one learner over a Gymnasium vector
+    environment of `num_envs` environments (`vector_env="sync"`: stepped in this thread;
+    `"async"`: one process each), one gradient step per rollout of `n_steps`, until
+    `config.num_updates` updates are done.
 
     Keys as the synchronous trainer's (`init_keys`): the parameters from its `params` key, the
     environments seeded from its `env` key, each update's action keys split off its `loop` key,

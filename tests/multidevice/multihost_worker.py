@@ -2,8 +2,8 @@
 `python -m a3c_jax.launch --num-processes 2 --script multihost_worker.py OUT_DIR`.
 
 The script joins the run first (`distributed.initialize_from_env`, from the launcher's A3C_JAX_*
-variables), as a script run with `--script` must: importing a3c_jax changes nothing. The process trains
-`CONFIG` on every device of both processes and saves the parameters it ends with to
+variables), as a script run with `--script` must: importing a3c_jax changes nothing. The process
+trains `CONFIG` on every device of both processes and saves the parameters it ends with to
 `OUT_DIR/params_process{i}.npz`, so that the test can compare the processes' copies; process 0
 alone writes `OUT_DIR/report.json`, as the library's outputs are written. The pmap backend must
 refuse to run over processes.

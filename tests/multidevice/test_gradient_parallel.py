@@ -322,8 +322,8 @@ def test_seeds_vmapped_inside_devices(one_device_updates, backend):
 
 
 def test_run_folder_checkpoint_and_resume_on_devices(one_device_updates, tmp_path):
-    """The user's workflow (`a3c_jax.runs.chunked`, `a3c-jax train --out/--resume`) on 2 devices with
-    pmap, whose runner layout is the one-device layout plus a device axis on the environments:
+    """The user's workflow (`a3c_jax.runs.chunked`, `a3c-jax train --out/--resume`) on 2 devices
+    with pmap, whose runner layout is the one-device layout plus a device axis on the environments:
     stopped after 2 updates, resumed to 4, it ends with the one device's parameters."""
     from a3c_jax.runs import chunked
 

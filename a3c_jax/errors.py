@@ -21,6 +21,11 @@ class RunDirError(ConfigError):
     """A run folder that cannot be used as asked (it would overwrite a run, or holds none)."""
 
 
+class UnsafePathError(RunDirError):
+    """A path in a run or study folder that a3c_jax will not write or read through: a symlink,
+    a FIFO or another non-regular file where a3c_jax keeps its own files."""
+
+
 class ConfigMismatchError(ConfigError):
     """A checkpoint was trained with another configuration than the one requested."""
 

@@ -71,6 +71,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
     from a3c_jax import distributed
     from a3c_jax.runs import checkpoint_file as ckpt
     from a3c_jax.runs import chunked
+    from a3c_jax.runs.options import check_belongs
 
     if args.out or args.overwrite:
         raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
@@ -79,6 +80,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
         checkpoint, saved = chunked.newest_checkpoint(run_dir, lambda _: None)  # train_run says it
     else:
         saved = ckpt.read_checkpoint(checkpoint)
+    check_belongs(run_dir, saved.config, checkpoint)  # not a checkpoint copied in
     config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
     num_seeds = saved.meta.get("num_seeds", 1)
     if args.num_seeds is not None and args.num_seeds != num_seeds:

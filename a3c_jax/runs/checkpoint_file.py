@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from a3c_jax.config import Config
-from a3c_jax.errors import CheckpointError, ConfigMismatchError
+from a3c_jax.errors import CheckpointError, ConfigMismatchError, UnsafePathError
+from a3c_jax.runs import safe_io
 
 MAGIC = b"A3CJAXCK"
 FORMAT_VERSION = 1
@@ -162,28 +163,9 @@ def decode(data: bytes, source: str = "checkpoint") -> Checkpoint:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Writes `data` to `path` via a temporary file in the same folder and a rename, so that
-    `path` holds either its old content or all of `data`, whatever happens meanwhile."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Writes `data` to `path` atomically (`safe_io.write_atomic`: never through a symlink,
+    a temporary file in the same folder, fsync, rename)."""
+    safe_io.write_atomic(path, data)
 
 
 def save_checkpoint(
@@ -197,7 +179,9 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Reads a checkpoint file; `CheckpointError` if it is missing, damaged or foreign."""
     try:
-        data = Path(path).read_bytes()
+        data = safe_io.read_regular(path)  # a FIFO or a folder: an error, not a hang
+    except UnsafePathError as error:
+        raise CheckpointError(f"cannot read checkpoint: {error}") from error
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from error
     return decode(data, source=str(path))

@@ -41,6 +41,7 @@ from a3c_jax.runs.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metri
 from a3c_jax.runs.options import (
     Clock,
     RunOptions,
+    check_belongs,
     default_chunk_updates,
     folder_lost,
     invocation_info,
@@ -49,6 +50,7 @@ from a3c_jax.runs.options import (
     resolve_options,
     resume_target,
     seed_keys,
+    start_timeline,
 )
 from a3c_jax.runs.progress import Progress
 from a3c_jax.runs.run_folder import (  # noqa: F401 (runs' API since before the split)
@@ -159,6 +161,7 @@ def _resumed_run(
         checkpoint, content = newest_checkpoint(run_dir, log)
     else:
         content = checkpoints.ckpt.read_checkpoint(checkpoint)
+    check_belongs(run_dir, content.config, checkpoint)
     like = None
     if jax.process_count() > 1:  # the shapes and shardings of this run's global arrays
         like = compiled_init(trainer, config, num_seeds)(seed_keys(seed, num_seeds))
@@ -174,6 +177,8 @@ def _resumed_run(
     seed = seed if content.meta.get("seed") is None else content.meta["seed"]
     if folder.writes:
         truncate_metrics(run_dir, int(content.meta["update"]))
+    start_timeline(checkpoint, log)
+    info["parent"] = checkpoint.name
     clock = Clock(float(content.meta.get("time_s") or 0.0))
     chunk = int(content.meta.get("chunk_updates") or info.get("chunk_updates") or 0)
     return _Run(config, folder, seed, num_seeds, chunk, runner, info, clock)

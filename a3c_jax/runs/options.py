@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import jax
 
 from a3c_jax.config import Config, ConfigError
-from a3c_jax.errors import RunDirError, RunFolderLostError
+from a3c_jax.errors import ConfigMismatchError, RunDirError, RunFolderLostError
 from a3c_jax.runs import checkpoints, run_folder
-from a3c_jax.runs.run_folder import RunFolder
+from a3c_jax.runs.run_folder import RunFolder, read_json
 
 
 class RunOptions(NamedTuple):
@@ -113,6 +113,38 @@ def newest_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, 
     if not checkpoints.ckpt.list_checkpoints(folder):
         raise RunDirError(f"{run_dir}: holds no checkpoint (looked in {folder})")
     return checkpoints.newest_readable(folder, log)
+
+
+def check_belongs(run_dir: Path, saved: Config, checkpoint: Path) -> None:
+    """Raises `ConfigMismatchError` if the checkpoint `checkpoint` (trained with `saved`) is
+    not of the run in `run_dir`: its configuration differs from the run's `config.json` (a
+    checkpoint of another run, configuration or algorithm copied in). A folder without a
+    `config.json` (written by an old version) is not checked."""
+    folder = RunFolder(run_dir)
+    if not os.path.lexists(folder.config_file):
+        return
+    run_config = Config.from_dict(read_json(folder.config_file), source=str(folder.config_file))
+    differences = saved.diff(run_config)
+    if differences:
+        listed = ", ".join(
+            f"{name}: checkpoint {a!r}, run {b!r}" for name, (a, b) in differences.items()
+        )
+        raise ConfigMismatchError(
+            f"--resume {run_dir}: {checkpoint.name} is not a checkpoint of this run (its "
+            f"configuration differs from {folder.config_file}: {listed}); remove it, or "
+            "resume the run it belongs to"
+        )
+
+
+def start_timeline(checkpoint: Path, log: Callable[[str], None]) -> None:
+    """A resume from `checkpoint` continues the run's timeline there: the checkpoints of later
+    updates beside it are set aside (`checkpoints.start_timeline`), saying so through `log`."""
+    moved = checkpoints.start_timeline(checkpoint.parent, checkpoint)
+    if moved:
+        log(
+            f"resuming from {checkpoint.name} starts a new timeline: set aside the later "
+            f"checkpoints as {', '.join(p.name for p in moved)} (kept, never resumed by default)"
+        )
 
 
 def rescue_folder(lost: Path, config: Config) -> RunFolder:

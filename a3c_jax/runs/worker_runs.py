@@ -45,12 +45,14 @@ from a3c_jax.runs.metrics_log import MetricsWriter, chunk_rows, open_writers, tr
 from a3c_jax.runs.options import (
     Clock,
     RunOptions,
+    check_belongs,
     default_chunk_updates,
     folder_lost,
     invocation_info,
     newest_checkpoint,
     rescue_folder,
     resolve_options,
+    start_timeline,
 )
 from a3c_jax.runs.progress import Progress
 from a3c_jax.runs.run_folder import RunFolder
@@ -225,10 +227,12 @@ def _open_run(
     folder = RunFolder(claim.path)
     if resume:
         path, content = newest_checkpoint(claim.path, log)
+        check_belongs(claim.path, content.config, path)
         ckpt.check_config(content.config, config, str(path))
         state, info = restore_store(content, str(path)), folder.read_info()
         seed = content.meta.get("seed", seed)
         truncate_metrics(claim.path, int(content.meta["update"]))
+        start_timeline(path, log)
         clock = Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")
     else:

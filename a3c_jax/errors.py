@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_READ_ERROR = 1  # a file a3c_jax needs could not be read, or the run folder was lost
 EXIT_BAD_INPUT = 2  # the user asked for something that cannot run (argparse's code too)
 EXIT_DIVERGED = 3  # training produced a non-finite loss, gradient or parameter
+EXIT_UNREACHABLE = 3  # the processes of a multi-process run did not all meet in time
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (a run stopped by SIGTERM exits 143)
 
 
@@ -66,12 +67,18 @@ class DivergenceError(RuntimeError):
         )
 
 
+class ProcessesUnreachableError(RuntimeError):
+    """The processes of a multi-process run (`a3c_jax.launch`) did not all meet within the
+    time-out: no coordinator at the address, a process that never started."""
+
+
 # The one table of exit codes, most specific class first (a subclass before its base).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, EXIT_BAD_INPUT),
     (CheckpointError, EXIT_READ_ERROR),
     (RunFolderLostError, EXIT_READ_ERROR),
     (DivergenceError, EXIT_DIVERGED),
+    (ProcessesUnreachableError, EXIT_UNREACHABLE),
     (KeyboardInterrupt, EXIT_INTERRUPTED),
 )
 

@@ -325,6 +325,8 @@ def _check_video(path: str, config: Config) -> None:
 
     if not path.lower().endswith(".gif"):
         raise ConfigError(f"--video {path}: only .gif videos are written")
+    if os.path.lexists(path):
+        raise ConfigError(f"--video {path}: exists already; a3c-jax never overwrites a file")
     if not video.can_render(config.env_name):
         raise ConfigError(
             f"--video {path}: no renderer for {config.env_name}; videos are drawn for "
@@ -515,7 +517,14 @@ def run() -> NoReturn:
     from a3c_jax import distributed
     from a3c_jax.training import xla
 
-    distributed.initialize_from_env()
+    try:
+        distributed.initialize_from_env()
+    except Exception as error:  # a bad address, or the processes did not meet: one line
+        code = _known_failure(error)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)  # not atexit: JAX's join may still wait in its thread
     xla.prefer_inline_dispatch()
     code = main()
     getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit runs first

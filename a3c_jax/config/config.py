@@ -427,6 +427,8 @@ class Config:
         _in_range(self, "log_std_init", -20.0, 20.0)
         for name in ("lr", "optimizer_eps", "reward_scale", "max_grad_norm"):
             _in_range(self, name, 0.0, math.inf, low_open=True)
+        if not math.isfinite(self.optimizer_eps):  # 1/inf: every step is zero, nothing trains
+            raise ConfigError(f"optimizer_eps={self.optimizer_eps!r} must be a finite number")
         _in_range(self, "rmsprop_decay", 0.0, 1.0, low_open=True)
         for name in ("ent_coef", "vf_coef", "action_bound_coef"):
             _in_range(self, name, 0.0, math.inf)

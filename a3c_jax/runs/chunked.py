@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,6 +200,36 @@ def _due(schedule: _Schedule, chunks_run: int, seconds_since: float) -> bool:
     return chunks_run % every == 0 if every else seconds_since >= schedule.checkpoint_seconds
 
 
+class _Chunk:
+    """One call of the compiled chunk, run (and waited for) in a daemon thread, so that the main
+    thread waits in Python, where signal handlers run: the first Ctrl-C or SIGTERM is
+    acknowledged at once and a second one aborts at once, even in a chunk of many seconds (on
+    CPU the computation runs inline, in the calling thread). Same program, same inputs: the
+    results are bitwise those of a call in the main thread."""
+
+    def __init__(self, compiled: Any, *args: Any):
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(compiled, args), daemon=True)
+        self.thread.start()
+
+    def _run(self, compiled: Any, args: tuple) -> None:
+        try:
+            self.value = jax.block_until_ready(compiled(*args))
+        except BaseException as error:  # re-raised in the caller's thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def result(self) -> Any:
+        while not self.done.wait(0.1):  # a timed wait: signal handlers run between the waits
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def _chunk_loop(
     run: _Run,
     compiled: Any,
@@ -218,13 +249,14 @@ def _chunk_loop(
     train_start = last_checkpoint = run.clock()
     pending, chunks_run = None, 0
     if not finished(env_steps) and schedule.max_chunks > 0:
-        pending = (run.runner, compiled(run.runner, budget_left))
+        pending = (run.runner, _Chunk(compiled, run.runner, budget_left))
     while pending is not None:
-        start, (run.runner, metrics) = pending
+        start, chunk = pending
+        run.runner, metrics = chunk.result()
         chunks_run += 1
         pending = None
         if chunks_run < schedule.max_chunks and not stop.is_set():
-            pending = (run.runner, compiled(run.runner, budget_left))  # runs while we log
+            pending = (run.runner, _Chunk(compiled, run.runner, budget_left))  # runs while we log
         metrics, updates, env_steps, diverged = distributed.fetch(
             (
                 metrics._asdict(),

@@ -70,6 +70,13 @@ def _lock(path: Path, blocking: bool = False) -> int:
     return fd
 
 
+def lock_folder(path: str | os.PathLike[str]) -> int:
+    """Takes the exclusive lock of the folder `path` (a study folder: `a3c_jax.sweeps.tune`) as
+    a run folder's is taken: an open descriptor (closing it releases the lock), or `RunDirError`
+    if another process holds it."""
+    return _lock(Path(path))
+
+
 def check_unlocked(path: Path) -> None:
     """Raises `RunDirError` if another process holds the lock of the run folder `path`."""
     if os.path.lexists(path / LOCK_FILE):

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from a3c_jax.cli.args import requested_fields
+from a3c_jax.cli.args import requested_fields, seed_value
 from a3c_jax.config import (
     Config,
     ConfigError,
@@ -276,6 +276,10 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} must be positive")
+    if args.video_steps < 1:
+        raise ConfigError(f"--video-steps={args.video_steps} must be positive")
+    if args.video:
+        _check_video(args.video, None)  # before the checkpoint is read
     saved = chunked.load(args.run_dir)
     config = saved.config
     if args.video:
@@ -319,15 +323,18 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_video(path: str, config: Config) -> None:
-    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment."""
+def _check_video(path: str, config: Config | None) -> None:
+    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment (None:
+    only the path is checked): a .gif that does not exist yet (never overwritten)."""
     from a3c_jax.viz import video
 
     if not path.lower().endswith(".gif"):
         raise ConfigError(f"--video {path}: only .gif videos are written")
     if os.path.lexists(path):
-        raise ConfigError(f"--video {path}: exists already; a3c-jax never overwrites a file")
-    if not video.can_render(config.env_name):
+        raise ConfigError(
+            f"--video {path}: exists already; a3c-jax never overwrites a file: choose a new name"
+        )
+    if config is not None and not video.can_render(config.env_name):
         raise ConfigError(
             f"--video {path}: no renderer for {config.env_name}; videos are drawn for "
             f"{', '.join(video.STATE_RENDERERS)} and environments with grid observations"
@@ -388,7 +395,7 @@ def _add_train_parser(sub: Any) -> None:
         metavar="FIELD=VALUE",
         help="any Config field, e.g. --set lr=7e-4 num_envs=64 hidden_sizes=64,64",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_value, default=0)
     train.add_argument(
         "--num-seeds", type=int, default=None, help="seeds trained at once with vmap (default 1)"
     )
@@ -458,7 +465,7 @@ def _add_eval_parser(sub: Any) -> None:
     ev.add_argument("run_dir", help="a run folder (or a checkpoint file)")
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--stochastic", action="store_true", help="sample actions (default greedy)")
-    ev.add_argument("--seed", type=int, default=0, help="PRNG seed of the evaluation")
+    ev.add_argument("--seed", type=seed_value, default=0, help="PRNG seed of the evaluation")
     ev.add_argument("--index", type=int, default=None, help="evaluate only this seed of the run")
     ev.add_argument("--video", metavar="FILE.gif", help="record one episode as a GIF")
     ev.add_argument(

@@ -156,10 +156,43 @@ def decode(data: bytes, source: str = "checkpoint") -> Checkpoint:
                 f"{source} has checkpoint format {content['format']}; this a3c_jax reads "
                 f"format {FORMAT_VERSION}"
             )
+        for part in ("config", "meta", "arrays"):
+            if not isinstance(content[part], Mapping):
+                raise CheckpointError(
+                    f"{source} does not hold a valid checkpoint: its {part} is a "
+                    f"{type(content[part]).__name__}, not a map"
+                )
         config = Config.from_dict(content["config"], source=f"{source} config")
-        return Checkpoint(config, dict(content["meta"]), dict(content["arrays"]))
+        meta = dict(content["meta"])
+        check_meta(meta, source)
+        return Checkpoint(config, meta, dict(content["arrays"]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{source} does not hold a valid checkpoint: {error}") from error
+
+
+# A checkpoint's meta: the entries a3c_jax reads, and what each must be.
+_META_COUNTS = {"update": 0, "env_steps": 0, "num_seeds": 1, "chunk_updates": 0, "processes": 1}
+
+
+def check_meta(meta: Mapping[str, Any], source: str) -> None:
+    """Raises `CheckpointError` naming the entry unless `meta` holds a whole `update` >= 0 and
+    every count a3c_jax reads is a whole number in range (a hand-made or foreign file)."""
+    if "update" not in meta:
+        raise CheckpointError(f"{source} does not hold a valid checkpoint: its meta has no update")
+    for name, low in _META_COUNTS.items():
+        value = meta.get(name)
+        if value is None and name != "update":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise CheckpointError(
+                f"{source} does not hold a valid checkpoint: meta {name}={value!r} must be a "
+                f"whole number >= {low}"
+            )
+    time_s = meta.get("time_s")
+    if time_s is not None and (isinstance(time_s, bool) or not isinstance(time_s, (int, float))):
+        raise CheckpointError(
+            f"{source} does not hold a valid checkpoint: meta time_s={time_s!r} is not a number"
+        )
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -216,6 +216,7 @@ class Checkpointer:
         self.folder, self.config, self.keep = Path(folder), config, keep
         self.provisional: Path | None = None
         self.root = _root_of(self.folder)
+        safe_io.check_folders(self.folder / "_", self.root)  # before the run, not at its end
 
     def save(self, state: RunnerState, meta: Mapping[str, Any], provisional: bool = False) -> Path:
         """Writes `state` `[S, ...]` (atomically) as `update_{meta['update']}.ckpt`, with

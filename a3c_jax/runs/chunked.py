@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from a3c_jax import distributed
-from a3c_jax.config import Config
+from a3c_jax.config import Config, ConfigError
 from a3c_jax.core.types import RunnerState, Trainer
 from a3c_jax.runs import checkpoints, run_claim
 from a3c_jax.runs.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metrics: runs' API)
@@ -127,6 +127,7 @@ class _Run:
             "time_s": self.clock(),
             "status": status,
             "chunk_updates": self.chunk,
+            "parent": self.info.get("parent"),  # the checkpoint this invocation resumed from
         }
 
     def save(self, state: RunnerState, status: str, provisional: bool = False) -> Path:
@@ -445,6 +446,8 @@ def train_run(
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})  # bad values stop here, before anything is built
+    if stop_after is not None and (not isinstance(stop_after, int) or stop_after < 1):
+        raise ConfigError(f"stop_after={stop_after!r} must be a positive integer (or None)")
     clock_start = time.perf_counter()
     memory_estimate.check_fits(config, num_seeds)
     trainer = make_trainer(config)  # the one trainer of this run; checks the devices

@@ -42,6 +42,12 @@ def resolve_options(given: dict[str, Any], saved: dict[str, Any]) -> RunOptions:
         out.update(checkpoint_every=None, checkpoint_seconds=RunOptions().checkpoint_seconds)
     out.update({k: v for k, v in given.items() if v is not None})
     options = RunOptions(**out)
+    for name in ("chunk_updates", "checkpoint_every"):
+        value = getattr(options, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(f"{name}={value!r} must be a positive integer (or None)")
     if options.keep_checkpoints < 1:
         raise ConfigError(f"keep_checkpoints={options.keep_checkpoints} must be at least 1")
     if not options.checkpoint_seconds > 0:

@@ -85,9 +85,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, root: Path | None = 
     """Writes `data` to `path` via a temporary file in the same folder and a rename, so that
     `path` holds either its old content or all of `data`, whatever happens meanwhile. Refuses
     (`UnsafePathError`) a `path` that is a symlink or not a regular file, and symlinked folders
-    between `root` (default: the folder above `path`'s folder) and `path`."""
+    between `root` (default: `path`'s own folder, which may be a symlink) and `path`."""
     path = Path(path)
-    make_folders(path.parent, root if root is not None else path.parent.parent)
+    make_folders(path.parent, root if root is not None else path.parent)
     check_target(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

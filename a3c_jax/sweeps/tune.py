@@ -68,12 +68,12 @@ def parse_range(name: str, text: str) -> Range:
     bounds = parts[:-1] if log else parts
     try:
         low, high = (float(b) for b in bounds)
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError("infinite bound")
     except ValueError as error:
         raise ConfigError(
             f"--space {name}={text!r}: expected LOW:HIGH or LOW:HIGH:log, e.g. lr=1e-5:1e-2:log"
         ) from error
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"--space {name}={text!r}: both bounds must be finite numbers")
     if not low < high or (log and low <= 0):
         raise ConfigError(
             f"--space {name}={text!r}: needs LOW < HIGH" + (" and LOW > 0 for :log" if log else "")

@@ -359,14 +359,14 @@ def test_13_infinite_optimizer_eps_is_refused():
 )
 def test_hand_edited_metrics_csv_on_resume_is_a_message(run, edit, message, capsys):
     path = run / "metrics.csv"
-    lines = path.read_text(newline="").split("\r\n")
+    lines = path.read_bytes().decode().split("\r\n")
     if edit == "header":
         lines[0] = lines[0].replace("update,", "updates,", 1)
     elif edit == "float":
         lines[1] = lines[1].replace("0,2,", "0,2.0,", 1)
     else:
         lines[-1] = "a note of mine"
-    path.write_text("\r\n".join(lines) + "\r\n", newline="")
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
     assert main([*RESUME, str(run)]) == 2
     err = capsys.readouterr().err
     assert message in err and "metrics.csv" in err and "Traceback" not in err, err

@@ -502,3 +502,31 @@ def test_an_unreachable_coordinator_raises_instead_of_ending_the_process():
     assert "RAISED True" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "ATEXIT RAN" in done.stdout  # the embedding program's own exit code ran
     assert run_claim is not None  # (imported for test_12's holder)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"hidden_sizes": (100000, 100000)}, "lower hidden_sizes"),
+        ({"algo": "a3c", "num_devices": 2, "num_envs": 3}, "does not apply to algo='a3c'"),
+        ({"env_name": "gymnasium:CartPole-v1", "num_devices": 2}, "a host environment"),
+        ({"algo": "ac_replay", "replay_capacity": 10**20}, "replay_capacity=100000000000000000000"),
+        ({"algo": "ac_replay", "replay_capacity": 10**9}, "lower replay_capacity"),
+    ],
+)
+def test_13_messages_name_the_field_to_change(fields, message, monkeypatch):
+    from a3c_jax.training import memory_estimate
+
+    monkeypatch.setattr(memory_estimate, "memory_limit", lambda: 2**30)  # 1 GiB here
+
+    with pytest.raises(a3c_jax.ConfigError, match=message.replace("(", r"\(")):
+        memory_estimate.check_fits(Config(**fields))
+
+
+def test_13_resume_of_a_run_without_checkpoints_says_where_it_looked(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text('{"written_by": "a3c_jax"}')
+    assert main([*RESUME, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds no checkpoint in {run / 'checkpoints'}" in err and "process_0" not in err

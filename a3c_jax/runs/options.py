@@ -113,11 +113,15 @@ class Clock:
 
 def newest_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, Any]:
     """The newest checkpoint of the run in `run_dir` that verifies (`newest_readable`)."""
-    folder = RunFolder(run_dir).checkpoint_dir
+    own = folder = RunFolder(run_dir).checkpoint_dir
     if not checkpoints.ckpt.list_checkpoints(folder) and jax.process_count() == 1:
         folder = run_dir / run_folder.CHECKPOINT_DIR / "process_0"  # a multi-process run's
     if not checkpoints.ckpt.list_checkpoints(folder):
-        raise RunDirError(f"{run_dir}: holds no checkpoint (looked in {folder})")
+        raise RunDirError(
+            f"{run_dir}: holds no checkpoint in {own} (the run stopped before its first one, "
+            "while compiling or in its first chunk): start it again with --out "
+            f"{run_dir} --overwrite"
+        )
     return checkpoints.newest_readable(folder, log)
 
 

@@ -530,3 +530,34 @@ def test_13_resume_of_a_run_without_checkpoints_says_where_it_looked(tmp_path, c
     assert main([*RESUME, str(run)]) == 2
     err = capsys.readouterr().err
     assert f"holds no checkpoint in {run / 'checkpoints'}" in err and "process_0" not in err
+
+
+def test_a_full_disk_on_resume_or_a_new_run_is_a_message(run, tmp_path, capsys, monkeypatch):
+    real = checkpoint_file.write_atomic
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint_file, "write_atomic", disk_full)
+    older = run / "checkpoints" / _ckpt(2)  # metrics.csv must be cut back: a write
+    assert main([*RESUME, str(older)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "metrics.csv" in err and "Traceback" not in err
+    new = tmp_path / "new"
+    assert main([*CLI, "--out", str(new), "--set", *TINY]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not new.exists()  # nothing left behind, no empty lock file
+    monkeypatch.setattr(checkpoint_file, "write_atomic", real)
+
+
+def test_a_gymnasium_environment_with_missing_dependencies_is_a_message(capsys):
+    gymnasium = pytest.importorskip("gymnasium")
+    try:
+        gymnasium.make("LunarLander-v3").close()
+        pytest.skip("Box2D is installed here")
+    except gymnasium.error.DependencyNotInstalled:
+        pass
+    argv = ["train", "--env", "gymnasium:LunarLander-v3", "--dry-run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gymnasium:LunarLander-v3' needs a package that is not installed" in err

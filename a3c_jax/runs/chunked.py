@@ -177,9 +177,9 @@ def _resumed_run(
     folder = RunFolder(run_dir)
     info = folder.read_info()
     seed = seed if content.meta.get("seed") is None else content.meta["seed"]
+    start_timeline(checkpoint, log)  # first: a crash between leaves metrics to cut next time
     if folder.writes:
         truncate_metrics(run_dir, int(content.meta["update"]))
-    start_timeline(checkpoint, log)
     info["parent"] = checkpoint.name
     clock = Clock(float(content.meta.get("time_s") or 0.0))
     chunk = int(content.meta.get("chunk_updates") or info.get("chunk_updates") or 0)

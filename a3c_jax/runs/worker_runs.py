@@ -231,8 +231,8 @@ def _open_run(
         ckpt.check_config(content.config, config, str(path))
         state, info = restore_store(content, str(path)), folder.read_info()
         seed = content.meta.get("seed", seed)
+        start_timeline(path, log)  # first: a crash between leaves metrics to cut next time
         truncate_metrics(claim.path, int(content.meta["update"]))
-        start_timeline(path, log)
         clock = Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")
     else:

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from a3c_jax import distributed
 
@@ -147,7 +148,7 @@ def run_local(
         return 130
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m a3c_jax.launch",
         description=__doc__,
@@ -179,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--script", default=None, help="run this Python script instead of a3c-jax")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the a3c-jax (or script) arguments")
+    return parser
+
+
+def _checked_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Any:
+    """The launcher's arguments, each checked (`parser.error`: a message and exit code 2)."""
     args = parser.parse_args(argv)
     if args.rest and args.rest[0] == "--":
         args.rest = args.rest[1:]
@@ -201,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.script and not os.path.isfile(args.script):
         parser.error(f"--script {args.script}: no such file")
+    args.port = port
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = _checked_args(parser, argv)
+    port = args.port
     command = _command(args)
     if args.process_id is None:
         if args.coordinator and not args.coordinator.startswith(("127.", "localhost")):

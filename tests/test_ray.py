@@ -168,8 +168,14 @@ def test_staleness_is_recorded_per_update(local_ray, key):
     result = a3c_jax.train(_ray_config(total_timesteps=5 * 40), key).extras
     assert result.num_updates == 40 and result.staleness_max >= 1
     assert set(result.async_metrics.worker) == {0, 1}
-    # A worker's gradient is stale by the updates of the other worker applied meanwhile.
-    assert result.async_metrics.staleness[0] == 0 and result.staleness_max <= 2
+    # Each worker gets new parameters right after its own update is applied (the version then
+    # current), so its next gradient is stale by exactly the updates applied in between.
+    last = {0: -1, 1: -1}  # each worker's previous update (-1: none; it started on version 0)
+    for update, (worker, staleness) in enumerate(
+        zip(result.async_metrics.worker, result.async_metrics.staleness, strict=True)
+    ):
+        assert staleness == update - (last[worker] + 1), (update, worker, staleness)
+        last[worker] = update
     assert len({n["pid"] for n in result.worker_nodes}) == 2
 
 

@@ -230,6 +230,12 @@ def _learner_loop(
                         continue
                     dispatch(worker)  # waits for Ray to restart it, then the newest params
                     continue
+                except ray.exceptions.RayTaskError as error:  # its own code raised
+                    cause = error.as_instanceof_cause()
+                    cause.add_note(
+                        f"raised in Ray worker {worker} of {len(workers)}; every worker was stopped"
+                    )
+                    raise cause from None
                 start = time.perf_counter()
                 if data:
                     traj, log_prob = payload

@@ -219,6 +219,8 @@ def _learner_loop(
                     version, *payload = ray.get(task)
                 except died as error:
                     store.release()  # its update goes to whichever worker asks next
+                    if store.stopping.is_set():  # e.g. Ctrl-C reached its process group too
+                        continue
                     restarts[worker] += 1
                     if restarts[worker] > config.max_worker_restarts:
                         lost.add(worker)

@@ -210,6 +210,22 @@ def _kill_one_worker(after: int):
     return callback, killed
 
 
+@needs_ray
+def test_a_killed_worker_is_restarted_and_counted(local_ray):
+    config = _ray_config(total_timesteps=5 * 300)
+    callback, killed = _kill_one_worker(after=50)
+    from a3c_jax.workers import ray_backend
+
+    result = ray_backend.train_ray(config, jax.random.PRNGKey(0), callback=callback)
+    assert len(killed) == 1 and sorted(result.worker_restarts) == [0, 1]
+    assert result.num_updates == 300 and not result.interrupted
+    restarted = result.worker_restarts.index(1)
+    assert result.worker_nodes[restarted]["pid"] != killed[0]  # its new process
+    # Its updates go on after the restart.
+    after = np.flatnonzero(result.async_metrics.worker == restarted)
+    assert after[-1] > 50
+
+
 # CartPole on Ray workers: 4 environments per worker (20 steps an update: 7,500 updates in
 # 150k steps, against 30,000 with the preset's one, so that Ray's cost per update keeps the run
 # near a minute on 2 cores). At 100k, seed 1 fell short with data parallelism (greedy 142);

@@ -21,11 +21,13 @@ What a worker sends is `Config.parallelism`, the second deck's two choices:
   targets (IMPALA; `actor_critic.nstep_loss`), one rollout per update.
 
 Faults: Ray restarts a worker whose process died (killed, out of memory, a crashing environment
-library) up to `Config.max_worker_restarts` times; the restarted worker makes fresh environments
-and gets the current parameters with its next task, the update its dead process had claimed is
-handed to another, and the restart is counted (`AsyncResult.worker_restarts`, run.json). An
-exception raised by a worker's own code (not a dead process) stops the run, as a thread worker's
-does. Ctrl-C stops the learner; the actors are killed on the way out.
+library) up to `Config.max_worker_restarts` times; the restarted process makes fresh
+environments, runs the task its predecessor died in (on the parameters that task was sent),
+then gets the current parameters with its next one; the restart is counted
+(`AsyncResult.worker_restarts`, run.json). A worker that died more often is dropped, and its
+claimed update handed to another. An exception raised by a worker's own code (not a dead
+process) stops the run, as a thread worker's does. Ctrl-C stops the learner; the actors are
+killed on the way out.
 """
 
 from __future__ import annotations
@@ -98,18 +100,18 @@ class RolloutWorker:
             "pid": os.getpid(),
         }
 
-    def gradient(self, params: np.ndarray, version: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def gradient(self, params: np.ndarray, version: int) -> tuple[int, int, np.ndarray, np.ndarray]:
         """Gradient parallelism: one rollout on `params` `[P]` (of `version`) and its
-        gradient; returns `(version, grads [P], metrics [F])`."""
+        gradient; returns `(version, its process id, grads [P], metrics [F])`."""
         self.carry, grads, metrics = self.parts.worker_step(jnp.asarray(params), self.carry)
-        return version, np.asarray(grads), np.asarray(metrics)
+        return version, os.getpid(), np.asarray(grads), np.asarray(metrics)
 
-    def trajectory(self, params: np.ndarray, version: int) -> tuple[int, Any, np.ndarray]:
+    def trajectory(self, params: np.ndarray, version: int) -> tuple[int, int, Any, np.ndarray]:
         """Data parallelism: one rollout on `params` `[P]` (of `version`); returns `(version,
-        traj [T, B] as numpy, log μ(a_t|s_t) [T, B])`."""
+        its process id, traj [T, B] as numpy, log μ(a_t|s_t) [T, B])`."""
         self.carry, traj, log_prob = self.parts.collect(jnp.asarray(params), self.carry)
         traj, log_prob = jax.device_get((traj, log_prob))
-        return version, traj, log_prob
+        return version, os.getpid(), traj, log_prob
 
 
 @contextlib.contextmanager
@@ -164,8 +166,10 @@ def _check_answers(address: str) -> None:
 
 def start_workers(ray: Any, config: Config, key: PRNGKey) -> list[Any]:
     """`config.num_workers` `RolloutWorker` actors, one CPU each, spread over the cluster's
-    nodes, restarted by Ray up to `config.max_worker_restarts` times each."""
-    actor = ray.remote(num_cpus=1, max_restarts=config.max_worker_restarts, max_task_retries=0)(
+    nodes, restarted by Ray up to `config.max_worker_restarts` times each. A task whose
+    worker's process died is run again by the restarted process (`max_task_retries=-1`), on
+    the parameters it was sent (its result is then the staler for it)."""
+    actor = ray.remote(num_cpus=1, max_restarts=config.max_worker_restarts, max_task_retries=-1)(
         RolloutWorker
     )
     key_data = np.asarray(jax.random.key_data(key))
@@ -180,17 +184,19 @@ def _learner_loop(
     config: Config,
     parts: AsyncParts,
     workers: list[Any],
+    nodes: list[dict[str, Any]],
     store: ParameterStore,
     callback: Callable[[UpdateRecord], bool | None] | None,
 ) -> tuple[float, float, bool, list[int], float]:
     """Hands out updates of `store`'s budget to `workers` and applies their results as they
     come (`ray.wait`), until the budget is spent, the callback stops it or Ctrl-C does.
 
-    Returns the wall and CPU seconds of the learner's process, whether Ctrl-C stopped it, each
-    worker's restarts, and the seconds the learner was busy (differentiating and applying)."""
+    A result from another process than the worker's last (its `nodes` entry, updated here) is
+    a restart. Returns the wall and CPU seconds of the learner's process, whether Ctrl-C
+    stopped it, each worker's restarts, and the seconds the learner was busy (differentiating
+    and applying)."""
     data = config.parallelism == "data"
     method = "trajectory" if data else "gradient"
-    died = ray.exceptions.RayActorError
     pending: dict[Any, int] = {}  # task -> worker
     restarts = [0] * len(workers)
     lost: set[int] = set()
@@ -216,21 +222,15 @@ def _learner_loop(
             for task in ready:
                 worker = pending.pop(task)
                 try:
-                    version, *payload = ray.get(task)
-                except died as error:
+                    version, pid, *payload = ray.get(task)
+                except ray.exceptions.RayActorError as error:  # restarted too often: gone
                     store.release()  # its update goes to whichever worker asks next
-                    if store.stopping.is_set():  # e.g. Ctrl-C reached its process group too
-                        continue
-                    restarts[worker] += 1
-                    if restarts[worker] > config.max_worker_restarts:
-                        lost.add(worker)
-                        if len(lost) == len(workers):
-                            raise RuntimeError(
-                                f"every Ray worker died more than max_worker_restarts="
-                                f"{config.max_worker_restarts} times; the run stopped"
-                            ) from error
-                        continue
-                    dispatch(worker)  # waits for Ray to restart it, then the newest params
+                    lost.add(worker)
+                    if len(lost) == len(workers) and not store.stopping.is_set():
+                        raise RuntimeError(
+                            f"every Ray worker's process died more than max_worker_restarts="
+                            f"{config.max_worker_restarts} times; the run stopped"
+                        ) from error
                     continue
                 except ray.exceptions.RayTaskError as error:  # its own code raised
                     cause = error.as_instanceof_cause()
@@ -238,6 +238,9 @@ def _learner_loop(
                         f"raised in Ray worker {worker} of {len(workers)}; every worker was stopped"
                     )
                     raise cause from None
+                if pid != nodes[worker]["pid"]:  # Ray restarted its process
+                    restarts[worker] += 1
+                    nodes[worker] = ray.get(workers[worker].info.remote())
                 start = time.perf_counter()
                 if data:
                     traj, log_prob = payload
@@ -283,10 +286,10 @@ def train_ray(
     with connected(config) as ray:
         workers = start_workers(ray, config, key)
         try:
-            nodes = tuple(ray.get([w.info.remote() for w in workers]))  # each one started
+            nodes = ray.get([w.info.remote() for w in workers])  # each one started
             compile_seconds = time.perf_counter() - start
             wall, cpu, interrupted, restarts, busy = _learner_loop(
-                ray, config, parts, workers, store, callback
+                ray, config, parts, workers, nodes, store, callback
             )
         finally:
             for worker in workers:
@@ -296,5 +299,5 @@ def train_ray(
         store, parts.unravel, parts.optimizer, config.batch_size, timings, interrupted
     )
     return result._replace(
-        worker_nodes=nodes, worker_restarts=tuple(restarts), learner_seconds=busy
+        worker_nodes=tuple(nodes), worker_restarts=tuple(restarts), learner_seconds=busy
     )

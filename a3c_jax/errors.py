@@ -7,9 +7,12 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-EXIT_READ_ERROR = 1  # a file a3c_jax needs could not be read, or the run folder was lost
+import errno
+
+EXIT_READ_ERROR = 1  # a file could not be read or written (disk full), or the run folder was lost
 EXIT_BAD_INPUT = 2  # the user asked for something that cannot run (argparse's code too)
 EXIT_DIVERGED = 3  # training produced a non-finite loss, gradient or parameter
+EXIT_UNREACHABLE = 3  # the processes of a multi-process run did not all meet in time
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (a run stopped by SIGTERM exits 143)
 
 
@@ -19,6 +22,11 @@ class ConfigError(ValueError):
 
 class RunDirError(ConfigError):
     """A run folder that cannot be used as asked (it would overwrite a run, or holds none)."""
+
+
+class UnsafePathError(RunDirError):
+    """A path in a run or study folder that a3c_jax will not write or read through: a symlink,
+    a FIFO or another non-regular file where a3c_jax keeps its own files."""
 
 
 class ConfigMismatchError(ConfigError):
@@ -61,16 +69,32 @@ class DivergenceError(RuntimeError):
         )
 
 
+class ProcessesUnreachableError(RuntimeError):
+    """The processes of a multi-process run (`a3c_jax.launch`) did not all meet within the
+    time-out: no coordinator at the address, a process that never started."""
+
+
 # The one table of exit codes, most specific class first (a subclass before its base).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ConfigError, EXIT_BAD_INPUT),
     (CheckpointError, EXIT_READ_ERROR),
     (RunFolderLostError, EXIT_READ_ERROR),
     (DivergenceError, EXIT_DIVERGED),
+    (ProcessesUnreachableError, EXIT_UNREACHABLE),
     (KeyboardInterrupt, EXIT_INTERRUPTED),
+)
+
+
+# A file that could not be written or read for a reason of the machine's, not a bug: a full
+# disk, a quota, a read-only file system, a permission, an I/O error. Its message names the path.
+OS_FAILURES = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 )
 
 
 def exit_code(error: BaseException) -> int | None:
     """The command line's exit code for `error`, or None for an unexpected one (a bug)."""
-    return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), None)
+    code = next((code for kind, code in EXIT_CODES if isinstance(error, kind)), None)
+    if code is None and isinstance(error, OSError) and error.errno in OS_FAILURES:
+        return EXIT_READ_ERROR
+    return code

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from a3c_jax import distributed
 
@@ -66,10 +67,37 @@ def process_env(
     return env
 
 
+# A script runs under this wrapper: as `python SCRIPT ARGS` would run it, but a process that
+# could not meet the others (`ProcessesUnreachableError`, raised by `initialize_from_env`) ends
+# with its one-line message and exit status 3, as the `a3c-jax` command does.
+_SCRIPT_WRAPPER = """\
+import os, runpy, sys
+from a3c_jax.errors import EXIT_UNREACHABLE, ProcessesUnreachableError
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except ProcessesUnreachableError as error:
+    print(f"a3c_jax: error: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_UNREACHABLE)
+"""
+
+
 def _command(args: argparse.Namespace) -> list[str]:
     if args.script:
-        return [sys.executable, args.script, *args.rest]
+        return [sys.executable, "-c", _SCRIPT_WRAPPER, args.script, *args.rest]
     return [sys.executable, "-m", "a3c_jax", *args.rest]
+
+
+def parse_coordinator(text: str) -> tuple[str, int]:
+    """`"host:port"` -> `(host, port)`; `ValueError` saying what is wrong otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--coordinator {text!r}: expected HOST:PORT, e.g. 10.0.0.1:4321")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator {text!r}: the port {port!r} must be a number in 1..65535")
+    return host, int(port)
 
 
 def _stop(processes: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
@@ -120,7 +148,7 @@ def run_local(
         return 130
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m a3c_jax.launch",
         description=__doc__,
@@ -152,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--script", default=None, help="run this Python script instead of a3c-jax")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the a3c-jax (or script) arguments")
+    return parser
+
+
+def _checked_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> Any:
+    """The launcher's arguments, each checked (`parser.error`: a message and exit code 2)."""
     args = parser.parse_args(argv)
     if args.rest and args.rest[0] == "--":
         args.rest = args.rest[1:]
@@ -159,11 +192,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--num-processes={args.num_processes} must be positive")
     if not args.script and not args.rest:
         parser.error("give an a3c-jax command line (e.g. train --env CartPole-v1) or --script")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout={args.timeout} must be positive")
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        parser.error(
+            f"--process-id={args.process_id} must lie in 0..{args.num_processes - 1} "
+            f"(--num-processes={args.num_processes})"
+        )
+    port = None
+    if args.coordinator:
+        try:
+            port = parse_coordinator(args.coordinator)[1]
+        except ValueError as error:
+            parser.error(str(error))
+    if args.script and not os.path.isfile(args.script):
+        parser.error(f"--script {args.script}: no such file")
+    args.port = port
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = _checked_args(parser, argv)
+    port = args.port
     command = _command(args)
     if args.process_id is None:
         if args.coordinator and not args.coordinator.startswith(("127.", "localhost")):
             parser.error("--coordinator without --process-id must be on loopback (127.0.0.1)")
-        port = int(args.coordinator.rsplit(":", 1)[1]) if args.coordinator else None
         return run_local(
             command, args.num_processes, args.timeout, args.devices_per_process, port=port
         )

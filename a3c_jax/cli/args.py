@@ -37,3 +37,18 @@ def requested_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["algo"] = args.algo
     fields.update(parse_overrides(args.set))
     return fields
+
+
+SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1 (a PRNG key holds 32 bits of them)
+
+
+def seed_value(text: str) -> int:
+    """argparse's `type` of `--seed`: an integer in 0 .. 2**32 - 1 (argparse's error, exit code
+    2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} must lie in 0 .. {SEED_LIMIT - 1}")
+    return value

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from a3c_jax.cli.args import requested_fields
+from a3c_jax.cli.args import requested_fields, seed_value
 from a3c_jax.config import (
     Config,
     ConfigError,
@@ -71,6 +71,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
     from a3c_jax import distributed
     from a3c_jax.runs import checkpoint_file as ckpt
     from a3c_jax.runs import chunked
+    from a3c_jax.runs.options import check_belongs
 
     if args.out or args.overwrite:
         raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
@@ -79,6 +80,7 @@ def _resume_target(args: argparse.Namespace, fields: dict[str, Any]) -> tuple[Co
         checkpoint, saved = chunked.newest_checkpoint(run_dir, lambda _: None)  # train_run says it
     else:
         saved = ckpt.read_checkpoint(checkpoint)
+    check_belongs(run_dir, saved.config, checkpoint)  # not a checkpoint copied in
     config = Config.from_dict({**saved.config.to_dict(), **fields}, source="--resume")
     num_seeds = saved.meta.get("num_seeds", 1)
     if args.num_seeds is not None and args.num_seeds != num_seeds:
@@ -286,6 +288,10 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} must be positive")
+    if args.video_steps < 1:
+        raise ConfigError(f"--video-steps={args.video_steps} must be positive")
+    if args.video:
+        _check_video(args.video, None)  # before the checkpoint is read
     saved = chunked.load(args.run_dir)
     config = saved.config
     if args.video:
@@ -329,13 +335,18 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_video(path: str, config: Config) -> None:
-    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment."""
+def _check_video(path: str, config: Config | None) -> None:
+    """Raises `ConfigError` if `eval --video path` cannot record `config`'s environment (None:
+    only the path is checked): a .gif that does not exist yet (never overwritten)."""
     from a3c_jax.viz import video
 
     if not path.lower().endswith(".gif"):
         raise ConfigError(f"--video {path}: only .gif videos are written")
-    if not video.can_render(config.env_name):
+    if os.path.lexists(path):
+        raise ConfigError(
+            f"--video {path}: exists already; a3c-jax never overwrites a file: choose a new name"
+        )
+    if config is not None and not video.can_render(config.env_name):
         raise ConfigError(
             f"--video {path}: no renderer for {config.env_name}; videos are drawn for "
             f"{', '.join(video.STATE_RENDERERS)} and environments with grid observations"
@@ -396,7 +407,7 @@ def _add_train_parser(sub: Any) -> None:
         metavar="FIELD=VALUE",
         help="any Config field, e.g. --set lr=7e-4 num_envs=64 hidden_sizes=64,64",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_value, default=0)
     train.add_argument(
         "--num-seeds", type=int, default=None, help="seeds trained at once with vmap (default 1)"
     )
@@ -466,7 +477,7 @@ def _add_eval_parser(sub: Any) -> None:
     ev.add_argument("run_dir", help="a run folder (or a checkpoint file)")
     ev.add_argument("--episodes", type=int, default=100)
     ev.add_argument("--stochastic", action="store_true", help="sample actions (default greedy)")
-    ev.add_argument("--seed", type=int, default=0, help="PRNG seed of the evaluation")
+    ev.add_argument("--seed", type=seed_value, default=0, help="PRNG seed of the evaluation")
     ev.add_argument("--index", type=int, default=None, help="evaluate only this seed of the run")
     ev.add_argument("--video", metavar="FILE.gif", help="record one episode as a GIF")
     ev.add_argument(
@@ -525,7 +536,14 @@ def run() -> NoReturn:
     from a3c_jax import distributed
     from a3c_jax.training import xla
 
-    distributed.initialize_from_env()
+    try:
+        distributed.initialize_from_env()
+    except Exception as error:  # a bad address, or the processes did not meet: one line
+        code = _known_failure(error)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)  # not atexit: JAX's join may still wait in its thread
     xla.prefer_inline_dispatch()
     code = main()
     getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit runs first

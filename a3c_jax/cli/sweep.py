@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from a3c_jax.cli.args import seed_value
 from a3c_jax.config import TRACED_FIELDS, ConfigError, coerce_field
 
 
@@ -189,7 +190,7 @@ def _add_base_options(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="any Config field of the base configuration",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--num-seeds", type=int, default=4, help="seeds per setting (default 4)")
     parser.add_argument(
         "--episodes",

@@ -419,7 +419,11 @@ class Config:
                 "squashed actions never leave the bounds (the means are pre-squash): drop one"
             )
         freq = self.sde_sample_freq
-        if isinstance(freq, bool) or not isinstance(freq, int) or not (freq == -1 or freq >= 1):
+        if (
+            isinstance(freq, bool)
+            or not isinstance(freq, int)
+            or not (freq == -1 or 1 <= freq <= INT32_MAX)
+        ):
             raise ConfigError(
                 f"sde_sample_freq={freq!r} must be a positive integer (steps between draws of "
                 "gSDE's noise matrix) or -1 (one draw per rollout)"
@@ -488,6 +492,8 @@ class Config:
         _in_range(self, "log_std_init", -20.0, 20.0)
         for name in ("lr", "optimizer_eps", "reward_scale", "max_grad_norm"):
             _in_range(self, name, 0.0, math.inf, low_open=True)
+        if not math.isfinite(self.optimizer_eps):  # 1/inf: every step is zero, nothing trains
+            raise ConfigError(f"optimizer_eps={self.optimizer_eps!r} must be a finite number")
         _in_range(self, "rmsprop_decay", 0.0, 1.0, low_open=True)
         for name in ("ent_coef", "vf_coef", "action_bound_coef"):
             _in_range(self, name, 0.0, math.inf)
@@ -514,6 +520,18 @@ class Config:
     def _validate_devices(self) -> None:
         """`num_devices` (the devices that exist are counted when the trainer is built)."""
         devices = self.num_devices
+        if devices != 1 and self.asynchronous:  # before num_envs is asked to split over them
+            raise ConfigError(
+                f"num_devices={devices!r} does not apply to algo={self.algo!r}: its "
+                "workers are threads sharing one device's parameters (num_devices must be 1); "
+                "for gradient parallelism over devices use algo='a2c' with num_devices"
+            )
+        if devices != 1 and self.host_env:  # never ignored silently
+            raise ConfigError(
+                f"num_devices={devices!r} does not apply to env_name={self.env_name!r}: a host "
+                "environment is stepped by one learner on one device (num_devices must be 1); "
+                "gradient parallelism over devices runs on gymnax and Brax environments"
+            )
         if devices == "all":
             return
         if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
@@ -640,10 +658,15 @@ class Config:
                 )
 
 
+INT32_MAX = 2**31 - 1  # sizes and counts live in 32-bit integers inside the jitted program
+
+
 def _positive_int(config: Config, name: str) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
+    if value > INT32_MAX and name != "total_timesteps":  # that one's message says why, below
+        raise ConfigError(f"{name}={value!r} must be at most 2**31 - 1 = {INT32_MAX}")
 
 
 def _in_range(config: Config, name: str, low: float, high: float, low_open: bool = False) -> None:

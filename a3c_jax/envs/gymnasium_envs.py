@@ -175,7 +175,14 @@ def make_spec(env_name: str) -> EnvSpec:
     read its spaces and time limit, then closes it. `ConfigError` for an unknown id, a missing
     extra or a space without a head."""
     check_env_name(env_name)
-    env = EnvFactory(env_name)()
+    gymnasium = require_gymnasium(env_name)
+    try:
+        env = EnvFactory(env_name)()
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as error:
+        raise ConfigError(
+            f"env_name={env_name!r} needs a package that is not installed: "
+            f"{str(error).strip() or type(error).__name__}"
+        ) from error
     try:
         return describe(env_name, env)
     finally:

@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from a3c_jax.config import Config
-from a3c_jax.errors import CheckpointError, ConfigMismatchError
+from a3c_jax.errors import CheckpointError, ConfigMismatchError, UnsafePathError
+from a3c_jax.runs import safe_io
 
 MAGIC = b"A3CJAXCK"
 FORMAT_VERSION = 1
@@ -155,35 +156,49 @@ def decode(data: bytes, source: str = "checkpoint") -> Checkpoint:
                 f"{source} has checkpoint format {content['format']}; this a3c_jax reads "
                 f"format {FORMAT_VERSION}"
             )
+        for part in ("config", "meta", "arrays"):
+            if not isinstance(content[part], Mapping):
+                raise CheckpointError(
+                    f"{source} does not hold a valid checkpoint: its {part} is a "
+                    f"{type(content[part]).__name__}, not a map"
+                )
         config = Config.from_dict(content["config"], source=f"{source} config")
-        return Checkpoint(config, dict(content["meta"]), dict(content["arrays"]))
+        meta = dict(content["meta"])
+        check_meta(meta, source)
+        return Checkpoint(config, meta, dict(content["arrays"]))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{source} does not hold a valid checkpoint: {error}") from error
 
 
+# A checkpoint's meta: the entries a3c_jax reads, and what each must be.
+_META_COUNTS = {"update": 0, "env_steps": 0, "num_seeds": 1, "chunk_updates": 0, "processes": 1}
+
+
+def check_meta(meta: Mapping[str, Any], source: str) -> None:
+    """Raises `CheckpointError` naming the entry unless `meta` holds a whole `update` >= 0 and
+    every count a3c_jax reads is a whole number in range (a hand-made or foreign file)."""
+    if "update" not in meta:
+        raise CheckpointError(f"{source} does not hold a valid checkpoint: its meta has no update")
+    for name, low in _META_COUNTS.items():
+        value = meta.get(name)
+        if value is None and name != "update":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise CheckpointError(
+                f"{source} does not hold a valid checkpoint: meta {name}={value!r} must be a "
+                f"whole number >= {low}"
+            )
+    time_s = meta.get("time_s")
+    if time_s is not None and (isinstance(time_s, bool) or not isinstance(time_s, (int, float))):
+        raise CheckpointError(
+            f"{source} does not hold a valid checkpoint: meta time_s={time_s!r} is not a number"
+        )
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Writes `data` to `path` via a temporary file in the same folder and a rename, so that
-    `path` holds either its old content or all of `data`, whatever happens meanwhile."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Writes `data` to `path` atomically (`safe_io.write_atomic`: never through a symlink,
+    a temporary file in the same folder, fsync, rename)."""
+    safe_io.write_atomic(path, data)
 
 
 def save_checkpoint(
@@ -197,7 +212,9 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Reads a checkpoint file; `CheckpointError` if it is missing, damaged or foreign."""
     try:
-        data = Path(path).read_bytes()
+        data = safe_io.read_regular(path)  # a FIFO or a folder: an error, not a hang
+    except UnsafePathError as error:
+        raise CheckpointError(f"cannot read checkpoint: {error}") from error
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror}") from error
     return decode(data, source=str(path))

@@ -28,6 +28,7 @@ from a3c_jax.config import Config
 from a3c_jax.core.types import Params, PRNGKey, RunnerState, TrainState
 from a3c_jax.errors import CheckpointWriteError
 from a3c_jax.runs import checkpoint_file as ckpt
+from a3c_jax.runs import safe_io
 
 
 def state_template(init: Callable[[PRNGKey], RunnerState], num_seeds: int) -> Any:
@@ -168,15 +169,54 @@ def newest_readable(
     )
 
 
+def update_of(path: Path) -> int:
+    """The update in a checkpoint's name (`update_000000012.ckpt`, `abandoned_1_update_...`)."""
+    return int(path.name.rsplit("update_", 1)[1].split(".")[0])
+
+
+def start_timeline(folder: str | os.PathLike[str], parent: Path) -> list[Path]:
+    """Makes the checkpoint `parent` in `folder` the head of the run's timeline: a resume from
+    it continues there, so every checkpoint of a later update (of the timeline it leaves, or a
+    damaged newer one that was skipped) is set aside, renamed `abandoned_{k}_update_N.ckpt`
+    (`k` counts the timelines left). Set aside, never deleted: they can still be loaded or
+    resumed by name, but a later `--resume FOLDER` never jumps back to them, and pruning
+    counts only the timeline's own. Returns the new names."""
+    folder = Path(folder)
+    later = [p for p in ckpt.list_checkpoints(folder) if update_of(p) > update_of(parent)]
+    if not later:
+        return []
+    taken = [int(p.name.split("_")[1]) for p in folder.glob("abandoned_*_update_*.ckpt")]
+    k = max(taken, default=-1) + 1
+    moved = []
+    for path in later:
+        target = path.with_name(f"abandoned_{k}_{path.name}")
+        safe_io.check_target(target)
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+def _root_of(folder: Path) -> Path:
+    """The run folder above a checkpoint folder (`RUN/checkpoints[/process_i]`): the folders
+    between them must be real folders, never symlinks."""
+    for parent in [folder, *folder.parents]:
+        if parent.name == "checkpoints":
+            return parent.parent
+    return folder
+
+
 class Checkpointer:
     """Saves a run's states into its `checkpoints/` folder and keeps the newest `keep`.
 
     A save may be `provisional` (a run's first, early checkpoint): that one is deleted once the
-    next one is written, so that it does not count against `keep`."""
+    next one is written, so that it does not count against `keep`. The folder and the files are
+    written through `safe_io` (no symlinks below the run folder)."""
 
     def __init__(self, folder: Path, config: Config, keep: int):
         self.folder, self.config, self.keep = Path(folder), config, keep
         self.provisional: Path | None = None
+        self.root = _root_of(self.folder)
+        safe_io.check_folders(self.folder / "_", self.root)  # before the run, not at its end
 
     def save(self, state: RunnerState, meta: Mapping[str, Any], provisional: bool = False) -> Path:
         """Writes `state` `[S, ...]` (atomically) as `update_{meta['update']}.ckpt`, with
@@ -184,6 +224,7 @@ class Checkpointer:
         Raises `CheckpointWriteError` (older checkpoints intact) if the file cannot be written."""
         num_seeds = int(meta["num_seeds"])
         path = ckpt.checkpoint_path(self.folder, int(meta["update"]))
+        safe_io.make_folders(self.folder, self.root)  # UnsafePathError: a symlinked folder
         try:
             if jax.process_count() > 1:
                 arrays, split = process_arrays(state)

@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ import jax
 import numpy as np
 
 from a3c_jax import distributed
-from a3c_jax.config import Config
+from a3c_jax.config import Config, ConfigError
 from a3c_jax.core.types import RunnerState, Trainer
 from a3c_jax.runs import checkpoints, run_claim
 from a3c_jax.runs.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metrics: runs' API)
@@ -41,6 +42,7 @@ from a3c_jax.runs.metrics_log import (  # noqa: F401 (METRIC_COLUMNS, read_metri
 from a3c_jax.runs.options import (
     Clock,
     RunOptions,
+    check_belongs,
     default_chunk_updates,
     folder_lost,
     invocation_info,
@@ -49,6 +51,7 @@ from a3c_jax.runs.options import (
     resolve_options,
     resume_target,
     seed_keys,
+    start_timeline,
 )
 from a3c_jax.runs.progress import Progress
 from a3c_jax.runs.run_folder import (  # noqa: F401 (runs' API since before the split)
@@ -124,6 +127,7 @@ class _Run:
             "time_s": self.clock(),
             "status": status,
             "chunk_updates": self.chunk,
+            "parent": self.info.get("parent"),  # the checkpoint this invocation resumed from
         }
 
     def save(self, state: RunnerState, status: str, provisional: bool = False) -> Path:
@@ -159,6 +163,7 @@ def _resumed_run(
         checkpoint, content = newest_checkpoint(run_dir, log)
     else:
         content = checkpoints.ckpt.read_checkpoint(checkpoint)
+    check_belongs(run_dir, content.config, checkpoint)
     like = None
     if jax.process_count() > 1:  # the shapes and shardings of this run's global arrays
         like = compiled_init(trainer, config, num_seeds)(seed_keys(seed, num_seeds))
@@ -172,8 +177,10 @@ def _resumed_run(
     folder = RunFolder(run_dir)
     info = folder.read_info()
     seed = seed if content.meta.get("seed") is None else content.meta["seed"]
+    start_timeline(checkpoint, log)  # first: a crash between leaves metrics to cut next time
     if folder.writes:
         truncate_metrics(run_dir, int(content.meta["update"]))
+    info["parent"] = checkpoint.name
     clock = Clock(float(content.meta.get("time_s") or 0.0))
     chunk = int(content.meta.get("chunk_updates") or info.get("chunk_updates") or 0)
     return _Run(config, folder, seed, num_seeds, chunk, runner, info, clock)
@@ -192,6 +199,36 @@ def _due(schedule: _Schedule, chunks_run: int, seconds_since: float) -> bool:
     """Whether a periodic checkpoint is due after `chunks_run` chunks."""
     every = schedule.every_chunks
     return chunks_run % every == 0 if every else seconds_since >= schedule.checkpoint_seconds
+
+
+class _Chunk:
+    """One call of the compiled chunk, run (and waited for) in a daemon thread, so that the main
+    thread waits in Python, where signal handlers run: the first Ctrl-C or SIGTERM is
+    acknowledged at once and a second one aborts at once, even in a chunk of many seconds (on
+    CPU the computation runs inline, in the calling thread). Same program, same inputs: the
+    results are bitwise those of a call in the main thread."""
+
+    def __init__(self, compiled: Any, *args: Any):
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(compiled, args), daemon=True)
+        self.thread.start()
+
+    def _run(self, compiled: Any, args: tuple) -> None:
+        try:
+            self.value = jax.block_until_ready(compiled(*args))
+        except BaseException as error:  # re-raised in the caller's thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def result(self) -> Any:
+        while not self.done.wait(0.1):  # a timed wait: signal handlers run between the waits
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def _chunk_loop(
@@ -213,13 +250,14 @@ def _chunk_loop(
     train_start = last_checkpoint = run.clock()
     pending, chunks_run = None, 0
     if not finished(env_steps) and schedule.max_chunks > 0:
-        pending = (run.runner, compiled(run.runner, budget_left))
+        pending = (run.runner, _Chunk(compiled, run.runner, budget_left))
     while pending is not None:
-        start, (run.runner, metrics) = pending
+        start, chunk = pending
+        run.runner, metrics = chunk.result()
         chunks_run += 1
         pending = None
         if chunks_run < schedule.max_chunks and not stop.is_set():
-            pending = (run.runner, compiled(run.runner, budget_left))  # runs while we log
+            pending = (run.runner, _Chunk(compiled, run.runner, budget_left))  # runs while we log
         metrics, updates, env_steps, diverged = distributed.fetch(
             (
                 metrics._asdict(),
@@ -408,6 +446,8 @@ def train_run(
     options = (chunk_updates, checkpoint_every, checkpoint_seconds, keep_checkpoints, tensorboard)
     given = RunOptions(*options)._asdict()  # None: not given
     resolve_options(given, {})  # bad values stop here, before anything is built
+    if stop_after is not None and (not isinstance(stop_after, int) or stop_after < 1):
+        raise ConfigError(f"stop_after={stop_after!r} must be a positive integer (or None)")
     clock_start = time.perf_counter()
     memory_estimate.check_fits(config, num_seeds)
     trainer = make_trainer(config)  # the one trainer of this run; checks the devices

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from a3c_jax.runs import checkpoint_file as ckpt
+from a3c_jax.runs import safe_io
 from a3c_jax.runs.run_folder import METRICS_FILE, RunDirError, RunFolder
 
 METRIC_COLUMNS = (
@@ -114,7 +115,7 @@ def repair_metrics(path: Path) -> int:
     header, gets one (`METRIC_COLUMNS`); a torn last row (a crash mid-write: no line end) is cut
     off, so that the next row does not glue onto it. Anything else is left as it is. Returns the
     bytes cut off."""
-    data = path.read_bytes() if path.exists() else b""
+    data = safe_io.read_regular(path) if _exists(path) else b""
     if not data or (b"\n" not in data and HEADER.startswith(data.rstrip(b"\r"))):
         ckpt.write_atomic(path, HEADER + b"\r\n")  # empty, or only a torn header
         return len(data)
@@ -125,13 +126,21 @@ def repair_metrics(path: Path) -> int:
     return len(data) - whole
 
 
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; `UnsafePathError` if it is not a regular file (a symlink, a FIFO)."""
+    safe_io.check_target(path)
+    return path.exists()
+
+
 class CsvMetrics:
-    """Appends rows to `metrics.csv` (after `repair_metrics`), flushed per chunk."""
+    """Appends rows to `metrics.csv` (after `repair_metrics`), flushed per chunk; never through
+    a symlink (`safe_io.open_regular`)."""
 
     def __init__(self, path: Path):
         self.path = path
         repair_metrics(path)
-        self.file = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
+        fd = safe_io.open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.file = os.fdopen(fd, "a", newline="")  # closed in close()
         self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -203,14 +212,48 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     }
 
 
+def _rows(path: Path) -> list[dict[str, str]]:
+    """The rows of `metrics.csv`, checked: its header is `METRIC_COLUMNS` and every row's
+    `update` a whole number; `RunDirError` naming the file, the line and the value otherwise
+    (a hand-edited file)."""
+    text = safe_io.read_regular(path).decode("utf-8", errors="replace")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = tuple(reader.fieldnames or ())
+    if header != METRIC_COLUMNS:
+        missing = [c for c in METRIC_COLUMNS if c not in header]
+        unknown = [c for c in header if c not in METRIC_COLUMNS]
+        what = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(unknown)}" if unknown else "",
+            )
+            if part
+        )
+        raise RunDirError(
+            f"{path}: its header is not a3c_jax's ({what or 'columns in another order'}); "
+            f"restore the header line {','.join(METRIC_COLUMNS)}"
+        )
+    rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        value = row.get("update")
+        if value is None or not value.strip().isdigit() or None in row:
+            raise RunDirError(
+                f"{path} line {line}: not a row a3c_jax wrote (update {value!r}, "
+                f"{len([v for v in row.values() if v is not None])} fields); fix or delete "
+                "that line"
+            )
+    return rows
+
+
 def truncate_metrics(run_dir: Path, update: int) -> None:
-    """Drops rows past `update` (written after the checkpoint a run resumes from)."""
+    """Drops rows past `update` (written after the checkpoint a run resumes from). Raises
+    `RunDirError` for a hand-edited file it cannot read (`_rows`)."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    if not _exists(path):
         return
     repair_metrics(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(path)
     kept = [r for r in rows if int(r["update"]) <= update]
     if len(kept) == len(rows):
         return

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import jax
 
 from a3c_jax.config import Config, ConfigError
-from a3c_jax.errors import RunDirError, RunFolderLostError
+from a3c_jax.errors import ConfigMismatchError, RunDirError, RunFolderLostError
 from a3c_jax.runs import checkpoints, run_folder
-from a3c_jax.runs.run_folder import RunFolder
+from a3c_jax.runs.run_folder import RunFolder, read_json
 
 
 class RunOptions(NamedTuple):
@@ -42,6 +42,12 @@ def resolve_options(given: dict[str, Any], saved: dict[str, Any]) -> RunOptions:
         out.update(checkpoint_every=None, checkpoint_seconds=RunOptions().checkpoint_seconds)
     out.update({k: v for k, v in given.items() if v is not None})
     options = RunOptions(**out)
+    for name in ("chunk_updates", "checkpoint_every"):
+        value = getattr(options, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(f"{name}={value!r} must be a positive integer (or None)")
     if options.keep_checkpoints < 1:
         raise ConfigError(f"keep_checkpoints={options.keep_checkpoints} must be at least 1")
     if not options.checkpoint_seconds > 0:
@@ -107,12 +113,48 @@ class Clock:
 
 def newest_checkpoint(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, Any]:
     """The newest checkpoint of the run in `run_dir` that verifies (`newest_readable`)."""
-    folder = RunFolder(run_dir).checkpoint_dir
+    own = folder = RunFolder(run_dir).checkpoint_dir
     if not checkpoints.ckpt.list_checkpoints(folder) and jax.process_count() == 1:
         folder = run_dir / run_folder.CHECKPOINT_DIR / "process_0"  # a multi-process run's
     if not checkpoints.ckpt.list_checkpoints(folder):
-        raise RunDirError(f"{run_dir}: holds no checkpoint (looked in {folder})")
+        raise RunDirError(
+            f"{run_dir}: holds no checkpoint in {own} (the run stopped before its first one, "
+            "while compiling or in its first chunk): start it again with --out "
+            f"{run_dir} --overwrite"
+        )
     return checkpoints.newest_readable(folder, log)
+
+
+def check_belongs(run_dir: Path, saved: Config, checkpoint: Path) -> None:
+    """Raises `ConfigMismatchError` if the checkpoint `checkpoint` (trained with `saved`) is
+    not of the run in `run_dir`: its configuration differs from the run's `config.json` (a
+    checkpoint of another run, configuration or algorithm copied in). A folder without a
+    `config.json` (written by an old version) is not checked."""
+    folder = RunFolder(run_dir)
+    if not os.path.lexists(folder.config_file):
+        return
+    run_config = Config.from_dict(read_json(folder.config_file), source=str(folder.config_file))
+    differences = saved.diff(run_config)
+    if differences:
+        listed = ", ".join(
+            f"{name}: checkpoint {a!r}, run {b!r}" for name, (a, b) in differences.items()
+        )
+        raise ConfigMismatchError(
+            f"--resume {run_dir}: {checkpoint.name} is not a checkpoint of this run (its "
+            f"configuration differs from {folder.config_file}: {listed}); remove it, or "
+            "resume the run it belongs to"
+        )
+
+
+def start_timeline(checkpoint: Path, log: Callable[[str], None]) -> None:
+    """A resume from `checkpoint` continues the run's timeline there: the checkpoints of later
+    updates beside it are set aside (`checkpoints.start_timeline`), saying so through `log`."""
+    moved = checkpoints.start_timeline(checkpoint.parent, checkpoint)
+    if moved:
+        log(
+            f"resuming from {checkpoint.name} starts a new timeline: set aside the later "
+            f"checkpoints as {', '.join(p.name for p in moved)} (kept, never resumed by default)"
+        )
 
 
 def rescue_folder(lost: Path, config: Config) -> RunFolder:

@@ -18,22 +18,22 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from a3c_jax import distributed
 from a3c_jax.runs import checkpoint_file as ckpt
+from a3c_jax.runs import safe_io
 from a3c_jax.runs.run_folder import (
     CHECKPOINT_DIR,
     LOCK_FILE,
-    RUN_ENTRIES,
     RunDirError,
     RunFolder,
     check_replaceable,
     check_writable,
     foreign_entries,
     read_json,
+    remove_own_entries,
     temporary_pid,
     write_json,
 )
@@ -41,9 +41,16 @@ from a3c_jax.runs.run_folder import (
 
 def _lock(path: Path, blocking: bool = False) -> int:
     """An open descriptor of `path/.a3c_jax.lock` holding its exclusive lock; `RunDirError`
-    (naming the holder's process id, as it wrote it) if another process holds it."""
+    (naming the holder's process id, as it wrote it) if another process holds it. The lock file
+    is opened as a regular file only, never through a symlink (`safe_io.open_regular`)."""
     lock_file = path / LOCK_FILE
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = safe_io.open_regular(lock_file, os.O_RDWR | os.O_CREAT)
+    except OSError as error:
+        raise RunDirError(
+            f"{path}: cannot open its lock file {lock_file} ({error.strerror}); the folder must "
+            "be writable"
+        ) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     except OSError as error:
@@ -55,14 +62,24 @@ def _lock(path: Path, blocking: bool = False) -> int:
             f"{path} is in use by another a3c_jax process (pid {holder}), which holds its lock "
             f"{lock_file}; wait for it to end (or stop it), or choose another folder"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # a full disk: the lock holds all the same, only the holder's pid is not written
     return fd
+
+
+def lock_folder(path: str | os.PathLike[str]) -> int:
+    """Takes the exclusive lock of the folder `path` (a study folder: `a3c_jax.sweeps.tune`) as
+    a run folder's is taken: an open descriptor (closing it releases the lock), or `RunDirError`
+    if another process holds it."""
+    return _lock(Path(path))
 
 
 def check_unlocked(path: Path) -> None:
     """Raises `RunDirError` if another process holds the lock of the run folder `path`."""
-    if (path / LOCK_FILE).is_file():
+    if os.path.lexists(path / LOCK_FILE):
         os.close(_lock(path))  # released at once: only a probe
 
 
@@ -92,9 +109,12 @@ def remove_orphans(path: Path) -> list[Path]:
     left in the run folder `path` and its checkpoint folders: only those whose process is dead.
     Returns the files deleted."""
     removed = []
-    folders = [path, path / CHECKPOINT_DIR, *(path / CHECKPOINT_DIR).glob("process_*")]
-    for folder in folders:
-        for entry in folder.iterdir() if folder.is_dir() else ():
+    checkpoints = path / CHECKPOINT_DIR
+    subfolders = [] if checkpoints.is_symlink() else [checkpoints, *checkpoints.glob("process_*")]
+    for folder in [path, *subfolders]:
+        if folder.is_symlink() or not folder.is_dir():  # never delete where a link points
+            continue
+        for entry in folder.iterdir():
             pid = temporary_pid(entry.name)
             if pid is not None and pid != os.getpid() and not _pid_alive(pid):
                 entry.unlink(missing_ok=True)
@@ -147,21 +167,12 @@ class RunClaim:
 
     def clear(self) -> None:
         """Deletes the old run in the folder (what `check_replaceable` allowed `--overwrite` to
-        replace): every entry a3c_jax writes, but for the lock this process holds."""
+        replace): every file a3c_jax wrote, anywhere below the folder, but for the lock this
+        process holds (`run_folder.remove_own_entries`)."""
         if self.fd is None:
             return
         check_replaceable(self.path, overwrite=True)  # the same check, now under the lock
-        for name in RUN_ENTRIES:
-            entry = self.path / name
-            if name == LOCK_FILE or not (entry.exists() or entry.is_symlink()):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        for entry in self.path.iterdir():  # temporary files of atomic writes
-            if temporary_pid(entry.name) is not None:
-                entry.unlink(missing_ok=True)
+        remove_own_entries(self.path)
 
     def fail(self, error: BaseException) -> None:
         """After `error` ended the run: a new run without a checkpoint leaves nothing behind
@@ -181,12 +192,7 @@ class RunClaim:
         """Removes what this (new) run wrote, and the folders it made if they are then empty."""
         if foreign_entries(self.path):  # never delete what someone else put there meanwhile
             return
-        for name in RUN_ENTRIES:
-            entry = self.path / name
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        remove_own_entries(self.path, keep=())
         for folder in reversed(self.made):
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -204,6 +210,9 @@ def claim(path: str | os.PathLike[str], overwrite: bool = False, resume: bool = 
         return RunClaim(path, None, [], not resume, 0)
     if resume and not path.is_dir():
         raise RunDirError(f"--resume {path}: no such run folder")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        what = "--resume" if resume else "--out"
+        raise RunDirError(f"{what} {path}: cannot write in the folder (permission denied)")
     if not resume:
         check_new(path, overwrite)
     made = _make_folders(path)

@@ -14,11 +14,13 @@ A run folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import re
+import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +30,7 @@ from a3c_jax import distributed
 from a3c_jax.config import Config
 from a3c_jax.errors import RunDirError
 from a3c_jax.runs import checkpoint_file as ckpt
+from a3c_jax.runs import safe_io
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -39,7 +42,6 @@ WRITTEN_BY = "a3c_jax"  # run.json's "written_by": how a folder a3c_jax wrote is
 # Everything a3c_jax writes at a run folder's top level (and the temporary files of atomic writes).
 RUN_ENTRIES = (CONFIG_FILE, RUN_FILE, METRICS_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR, LOCK_FILE)
 _TEMPORARY = re.compile(r"^\.(.+)\.tmp-(\d+)$")  # `checkpoint.write_atomic`'s temporary names
-_CHECKPOINT_ENTRY = re.compile(r"^(update_\d+\.ckpt|process_\d+)$")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -47,10 +49,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the regular file `path`; `RunDirError` naming it otherwise."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(safe_io.read_regular(path).decode("utf-8"))
+    except RunDirError:
+        raise
     except (OSError, ValueError) as error:
         raise RunDirError(f"cannot read {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise RunDirError(f"cannot read {path}: holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def versions() -> dict[str, str]:
@@ -128,8 +136,8 @@ def written_by_a3c_jax(path: str | os.PathLike[str]) -> bool:
     """Whether `path/run.json` says that a3c_jax wrote the folder: its `"written_by"` mark, or
     (folders of versions before the mark) the a3c_jax version it records."""
     try:
-        info = json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = json.loads(safe_io.read_regular(Path(path) / RUN_FILE).decode("utf-8"))
+    except (OSError, ValueError):  # UnsafePathError is a ValueError
         return False
     if not isinstance(info, dict):
         return False
@@ -145,23 +153,67 @@ def temporary_pid(name: str) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def foreign_entries(path: Path) -> list[str]:
-    """The entries of the run folder `path` that a3c_jax does not write (names relative to it)."""
+# What a3c_jax writes, folder by folder: the names of its files (regular files only), and its
+# subfolders with what they hold. `--overwrite` deletes these and nothing else, anywhere.
+_Rule = tuple[re.Pattern, dict[re.Pattern, "_Rule"]]
+_NOTHING = re.compile(r"(?!)")
+CHECKPOINT_FILE = re.compile(r"^(update_\d+|abandoned_\d+_update_\d+)\.ckpt$")
+_CHECKPOINTS: _Rule = (CHECKPOINT_FILE, {re.compile(r"^process_\d+$"): (CHECKPOINT_FILE, {})})
+_TENSORBOARD: _Rule = (_NOTHING, {re.compile(r"^seed_\d+$"): (re.compile(r"^events\.out\."), {})})
+_RUN: _Rule = (
+    re.compile(
+        "^("
+        + "|".join(re.escape(n) for n in (CONFIG_FILE, RUN_FILE, METRICS_FILE, LOCK_FILE))
+        + ")$"
+    ),
+    {
+        re.compile(f"^{CHECKPOINT_DIR}$"): _CHECKPOINTS,
+        re.compile(f"^{TENSORBOARD_DIR}$"): _TENSORBOARD,
+    },
+)
 
-    def ours(name: str, pattern: re.Pattern | None, names: tuple[str, ...]) -> bool:
+
+def _walk(folder: Path, rule: _Rule, prefix: str = "") -> tuple[list[Path], list[Path], list[str]]:
+    """The files a3c_jax wrote below `folder` (by `rule`), its folders (innermost first), and
+    every other entry (names relative to the run folder): a symlink or a special file is never
+    a3c_jax's."""
+    files, folders, foreign = [], [], []
+    pattern, subfolders = rule
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
         match = _TEMPORARY.match(name)
-        name = match.group(1) if match else name
-        return name in names or (pattern is not None and bool(pattern.match(name)))
+        base = match.group(1) if match else name
+        try:
+            mode = entry.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        sub = next((r for p, r in subfolders.items() if p.match(name)), None)
+        if stat.S_ISDIR(mode) and sub is not None:
+            f, d, x = _walk(entry, sub, f"{prefix}{name}/")
+            files, folders, foreign = files + f, folders + d + [entry], foreign + x
+        elif stat.S_ISREG(mode) and pattern.match(base):
+            files.append(entry)
+        else:
+            foreign.append(f"{prefix}{name}" + ("/" if stat.S_ISDIR(mode) else ""))
+    return files, folders, foreign
 
-    out = [p.name for p in path.iterdir() if not ours(p.name, None, RUN_ENTRIES)]
-    checkpoints = path / CHECKPOINT_DIR
-    if checkpoints.is_dir():
-        out += [
-            f"{CHECKPOINT_DIR}/{p.name}"
-            for p in checkpoints.iterdir()
-            if not ours(p.name, _CHECKPOINT_ENTRY, ())
-        ]
-    return sorted(out)
+
+def foreign_entries(path: Path) -> list[str]:
+    """The entries anywhere below the run folder `path` that a3c_jax does not write (names
+    relative to it): files and folders of other names, symlinks, special files."""
+    return sorted(_walk(Path(path), _RUN)[2])
+
+
+def remove_own_entries(path: Path, keep: tuple[str, ...] = (LOCK_FILE,)) -> None:
+    """Deletes what a3c_jax wrote below the run folder `path` (but for the top-level names in
+    `keep`): its files, then its folders if they are then empty. Nothing else is touched."""
+    files, folders, _ = _walk(Path(path), _RUN)
+    for file in files:
+        if not (file.parent == Path(path) and file.name in keep):
+            file.unlink(missing_ok=True)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_writable(path: Path) -> None:

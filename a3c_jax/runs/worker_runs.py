@@ -45,12 +45,14 @@ from a3c_jax.runs.metrics_log import MetricsWriter, chunk_rows, open_writers, tr
 from a3c_jax.runs.options import (
     Clock,
     RunOptions,
+    check_belongs,
     default_chunk_updates,
     folder_lost,
     invocation_info,
     newest_checkpoint,
     rescue_folder,
     resolve_options,
+    start_timeline,
 )
 from a3c_jax.runs.progress import Progress
 from a3c_jax.runs.run_folder import RunFolder
@@ -225,9 +227,11 @@ def _open_run(
     folder = RunFolder(claim.path)
     if resume:
         path, content = newest_checkpoint(claim.path, log)
+        check_belongs(claim.path, content.config, path)
         ckpt.check_config(content.config, config, str(path))
         state, info = restore_store(content, str(path)), folder.read_info()
         seed = content.meta.get("seed", seed)
+        start_timeline(path, log)  # first: a crash between leaves metrics to cut next time
         truncate_metrics(claim.path, int(content.meta["update"]))
         clock = Clock(float(content.meta.get("time_s") or 0.0))
         log(f"resuming from {path.name}: not bitwise (the workers' order is the scheduler's)")

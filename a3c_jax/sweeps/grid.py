@@ -369,6 +369,11 @@ def sweep(
     key = jax.random.PRNGKey(0) if key is None else key
     if num_seeds < 1:
         raise ConfigError(f"sweep: num_seeds={num_seeds} must be at least 1")
+    if not space or any(len(values) == 0 for values in space.values()):
+        raise ConfigError(
+            f"sweep: space={dict(space)!r} has no settings; give each swept field at least one "
+            "value, e.g. {'lr': [1e-4, 3e-4]}"
+        )
     settings = grid(space)
     check_settings(config, settings)
     names = list(space)

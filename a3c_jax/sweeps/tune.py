@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
+import os
 import sys
 import time
 import warnings
@@ -28,6 +30,7 @@ import jax
 import numpy as np
 
 from a3c_jax.config import Config, ConfigError
+from a3c_jax.runs import run_claim, safe_io
 from a3c_jax.runs.run_folder import RunDirError, read_json, versions, write_json
 from a3c_jax.sweeps import grid as sw
 
@@ -69,6 +72,8 @@ def parse_range(name: str, text: str) -> Range:
         raise ConfigError(
             f"--space {name}={text!r}: expected LOW:HIGH or LOW:HIGH:log, e.g. lr=1e-5:1e-2:log"
         ) from error
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"--space {name}={text!r}: both bounds must be finite numbers")
     if not low < high or (log and low <= 0):
         raise ConfigError(
             f"--space {name}={text!r}: needs LOW < HIGH" + (" and LOW > 0 for :log" if log else "")
@@ -96,29 +101,71 @@ def require_optuna() -> Any:
     return optuna
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def storage_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file `path`, built (and escaped) by SQLAlchemy: a folder
+    named `tu?x=1` or `tu%41` is a folder name, never part of the URL's syntax."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(path.resolve())).render_as_string(hide_password=False)
+
+
+def check_study_file(path: Path, resume: bool) -> None:
+    """Raises `RunDirError` unless `path` may hold the study: a regular file (never a symlink)
+    that is an SQLite database; when resuming it must exist. An empty or garbage file is an
+    error, never a fresh study."""
+    safe_io.check_target(path)
+    if not path.exists():
+        if resume:
+            raise RunDirError(f"--resume {path.parent}: holds no study ({path.name} is missing)")
+        return
+    head = safe_io.read_regular(path)[: len(SQLITE_MAGIC)]
+    if head != SQLITE_MAGIC:
+        what = "is empty (0 bytes)" if not head else "is not an SQLite database"
+        raise RunDirError(
+            f"{path} {what}: not an Optuna study; restore it from a copy, or start a new study "
+            "with --out NEW_FOLDER"
+        )
+
+
 def open_study(folder: Path, seed: int, resume: bool) -> Any:
     """The study in `folder/study.db`: created (TPE sampler seeded by `seed`, median pruner), or
-    loaded when `resume`."""
+    loaded when `resume` (`RunDirError` if there is none, or the file is damaged or locked)."""
     optuna = require_optuna()
-    storage = f"sqlite:///{(folder / STUDY_FILE).resolve()}"
-    return optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed + len(_trials_in(storage))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=REPORT_POINTS // 2),
-        load_if_exists=resume,
-    )
+    import sqlalchemy.exc
+
+    path = folder / STUDY_FILE
+    check_study_file(path, resume)
+    storage = storage_url(path)
+    try:
+        trials = _trials_in(storage)
+        if resume and trials is None:
+            raise RunDirError(f"--resume {folder}: {path} holds no study named {STUDY_NAME!r}")
+        return optuna.create_study(
+            study_name=STUDY_NAME,
+            storage=storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed + len(trials or [])),
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=4, n_warmup_steps=REPORT_POINTS // 2
+            ),
+            load_if_exists=resume,
+        )
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise RunDirError(f"{path}: cannot open the study ({reason})") from error
 
 
-def _trials_in(storage: str) -> list:
-    """The trials already in `storage` (none for a new study): a resumed study's sampler is
+def _trials_in(storage: str) -> list | None:
+    """The trials already in `storage` (None: no study there yet): a resumed study's sampler is
     seeded past them, so that it does not ask the first round's settings again."""
     optuna = require_optuna()
     try:
         return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
     except KeyError:
-        return []
+        return None
 
 
 def trial_value(greedy: np.ndarray, quantile: float | None) -> float:
@@ -179,6 +226,38 @@ def tune(
     `on_round(round_index, seconds, study)` after each round. The program compiles once, for
     `batch` settings x `num_seeds` seeds; a last round of fewer trials is padded."""
     check_space(config, space)
+    lock = run_claim.lock_folder(folder)  # one process per study folder (closed: released)
+    try:
+        return _tune_locked(
+            config,
+            space,
+            folder,
+            trials,
+            batch,
+            num_seeds,
+            seed,
+            episodes,
+            quantile,
+            resume,
+            on_round,
+        )
+    finally:
+        os.close(lock)
+
+
+def _tune_locked(
+    config: Config,
+    space: Mapping[str, Range],
+    folder: Path,
+    trials: int,
+    batch: int,
+    num_seeds: int,
+    seed: int,
+    episodes: int,
+    quantile: float | None,
+    resume: bool,
+    on_round: Callable[[int, float, Any], None] | None,
+) -> Any:
     study = open_study(folder, seed, resume)
     names = list(space)
     compiled = sw.compile_sweep(config, names, batch, num_seeds, episodes)
@@ -223,21 +302,36 @@ def best_config(config: Config, study: Any) -> Config | None:
 def write_results(folder: Path, config: Config, study: Any) -> None:
     """`trials.csv` (every trial) and `best.json` (the best one's whole Config)."""
     names = sorted({n for t in study.trials for n in t.params})
-    with open(folder / "trials.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", "state", "value", *names])
-        for t in study.trials:
-            value = "" if t.value is None else f"{t.value:.6g}"
-            params = [f"{t.params[n]:.6g}" if n in t.params else "" for n in names]
-            row = [t.number, t.state.name, value, *params]
-            writer.writerow(row)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["trial", "state", "value", *names])
+    for t in study.trials:
+        value = "" if t.value is None else f"{t.value:.6g}"
+        params = [f"{t.params[n]:.6g}" if n in t.params else "" for n in names]
+        writer.writerow([t.number, t.state.name, value, *params])
+    safe_io.write_atomic(folder / "trials.csv", text.getvalue().encode())
     best = best_config(config, study)
     if best is not None:
         write_json(folder / "best.json", best.to_dict())
 
 
 def read_tune_info(folder: Path) -> dict[str, Any]:
-    """`tune.json` of a study folder to resume; `RunDirError` if it holds none."""
+    """`tune.json` of a study folder to resume, checked; `RunDirError` if it holds none or it
+    is malformed (naming the file and what is wrong)."""
     if not (folder / TUNE_FILE).is_file() or not (folder / STUDY_FILE).is_file():
         raise RunDirError(f"--resume {folder}: holds no a3c_jax study ({TUNE_FILE}, {STUDY_FILE})")
-    return read_json(folder / TUNE_FILE)
+    info = read_json(folder / TUNE_FILE)
+    kinds = {"config": dict, "space": dict, "batch": int, "num_seeds": int, "seed": int}
+    kinds.update(episodes=int, quantile=(float, int, type(None)))
+    for name, kind in kinds.items():
+        if name not in info:
+            raise RunDirError(f"{folder / TUNE_FILE}: has no {name!r}; it is not a3c_jax's")
+        value = info[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunDirError(f"{folder / TUNE_FILE}: {name}={value!r} is not valid")
+    for name in ("batch", "num_seeds"):
+        if info[name] < 1:
+            raise RunDirError(f"{folder / TUNE_FILE}: {name}={info[name]} must be >= 1")
+    if not all(isinstance(v, str) for v in info["space"].values()):
+        raise RunDirError(f"{folder / TUNE_FILE}: space={info['space']!r} is not valid")
+    return info

@@ -339,6 +339,8 @@ def jit_train(
     compiled with `compiler_options(config, num_seeds)`. Over several devices the seeds go
     inside: each device trains every seed on its environments. `guard`: see `make_trainer`."""
     train = make_train(config, guard=guard)
+    if num_seeds is not None and (isinstance(num_seeds, bool) or not num_seeds >= 1):
+        raise ConfigError(f"jit_train: num_seeds={num_seeds!r} must be None or at least 1")
     if num_seeds is not None:
         train = jax.vmap(train)
     return jax.jit(train, compiler_options=compiler_options(config, num_seeds or 1))

@@ -9,6 +9,7 @@ that cannot fit, with a figure, instead of a long `RESOURCE_EXHAUSTED` from insi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -17,20 +18,38 @@ from a3c_jax.config import Config, ConfigError
 BYTES = 4  # float32 / int32
 
 
-def rollout_bytes(config: Config, num_seeds: int = 1) -> int:
-    """About the bytes of one update's rollout `[T, B]` and its activations for the gradient,
-    over `num_seeds` seeds (and, for `a3c`, all workers at once)."""
+def _parts(config: Config, num_seeds: int = 1) -> dict[str, int]:
+    """About the bytes of what an update holds, by the fields that size it: the rollout `[T, B]`
+    and its activations (`num_envs`, `n_steps`, `hidden_sizes`, `cnn_channels`), the networks'
+    parameters with their gradient and optimiser state (`hidden_sizes`), and a replay buffer
+    (`replay_capacity`, for the algorithms that keep one)."""
     from a3c_jax import envs
 
     spec = envs.make_env(config.env_name)
     obs = math.prod(spec.obs_shape)
-    hidden = sum(config.hidden_sizes) * (1 if config.shared_torso else 2)
+    towers = 1 if config.shared_torso else 2
+    hidden = sum(config.hidden_sizes) * towers
     if len(spec.obs_shape) == 3 and config.torso != "mlp":
         hidden += config.cnn_channels * math.prod(spec.obs_shape[:2])
     # observation and next observation, ~3 floats per hidden unit (pre-, post-activation and its
     # gradient), and a dozen scalars per transition (action, reward, done, value, log-prob, ...)
     per_step = BYTES * (2 * obs + 3 * hidden + 12)
-    return per_step * config.batch_size * num_seeds * config.num_workers
+    copies = num_seeds * config.num_workers
+    layers = [obs, *config.hidden_sizes]
+    params = towers * sum(a * b for a, b in itertools.pairwise(layers))
+    parts = {
+        "rollout": per_step * config.batch_size * copies,
+        "network": BYTES * 4 * params * num_seeds,  # parameters, gradient, two moments
+    }
+    if config.algo == "ac_replay":
+        parts["replay"] = BYTES * (2 * obs + 4) * config.replay_capacity * num_seeds
+    return parts
+
+
+def rollout_bytes(config: Config, num_seeds: int = 1) -> int:
+    """About the bytes of one update's rollout `[T, B]` and its activations for the gradient,
+    over `num_seeds` seeds (and, for `a3c`, all workers at once)."""
+    return _parts(config, num_seeds)["rollout"]
 
 
 def memory_limit() -> int | None:
@@ -51,16 +70,30 @@ def memory_limit() -> int | None:
 
 
 def check_fits(config: Config, num_seeds: int = 1) -> None:
-    """Raises `ConfigError` naming `num_envs` and `n_steps` when `rollout_bytes` alone exceeds
-    `memory_limit` (host environments: not checked, their memory is their own)."""
+    """Raises `ConfigError` when what an update holds (`_parts`) alone exceeds `memory_limit`,
+    naming the fields of its largest part (host environments: not checked, their memory is
+    their own)."""
     if config.trainer == "host":
         return
-    need, have = rollout_bytes(config, num_seeds), memory_limit()
+    parts, have = _parts(config, num_seeds), memory_limit()
+    need = sum(parts.values())
     if have is None or need <= have:
         return
     seeds = f" x {num_seeds} seeds" if num_seeds > 1 else ""
+    largest = max(parts, key=parts.get)
+    if largest == "rollout":
+        what = f"num_envs={config.num_envs} with n_steps={config.n_steps}{seeds}"
+        advice = "lower num_envs (or n_steps)"
+        if 3 * sum(config.hidden_sizes) > 2 * 12 and config.batch_size <= 4096:
+            what = f"hidden_sizes={config.hidden_sizes} over a rollout of {config.batch_size}"
+            advice = "lower hidden_sizes (or cnn_channels, num_envs)"
+    elif largest == "network":
+        what = f"hidden_sizes={config.hidden_sizes}{seeds} (the networks' parameters)"
+        advice = "lower hidden_sizes"
+    else:
+        what = f"replay_capacity={config.replay_capacity}{seeds} (the replay buffer)"
+        advice = "lower replay_capacity"
     raise ConfigError(
-        f"num_envs={config.num_envs} with n_steps={config.n_steps}{seeds} needs at least "
-        f"{need / 2**30:,.1f} GiB for one update's rollout and gradient, more than the "
-        f"{have / 2**30:,.1f} GiB of memory here: lower num_envs (or n_steps)"
+        f"{what} needs at least {need / 2**30:,.1f} GiB for one update, more than the "
+        f"{have / 2**30:,.1f} GiB of memory here: {advice}"
     )

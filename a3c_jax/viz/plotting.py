@@ -47,6 +47,10 @@ def plot_runs(
     """Draws the learning curves of `run_dirs` (two panels: return against environment steps
     and against wall-clock seconds; mean over seeds, band from the lowest to the highest seed)
     into the PNG `out`. Raises `RunDirError` for a folder without metrics."""
+    if Path(out).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise chunked.RunDirError(
+            f"--out {out}: the plot is written as .png, .pdf or .svg (by its suffix)"
+        )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,6 +11,7 @@ bodies' positions (`draw_brax`).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable
@@ -283,6 +284,18 @@ def can_render(env_name: str) -> bool:
     return len(envs.make_env(env_name).obs_shape) in (2, 3)
 
 
+def write_new(path: Path, data: bytes) -> None:
+    """Writes `data` to the new file `path`; `FileExistsError` if anything is there already (a
+    file of the user's is never overwritten, nor a symlink followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def record_episode(
     config: Config,
     params: Params,
@@ -318,7 +331,15 @@ def record_episode(
         frame_ms = 40 if draw is not None else 100
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = io.BytesIO()
     frames[0].save(
-        path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=False
+        data,
+        format="GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=frame_ms,
+        loop=0,
+        optimize=False,
     )
+    write_new(path, data.getvalue())
     return path, float(np.sum(rewards[:length])), len(frames)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -127,6 +128,31 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
     def apply(train_state: TrainState, grads: jax.Array) -> TrainState:
         return apply_gradients(optimizer, train_state, grads, config.batch_size)
 
+    key = jax.random.PRNGKey(0)
+    state_shapes, carries_shapes = jax.eval_shape(init, key)
+    return AsyncParts(
+        compile_ahead(init, key, config=config),
+        compile_ahead(worker_step, state_shapes.params, carries_shapes[0], config=config),
+        compile_ahead(apply, state_shapes, state_shapes.params, config=config),
+        unravel,
+        optimizer,
+        **_ray_pieces(config, spec, networks, loss_fn, unravel, reset, carry_def),
+    )
+
+
+def _ray_pieces(
+    config: Config,
+    spec: envs.EnvSpec,
+    networks: Any,
+    loss_fn: Callable,
+    unravel: Callable,
+    reset: Callable[[PRNGKey], EnvCarry],
+    carry_def: Any,
+) -> dict[str, Callable]:
+    """The pieces of `AsyncParts` that only Ray's workers and learner call (`ray_backend`),
+    jitted and compiled where (and if) they are first called: a worker's process, the learner
+    for data parallelism."""
+
     def init_worker(key: PRNGKey, worker: int) -> Carry:
         env_key, loop_key = worker_keys(init_keys(key), worker)
         return tuple(jax.tree.leaves((reset(env_key), loop_key)))
@@ -146,20 +172,11 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
         next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
         return behaviour_gradient(loss_fn, params, traj, next_values, behaviour_log_prob)
 
-    key = jax.random.PRNGKey(0)
-    state_shapes, carries_shapes = jax.eval_shape(init, key)
-    return AsyncParts(
-        compile_ahead(init, key, config=config),
-        compile_ahead(worker_step, state_shapes.params, carries_shapes[0], config=config),
-        compile_ahead(apply, state_shapes, state_shapes.params, config=config),
-        unravel,
-        optimizer,
-        # Ray's pieces, compiled where (and if) they are first called: a worker's process,
-        # the learner for data parallelism.
-        init_worker=jax.jit(init_worker, static_argnums=1),
-        collect=jax.jit(collect),
-        learner_gradient=jax.jit(learner_gradient),
-    )
+    return {
+        "init_worker": jax.jit(init_worker, static_argnums=1),
+        "collect": jax.jit(collect),
+        "learner_gradient": jax.jit(learner_gradient),
+    }
 
 
 def initial_state(config: Config, key: PRNGKey) -> TrainState:

@@ -153,6 +153,46 @@ def _make_parts(config: Config) -> HostParts:
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = host_rollout.make_step_act(spec, networks)
 
+    init, gradient, apply, learn = _learner_fns(config, spec, networks, optimizer, unravel, loss_fn)
+    key = jax.random.PRNGKey(0)
+    state, _, _ = jax.eval_shape(init, key)
+    _, noise = jax.eval_shape(next_noise, key)
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
+    traj = traj_shapes(spec, config.n_steps, config.num_envs)
+    a3c = config.asynchronous
+    programs = {
+        "layers": (unravel, state.params),
+        "init": (init, key),
+        "next_noise": (next_noise, key),
+        "act": (act, shapes, obs, noise, step),
+        **(
+            {"gradient": (gradient, state.params, traj), "apply": (apply, state, state.params)}
+            if a3c
+            else {"learn": (learn, state, traj)}
+        ),
+    }
+
+    compiled = compile_side_by_side(programs, config)
+    rest = {field: compiled.get(field) for field in HostParts._fields[3:-2]}
+    return HostParts(
+        spec,
+        unravel,
+        optimizer,
+        **rest,
+        **_data_pieces(spec, networks, unravel, loss_fn),
+    )
+
+
+def _learner_fns(
+    config: Config,
+    spec: envs.EnvSpec,
+    networks: Any,
+    optimizer: Optimizer,
+    unravel: Callable,
+    loss_fn: Callable,
+) -> tuple[Callable, Callable, Callable, Callable]:
+    """`init`, `gradient`, `apply` and `learn` of `HostParts`, before they are compiled."""
     num_workers = config.num_workers if config.asynchronous else 1
 
     def init(key: PRNGKey) -> tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]:
@@ -177,24 +217,14 @@ def _make_parts(config: Config) -> HostParts:
         bad = divergence(UpdateMetrics(*metrics), train_state.params)
         return train_state, unravel(train_state.params), metrics, bad
 
-    key = jax.random.PRNGKey(0)
-    state, _, _ = jax.eval_shape(init, key)
-    _, noise = jax.eval_shape(next_noise, key)
-    step = jax.ShapeDtypeStruct((), jnp.int32)
-    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
-    traj = traj_shapes(spec, config.n_steps, config.num_envs)
-    a3c = config.asynchronous
-    programs = {
-        "layers": (unravel, state.params),
-        "init": (init, key),
-        "next_noise": (next_noise, key),
-        "act": (act, shapes, obs, noise, step),
-        **(
-            {"gradient": (gradient, state.params, traj), "apply": (apply, state, state.params)}
-            if a3c
-            else {"learn": (learn, state, traj)}
-        ),
-    }
+    return init, gradient, apply, learn
+
+
+def _data_pieces(
+    spec: envs.EnvSpec, networks: Any, unravel: Callable, loss_fn: Callable
+) -> dict[str, Callable]:
+    """The pieces of data parallelism (`ray_backend`): the behaviour policy's log-probabilities
+    of a trajectory, and the learner's V-trace-corrected gradient of it."""
 
     def log_prob(flat_params: jax.Array, traj: Transition) -> jax.Array:
         pi, _, _ = actor_critic.replay_policy(networks, unravel(flat_params), traj, None)
@@ -207,16 +237,7 @@ def _make_parts(config: Config) -> HostParts:
         next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
         return behaviour_gradient(loss_fn, params, traj, next_values, behaviour_log_prob)
 
-    compiled = compile_side_by_side(programs, config)
-    rest = {field: compiled.get(field) for field in HostParts._fields[3:-2]}
-    return HostParts(
-        spec,
-        unravel,
-        optimizer,
-        **rest,
-        log_prob=jax.jit(log_prob),
-        learner_gradient=jax.jit(learner_gradient),
-    )
+    return {"log_prob": jax.jit(log_prob), "learner_gradient": jax.jit(learner_gradient)}
 
 
 def initial_state(config: Config, key: PRNGKey) -> TrainState:
@@ -378,6 +399,21 @@ def make_async_parts(config: Config) -> AsyncParts:
             for worker in workers:
                 worker.host_envs.close()
 
+    return AsyncParts(
+        init,
+        worker_step,
+        parts.apply,
+        parts.unravel,
+        parts.optimizer,
+        close,
+        *_ray_worker_pieces(config, parts),
+        parts.learner_gradient,
+    )
+
+
+def _ray_worker_pieces(config: Config, parts: HostParts) -> tuple[Callable, Callable]:
+    """`init_worker` and `collect` of `AsyncParts`: what a Ray worker of a host run calls."""
+
     def init_worker(key: PRNGKey, worker: int) -> HostWorker:
         _, env_keys, loop_keys = parts.init(key)
         host_envs = host_rollout.HostEnvs(parts.spec, config.num_envs, "sync")
@@ -393,14 +429,4 @@ def make_async_parts(config: Config) -> AsyncParts:
         worker.key, worker.noise = parts.next_noise(worker.key)
         return worker, traj, parts.log_prob(flat_params, traj)
 
-    return AsyncParts(
-        init,
-        worker_step,
-        parts.apply,
-        parts.unravel,
-        parts.optimizer,
-        close,
-        init_worker,
-        collect,
-        parts.learner_gradient,
-    )
+    return init_worker, collect

@@ -179,6 +179,51 @@ def start_workers(ray: Any, config: Config, key: PRNGKey) -> list[Any]:
     ]
 
 
+def _result(
+    ray: Any,
+    task: Any,
+    worker: int,
+    workers: list[Any],
+    store: ParameterStore,
+    lost: set[int],
+    config: Config,
+) -> tuple[Any, ...] | None:
+    """What `worker`'s `task` returned: `(version, pid, *payload)`; None when the worker is gone
+    for good (restarted too often: its update goes to whichever worker asks next). Raises what
+    the worker's own code raised, with a note naming it; `RuntimeError` once every worker is
+    gone."""
+    try:
+        return ray.get(task)
+    except ray.exceptions.RayActorError as error:  # restarted too often: gone
+        store.release()
+        lost.add(worker)
+        if len(lost) == len(workers) and not store.stopping.is_set():
+            raise RuntimeError(
+                f"every Ray worker's process died more than max_worker_restarts="
+                f"{config.max_worker_restarts} times; the run stopped"
+            ) from error
+        return None
+    except ray.exceptions.RayTaskError as error:  # its own code raised
+        cause = error.as_instanceof_cause()
+        cause.add_note(f"raised in Ray worker {worker} of {len(workers)}; every worker was stopped")
+        raise cause from None
+
+
+def _apply(
+    parts: AsyncParts, store: ParameterStore, worker: int, version: int, payload: list, data: bool
+) -> UpdateRecord | None:
+    """Applies a worker's result to `store`: its gradient, or (data parallelism) the learner's
+    V-trace-corrected gradient of its trajectory; waits for the new parameters."""
+    if data:
+        traj, log_prob = payload
+        grads, metrics = parts.learner_gradient(store.state.params, traj, log_prob)
+    else:
+        grads, metrics = payload
+    record = store.apply(worker, grads, version, metrics)
+    jax.block_until_ready(store.state.params)
+    return record
+
+
 def _learner_loop(
     ray: Any,
     config: Config,
@@ -221,34 +266,15 @@ def _learner_loop(
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.1)
             for task in ready:
                 worker = pending.pop(task)
-                try:
-                    version, pid, *payload = ray.get(task)
-                except ray.exceptions.RayActorError as error:  # restarted too often: gone
-                    store.release()  # its update goes to whichever worker asks next
-                    lost.add(worker)
-                    if len(lost) == len(workers) and not store.stopping.is_set():
-                        raise RuntimeError(
-                            f"every Ray worker's process died more than max_worker_restarts="
-                            f"{config.max_worker_restarts} times; the run stopped"
-                        ) from error
+                result = _result(ray, task, worker, workers, store, lost, config)
+                if result is None:
                     continue
-                except ray.exceptions.RayTaskError as error:  # its own code raised
-                    cause = error.as_instanceof_cause()
-                    cause.add_note(
-                        f"raised in Ray worker {worker} of {len(workers)}; every worker was stopped"
-                    )
-                    raise cause from None
+                version, pid, *payload = result
                 if pid != nodes[worker]["pid"]:  # Ray restarted its process
                     restarts[worker] += 1
                     nodes[worker] = ray.get(workers[worker].info.remote())
                 start = time.perf_counter()
-                if data:
-                    traj, log_prob = payload
-                    grads, metrics = parts.learner_gradient(store.state.params, traj, log_prob)
-                else:
-                    grads, metrics = payload
-                record = store.apply(worker, grads, version, metrics)
-                jax.block_until_ready(store.state.params)
+                record = _apply(parts, store, worker, version, payload, data)
                 busy += time.perf_counter() - start
                 if record is not None and callback is not None and callback(record):
                     store.stop()  # the callback asked to stop

@@ -9,6 +9,7 @@ and the environment's backend), and dispatched here by one table (`TRAINERS`):
 | "jit" | the pure jitted program | `jit_train` | `runs.chunked.train_run` |
 | "threads" | A3C's actor-learner threads | `workers.a3c.train_async` | `runs.worker_runs` |
 | "host" | one learner over host environments | `workers.host.train_host` | `runs.worker_runs` |
+| "ray" | A3C's workers as Ray actors | `workers.ray_backend.train_ray` | `runs.worker_runs` |
 
 `make_train` / `jit_train` stay first-class: they are the pure functional core (jit it, vmap it
 over seeds) that `train` runs for gymnax and Brax configs.
@@ -50,7 +51,7 @@ class Trained(NamedTuple):
     metrics: dict[str, Any]  # per update, by name: `[num_updates]` each (`[S, U]` with seeds);
     # from a run folder, its metrics.csv's columns
     num_seeds: int
-    extras: Any  # the trainer's own result: `TrainResult` (jit), `AsyncResult` (threads, host),
+    extras: Any  # the trainer's own result: `TrainResult` (jit), `AsyncResult` (workers),
     # or the run folder's outcome (`RunOutcome`, `AsyncRunOutcome`) when trained into one
     run_dir: Path | None = None  # the run folder, if trained into one
     status: str = "finished"  # "finished", "interrupted" or "stopped" (run folders)
@@ -161,6 +162,7 @@ TRAINERS: dict[str, tuple[Callable[..., Trained], Callable[..., Trained]]] = {
     "jit": (_jit_in_memory, _jit_in_folder),
     "threads": (_workers_in_memory, _workers_in_folder),
     "host": (_workers_in_memory, _workers_in_folder),
+    "ray": (_workers_in_memory, _workers_in_folder),
 }
 
 

@@ -29,7 +29,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 NOTEST = re.compile(r"<!-- notest: (.+?) -->\s*$")
 RUNNABLE = {"python": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 # Extras a page's examples need, by the module they import; the page is skipped without it.
-EXTRAS = {"gymnasium": "gymnasium"}
+EXTRAS = {"gymnasium": "gymnasium", "ray": "ray"}
 
 
 class Block(NamedTuple):

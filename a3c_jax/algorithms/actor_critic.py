@@ -47,14 +47,24 @@ if TYPE_CHECKING:
     from a3c_jax.envs import EnvSpec
 
 
+# V-trace's thresholds for a learner behind its workers (`parallelism="data"`): IMPALA's
+# ρ̄ = c̄ = 1 (and the same for the policy gradient's ratio).
+VTRACE_RHO_CLIP = 1.0
+VTRACE_C_CLIP = 1.0
+
+
 def advantages_and_targets(
     traj: Transition,
     values: jax.Array,
     next_values: jax.Array,
     config: Config,
     valid: jax.Array | None = None,
+    rho: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """GAE(λ) advantages and the critic's targets `advantages + values`, both `[T, B]`.
+    """GAE(λ) advantages and the critic's targets `advantages + values`, both `[T, B]`; with
+    importance ratios `rho` `[T, B]` (`π / μ` of experience played by an older policy `μ`),
+    V-trace's (`returns.vtrace_td_error_and_advantage`, λ = `gae_lambda`, thresholds
+    `VTRACE_RHO_CLIP`, `VTRACE_C_CLIP`), which are GAE's where `rho` is 1 and `λ = 1`.
 
     Args:
       traj: `[T, B, ...]` transitions.
@@ -65,6 +75,7 @@ def advantages_and_targets(
       config: `gamma`, `gae_lambda`, `reward_scale`.
       valid: `[T, B]` bool or None. Invalid steps come after an episode's end (which has
         discount 0), so they cannot reach a valid step's return; their rewards are zeroed.
+      rho: `[T, B]` importance ratios, held fixed, or None (on-policy: GAE).
     """
     reward = traj.reward * config.reward_scale
     if valid is not None:
@@ -72,6 +83,22 @@ def advantages_and_targets(
     rewards, discounts = returns.truncate_episodes(
         reward, traj.terminated, traj.truncated, next_values, config.gamma
     )
+    if rho is not None:
+        # V(x_{s+1}): the next step's value inside the rollout (where an episode ended, the
+        # discount is 0 and a truncation's value is in the reward), the bootstrap after it.
+        v_t = jnp.concatenate([values[1:], next_values[-1:]], axis=0)
+        out = returns.vtrace_td_error_and_advantage(
+            values,
+            v_t,
+            rewards,
+            discounts,
+            rho,
+            config.gae_lambda,
+            rho_clip=VTRACE_RHO_CLIP,
+            c_clip=VTRACE_C_CLIP,
+            pg_rho_clip=VTRACE_RHO_CLIP,
+        )
+        return out.pg_advantage, out.errors + values
     advantages = returns.gae_advantages(
         rewards, values, discounts, next_values[-1], config.gae_lambda
     )
@@ -96,12 +123,15 @@ def nstep_loss(
     next_values: jax.Array,
     valid: jax.Array | None = None,
     start_state: CoreState | None = None,
+    behaviour_log_prob: jax.Array | None = None,
     *,
     config: Config,
     networks: Networks,
 ) -> tuple[jax.Array, losses.LossMetrics]:
     """The actor-critic loss of one rollout, averaged over its (valid) steps, plus
     `action_bound_coef` times `losses.action_bound_loss` of the policy's means (when positive).
+    Played by another policy `μ` (`behaviour_log_prob`), its advantages and targets are
+    V-trace's, corrected by the ratios `π(a|s) / μ(a|s)` (`advantages_and_targets`).
 
     Args:
       params: the actor-critic's parameters (differentiated).
@@ -111,8 +141,14 @@ def nstep_loss(
         of `values_after`, where the returns read them).
       valid: `[T, B]` bool mask of real steps, or None (all real).
       start_state: the recurrent cores' state `[B, ...]` at the rollout's start (`replay_policy`).
+      behaviour_log_prob: `[T, B]` `log μ(a_t|s_t)` of the policy that played `traj`, or None
+        (this one: on-policy).
     """
     pi, values, states = replay_policy(networks, params, traj, start_state)  # [T, B]
+    log_prob = pi.log_prob(traj.action)
+    rho = None
+    if behaviour_log_prob is not None:
+        rho = jnp.exp(jax.lax.stop_gradient(log_prob) - behaviour_log_prob)
     if next_values is None:  # a recurrent critic: from this re-run's states (`values_after`)
         # All `T·B` (`selected_values` with no time limit): valuing only the `2B` that the
         # returns read was faster in the loss alone and within noise over whole runs (README).
@@ -120,12 +156,12 @@ def nstep_loss(
             selected_values(functools.partial(values_after, networks, params), traj, states, 0)
         )
     advantages, targets = advantages_and_targets(
-        traj, jax.lax.stop_gradient(values), next_values, config, valid
+        traj, jax.lax.stop_gradient(values), next_values, config, valid, rho
     )
     if config.normalize_advantages:
         advantages = losses.normalize(advantages, valid)
     total, metrics = losses.actor_critic_loss(
-        pi.log_prob(traj.action),
+        log_prob,
         pi.entropy(),
         values,
         advantages,

@@ -221,6 +221,12 @@ def _report_workers(config: Config, outcome: Any, elapsed: float, num_seeds: int
     result = outcome.result
     if config.trainer == "threads":
         parallelism = f"{config.num_workers} workers"
+    elif config.trainer == "ray":
+        nodes = len({n["node_id"] for n in result.worker_nodes})
+        parallelism = (
+            f"{config.num_workers} Ray workers ({config.parallelism}) on {nodes} node(s), "
+            f"{sum(result.worker_restarts)} restart(s)"
+        )
     else:
         parallelism = f"{config.num_envs} {config.vector_env} environments"
     print(
@@ -232,7 +238,12 @@ def _report_workers(config: Config, outcome: Any, elapsed: float, num_seeds: int
     )
 
 
-REPORTS = {"jit": _report_jit, "threads": _report_workers, "host": _report_workers}
+REPORTS = {
+    "jit": _report_jit,
+    "threads": _report_workers,
+    "host": _report_workers,
+    "ray": _report_workers,
+}
 
 
 def _report_greedy(

@@ -71,8 +71,18 @@ BRAX_FIELDS = {
 # Which trainer runs a Config (`Config.trainer`; `a3c_jax.api.train` dispatches on it):
 # "jit": the pure jitted program (`a3c_jax.make_train`), gymnax and Brax environments;
 # "threads": asynchronous actor-learner threads around a parameter store (`a3c`);
-# "host": one learner stepping host environments (Gymnasium, Atari) in a Python loop.
-TRAINERS = ("jit", "threads", "host")
+# "host": one learner stepping host environments (Gymnasium, Atari) in a Python loop;
+# "ray": asynchronous workers as Ray actors (processes, on one machine or many) around one learner
+# (`workers.ray_backend`), chosen by `workers="ray"`.
+TRAINERS = ("jit", "threads", "host", "ray")
+# Where an asynchronous algorithm's workers run (`Config.workers`): threads of this process, or
+# Ray actors (`pip install "a3c_jax[ray]"`).
+WORKER_BACKENDS = ("threads", "ray")
+# What Ray workers send their learner (`Config.parallelism`, the second deck's two choices):
+# "gradients" (A3C: each worker differentiates its own rollout, the learner only applies) or
+# "data" (workers send trajectories with their behaviour policy's log-probabilities, the learner
+# differentiates them, corrected for the policy lag with V-trace).
+PARALLELISMS = ("gradients", "data")
 
 
 # The fields the training program reads only through arithmetic: a sweep (`a3c_jax.sweeps.grid`)
@@ -142,6 +152,15 @@ class Config:
     parallel_backend: str | None = None  # "shard_map" or "pmap"
     # Asynchronous training (algo="a3c" only, with `a3c_jax.train_async`).
     num_workers: int | None = None  # actor-learner threads, each with its own num_envs environments
+    # Ray workers (a3c_jax.workers.ray_backend): "threads" (the default) or "ray" (one actor
+    # process per worker, on this machine or a Ray cluster's); what they send, "gradients" or
+    # "data" (trajectories, V-trace at the learner); the cluster to join (None: start a local
+    # Ray instance; "auto": the one `ray start` runs here; "HOST:PORT": its head node); and how
+    # often Ray restarts a worker whose process died before the run gives up.
+    workers: str | None = None
+    parallelism: str | None = None
+    ray_address: str | None = None
+    max_worker_restarts: int | None = None
     # Host environments ("gymnasium:<id>", a3c_jax.host) under the synchronous algorithms: their
     # Gymnasium vector environment steps them "sync" (one after the other, in the learner's
     # thread) or "async" (one process each).
@@ -225,7 +244,7 @@ class Config:
         from the registry (`asynchronous` algorithms run as threads) and the environment's
         backend (host environments are stepped by a host learner)."""
         if self.asynchronous:
-            return "threads"
+            return "ray" if self.workers == "ray" else "threads"
         return "host" if self.host_env else "jit"
 
     @property
@@ -373,6 +392,7 @@ class Config:
         ):
             raise ConfigError(f"hidden_sizes={sizes!r} must be a non-empty tuple of positive ints")
         self._validate_sde()
+        self._validate_workers()
         self._check_combinations()
 
     def _yield_to_given(self, given: set[str]) -> None:
@@ -426,6 +446,43 @@ class Config:
                 f"use_sde=True: gSDE runs on gymnax and Brax environments; env_name="
                 f"{self.env_name!r} is a host environment (its rollout draws a fresh key at "
                 "every step): drop use_sde"
+            )
+
+    def _validate_workers(self) -> None:
+        """The Ray fields: valid values, set only where they apply. (Whether Ray is installed
+        is checked when a run starts, `workers.trainers.check`: a Ray run's config.json must
+        load, evaluate and plot on a machine without Ray.)"""
+        for name, allowed in (("workers", WORKER_BACKENDS), ("parallelism", PARALLELISMS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be one of {allowed}")
+        restarts = self.max_worker_restarts
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+            raise ConfigError(f"max_worker_restarts={restarts!r} must be a non-negative integer")
+        if self.workers == "ray" and not self.asynchronous:
+            raise ConfigError(
+                f"workers='ray' runs the workers of the asynchronous algorithms "
+                f"({', '.join(map(repr, registry.names(asynchronous=True)))}); algo={self.algo!r} "
+                "trains with one learner: use algo='a3c', or drop workers"
+            )
+        if self.workers != "ray":
+            used = [
+                f"{k}={getattr(self, k)!r}"
+                for k in ("parallelism", "ray_address", "max_worker_restarts")
+                if getattr(self, k) != presets.DEFAULTS[k]
+            ]
+            if used:
+                raise ConfigError(
+                    f"{', '.join(used)}: only applies to Ray workers; add workers='ray' "
+                    "(with algo='a3c') or drop the setting"
+                )
+            return
+        if self.ray_address is not None:
+            _check_ray_address(self.ray_address)
+        if self.parallelism == "data" and self.recurrent is not None:
+            raise ConfigError(
+                f"parallelism='data' with recurrent={self.recurrent!r}: the learner re-runs the "
+                "workers' trajectories without their hidden states; use parallelism='gradients' "
+                "or a feed-forward policy"
             )
 
     def _validate_ranges(self) -> None:
@@ -731,6 +788,21 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of Config fields to values")
     return data
+
+
+def _check_ray_address(address: Any) -> None:
+    """`ConfigError` unless `address` is "auto", "HOST:PORT" or "ray://HOST:PORT" (whether
+    anything answers there is checked when the run starts: `workers.ray_backend.connect`)."""
+    if isinstance(address, str) and address == "auto":
+        return
+    text = address.removeprefix("ray://") if isinstance(address, str) else ""
+    host, _, port = text.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(
+            f"ray_address={address!r} must be 'auto' (the cluster `ray start` runs on this "
+            "machine), 'HOST:PORT' of a head node (e.g. '10.0.0.1:6379'), or None to start a "
+            "local Ray instance"
+        )
 
 
 def _check_env_name(env_name: Any) -> None:

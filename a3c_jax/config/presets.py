@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "num_devices": 1,
     "parallel_backend": "shard_map",
     "num_workers": 1,
+    "workers": "threads",
+    "parallelism": "gradients",
+    "ray_address": None,
+    "max_worker_restarts": 3,
     "vector_env": "sync",
     # Brax environments only (a3c_jax.envs.brax_envs). "spring" compiles and steps fastest on CPU
     # (benchmarks/brax.py); 1000 physics steps is Brax's (and MuJoCo's) time limit.

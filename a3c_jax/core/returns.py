@@ -4,9 +4,15 @@ Every function takes time-major arrays `[T, ...]` (any trailing batch shape, e.g
 bootstrap `[...]` for the state after the last step. `discount_t` is `γ` where the episode goes on
 after step `t` and `0` where it ended there; `truncate_episodes` turns a truncated step into that
 form by adding `γ V(s'_t)` to its reward.
+
+`vtrace` corrects the returns of experience played by an older (behaviour) policy for the
+current one (IMPALA's off-policy targets), as a learner needs with data parallelism: workers
+send trajectories, the learner's parameters have moved on by the time it learns from them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import chex
 import jax
@@ -110,3 +116,102 @@ def gae_advantages(
         body, jnp.zeros_like(bootstrap_value), (deltas, discounts, lambda_), reverse=True
     )
     return advantages
+
+
+class VTraceOutput(NamedTuple):
+    """V-trace's targets and the policy gradient's advantages, each `[T, ...]`."""
+
+    errors: jax.Array  # v_s - V(x_s): the critic's regression errors toward the targets
+    pg_advantage: jax.Array  # ρ^pg_s (r_s + γ_s v_{s+1} - V(x_s)), the actor's advantage
+    q_estimate: jax.Array  # r_s + γ_s v_{s+1}, the corrected action value
+
+
+def vtrace(
+    v_tm1: jax.Array,
+    v_t: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    rho_tm1: jax.Array,
+    lambda_: float | jax.Array = 1.0,
+    rho_clip: float = 1.0,
+    c_clip: float = 1.0,
+    stop_target_gradients: bool = True,
+) -> jax.Array:
+    """V-trace targets `v_s` (Espeholt et al., 2018, "IMPALA", eq. 1, with its λ of section 4.2):
+    the value targets of a trajectory played by a behaviour policy `μ` for a target policy `π`.
+
+    With `ρ_s = min(ρ̄, π(a_s|x_s) / μ(a_s|x_s))`, `c_s = λ min(c̄, π(a_s|x_s) / μ(a_s|x_s))` and
+    `δ_s = ρ_s (r_s + γ_s V(x_{s+1}) - V(x_s))`, one reverse scan over time:
+
+        v_s - V(x_s) = δ_s + γ_s c_s (v_{s+1} - V(x_{s+1})),   v_T - V(x_T) = 0,
+
+    which unrolls to the paper's `v_s = V(x_s) + Σ_{t≥s} (Π_{s≤i<t} γ_i c_i) δ_t`. With `π = μ`
+    (`ρ = 1`), `λ = 1` and consistent values (`v_t[s] = v_tm1[s + 1]` wherever `discount_t[s] >
+    0`) it is the n-step return `discounted_returns(r_t, discount_t, v_t[-1])`.
+
+    Args:
+      v_tm1: `[T, ...]` `V(x_s)`, the values of the states acted in.
+      v_t: `[T, ...]` `V(x_{s+1})`, the values of the states each action led to (the last one
+        bootstraps the trajectory).
+      r_t: `[T, ...]` rewards.
+      discount_t: `[T, ...]` `γ_s`: `γ` where the episode goes on after step `s`, `0` where it
+        ended (`truncate_episodes`).
+      rho_tm1: `[T, ...]` importance ratios `π(a_s|x_s) / μ(a_s|x_s)`.
+      lambda_: scalar or `[T, ...]`, the trace's decay (1: the paper's V-trace).
+      rho_clip: `ρ̄`, the truncation of the ratios in `δ_s` (the fixed point's policy).
+      c_clip: `c̄`, the truncation of the traces `c_s` (the speed of convergence).
+      stop_target_gradients: hold the targets fixed (no gradient through them).
+
+    Returns:
+      `[T, ...]` the targets `v_s`.
+    """
+    chex.assert_equal_shape([v_tm1, v_t, r_t, discount_t, rho_tm1])
+    lambda_ = jnp.broadcast_to(jnp.asarray(lambda_, v_tm1.dtype), v_tm1.shape)
+    c_tm1 = lambda_ * jnp.minimum(c_clip, rho_tm1)
+    deltas = jnp.minimum(rho_clip, rho_tm1) * (r_t + discount_t * v_t - v_tm1)
+
+    def body(err_tp1: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        delta_t, trace_t = xs
+        err_t = delta_t + trace_t * err_tp1
+        return err_t, err_t
+
+    _, errors = jax.lax.scan(
+        body, jnp.zeros_like(v_t[0]), (deltas, discount_t * c_tm1), reverse=True
+    )
+    targets = errors + v_tm1
+    return jax.lax.stop_gradient(targets) if stop_target_gradients else targets
+
+
+def vtrace_td_error_and_advantage(
+    v_tm1: jax.Array,
+    v_t: jax.Array,
+    r_t: jax.Array,
+    discount_t: jax.Array,
+    rho_tm1: jax.Array,
+    lambda_: float | jax.Array = 1.0,
+    rho_clip: float = 1.0,
+    c_clip: float = 1.0,
+    pg_rho_clip: float = 1.0,
+    stop_target_gradients: bool = True,
+) -> VTraceOutput:
+    """V-trace's critic errors and the actor's advantages (IMPALA, section 4.2).
+
+    The targets `v_s` are `vtrace`'s (the arguments mean what they mean there); the action
+    value is `q_s = r_s + γ_s (λ_s v_{s+1} + (1 - λ_s) V(x_{s+1}))` (`v_t[-1]` after the last
+    step) and the policy gradient's advantage `ρ^pg_s (q_s - V(x_s))` with
+    `ρ^pg_s = min(pg_rho_clip, π(a_s|x_s) / μ(a_s|x_s))`.
+
+    Returns:
+      `VTraceOutput` of `[T, ...]` arrays; `errors = v_s - V(x_s)`.
+    """
+    chex.assert_equal_shape([v_tm1, v_t, r_t, discount_t, rho_tm1])
+    lambda_ = jnp.broadcast_to(jnp.asarray(lambda_, v_tm1.dtype), v_tm1.shape)
+    targets = vtrace(
+        v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_, rho_clip, c_clip, stop_target_gradients
+    )
+    q_bootstrap = jnp.concatenate(
+        [lambda_[:-1] * targets[1:] + (1.0 - lambda_[:-1]) * v_tm1[1:], v_t[-1:]], axis=0
+    )
+    q_estimate = r_t + discount_t * q_bootstrap
+    pg_advantage = jnp.minimum(pg_rho_clip, rho_tm1) * (q_estimate - v_tm1)
+    return VTraceOutput(targets - v_tm1, pg_advantage, q_estimate)

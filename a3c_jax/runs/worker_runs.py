@@ -272,6 +272,8 @@ def _train(run: _AsyncRun, stop: StopRequest, stop_after: int | None, progress: 
             result, watcher.bad = None, error.update
         with watcher.lock:
             watcher.report()
+        if result is not None and result.worker_nodes:
+            _record_workers(run, result)
     finally:
         bar.close()
         writers.close()
@@ -282,6 +284,18 @@ def _train(run: _AsyncRun, stop: StopRequest, stop_after: int | None, progress: 
     else:
         status = "interrupted" if stop.is_set() or result.interrupted else "stopped"
     return result, status, watcher, store
+
+
+def _record_workers(run: _AsyncRun, result: AsyncResult) -> None:
+    """Ray workers in run.json (written with the final checkpoint; once per invocation): where
+    each ran in this invocation, its restarts, the restarts of every invocation together, and
+    the learner's busy fraction."""
+    run.info["workers"] = [
+        {**node, "restarts": restarts}
+        for node, restarts in zip(result.worker_nodes, result.worker_restarts, strict=True)
+    ]
+    run.info["worker_restarts"] = run.info.get("worker_restarts", 0) + sum(result.worker_restarts)
+    run.info["learner_busy"] = result.learner_seconds / max(result.wall_seconds, 1e-9)
 
 
 def train_async_run(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -49,6 +50,7 @@ from a3c_jax.core.types import (
     EnvCarry,
     PRNGKey,
     TrainState,
+    Transition,
 )
 from a3c_jax.training.loop import init_keys
 from a3c_jax.training.xla import compile_ahead
@@ -58,6 +60,7 @@ from a3c_jax.workers.store import (
     Carry,
     ParameterStore,
     UpdateRecord,
+    behaviour_gradient,
     run_workers,
     worker_gradient,
     worker_keys,
@@ -133,7 +136,57 @@ def make_gymnax_async_parts(config: Config) -> AsyncParts:
         compile_ahead(apply, state_shapes, state_shapes.params, config=config),
         unravel,
         optimizer,
+        **_ray_pieces(config, spec, networks, loss_fn, unravel, reset, carry_def),
     )
+
+
+def _ray_pieces(
+    config: Config,
+    spec: envs.EnvSpec,
+    networks: Any,
+    loss_fn: Callable,
+    unravel: Callable,
+    reset: Callable[[PRNGKey], EnvCarry],
+    carry_def: Any,
+) -> dict[str, Callable]:
+    """The pieces of `AsyncParts` that only Ray's workers and learner call (`ray_backend`),
+    jitted and compiled where (and if) they are first called: a worker's process, the learner
+    for data parallelism."""
+
+    def init_worker(key: PRNGKey, worker: int) -> Carry:
+        env_key, loop_key = worker_keys(init_keys(key), worker)
+        return tuple(jax.tree.leaves((reset(env_key), loop_key)))
+
+    def collect(flat_params: jax.Array, carry: Carry) -> tuple[Carry, Transition, jax.Array]:
+        env, key = jax.tree.unflatten(carry_def, carry)
+        key, update_key = jax.random.split(key)  # as worker_step: the same rollout
+        params = unravel(flat_params)
+        env, traj, _ = actor_critic.nstep_collect(spec, networks, config, params, env, update_key)
+        pi, _, _ = actor_critic.replay_policy(networks, params, traj, None)  # feed-forward
+        return tuple(jax.tree.leaves((env, key))), traj, pi.log_prob(traj.action)
+
+    def learner_gradient(
+        flat_params: jax.Array, traj: Transition, behaviour_log_prob: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        params = unravel(flat_params)
+        next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
+        return behaviour_gradient(loss_fn, params, traj, next_values, behaviour_log_prob)
+
+    return {
+        "init_worker": jax.jit(init_worker, static_argnums=1),
+        "collect": jax.jit(collect),
+        "learner_gradient": jax.jit(learner_gradient),
+    }
+
+
+def initial_state(config: Config, key: PRNGKey) -> TrainState:
+    """The store's state `[P]` that an asynchronous run of `config` from `key` starts from
+    (without making any worker's environments)."""
+    if config.host_env:
+        from a3c_jax.workers import host as host_train
+
+        return host_train.initial_state(config, key)
+    return make_async_parts(config).init(key)[0]
 
 
 def train_async(

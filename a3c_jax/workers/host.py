@@ -46,6 +46,7 @@ from a3c_jax.workers.store import (
     ParameterStore,
     UpdateRecord,
     async_result,
+    behaviour_gradient,
     worker_gradient,
     worker_keys,
 )
@@ -121,6 +122,11 @@ class HostParts(NamedTuple):
     # metrics [F], divergence code []); gradient and optimiser fused. The next rollout's noise
     # comes from `next_noise` (its random-number generator compiled once, not in here too).
     learn: LearnFn | None
+    # Data parallelism (Ray workers, `store.AsyncParts.collect`), jitted, compiled where first
+    # called: ([P], traj) -> log π(a_t|s_t) [T, B] of the acting policy; the learner's
+    # ([P], traj, log μ [T, B]) -> (grads [P], metrics [F]) (`store.behaviour_gradient`).
+    log_prob: Callable[[jax.Array, Transition], jax.Array] | None = None
+    learner_gradient: Callable[..., tuple[jax.Array, jax.Array]] | None = None
 
 
 def make_parts(config: Config) -> HostParts:
@@ -147,7 +153,47 @@ def _make_parts(config: Config) -> HostParts:
     loss_fn = actor_critic.nstep_loss_fn(config, networks)
     act = host_rollout.make_step_act(spec, networks)
 
-    num_workers = config.num_workers if config.trainer == "threads" else 1
+    init, gradient, apply, learn = _learner_fns(config, spec, networks, optimizer, unravel, loss_fn)
+    key = jax.random.PRNGKey(0)
+    state, _, _ = jax.eval_shape(init, key)
+    _, noise = jax.eval_shape(next_noise, key)
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
+    traj = traj_shapes(spec, config.n_steps, config.num_envs)
+    a3c = config.asynchronous
+    programs = {
+        "layers": (unravel, state.params),
+        "init": (init, key),
+        "next_noise": (next_noise, key),
+        "act": (act, shapes, obs, noise, step),
+        **(
+            {"gradient": (gradient, state.params, traj), "apply": (apply, state, state.params)}
+            if a3c
+            else {"learn": (learn, state, traj)}
+        ),
+    }
+
+    compiled = compile_side_by_side(programs, config)
+    rest = {field: compiled.get(field) for field in HostParts._fields[3:-2]}
+    return HostParts(
+        spec,
+        unravel,
+        optimizer,
+        **rest,
+        **_data_pieces(spec, networks, unravel, loss_fn),
+    )
+
+
+def _learner_fns(
+    config: Config,
+    spec: envs.EnvSpec,
+    networks: Any,
+    optimizer: Optimizer,
+    unravel: Callable,
+    loss_fn: Callable,
+) -> tuple[Callable, Callable, Callable, Callable]:
+    """`init`, `gradient`, `apply` and `learn` of `HostParts`, before they are compiled."""
+    num_workers = config.num_workers if config.asynchronous else 1
 
     def init(key: PRNGKey) -> tuple[TrainState, tuple[PRNGKey, ...], tuple[PRNGKey, ...]]:
         keys = init_keys(key)
@@ -171,27 +217,27 @@ def _make_parts(config: Config) -> HostParts:
         bad = divergence(UpdateMetrics(*metrics), train_state.params)
         return train_state, unravel(train_state.params), metrics, bad
 
-    key = jax.random.PRNGKey(0)
-    state, _, _ = jax.eval_shape(init, key)
-    _, noise = jax.eval_shape(next_noise, key)
-    step = jax.ShapeDtypeStruct((), jnp.int32)
-    obs = jax.ShapeDtypeStruct((config.num_envs, *spec.obs_shape), jnp.float32)
-    traj = traj_shapes(spec, config.n_steps, config.num_envs)
-    a3c = config.trainer == "threads"
-    programs = {
-        "layers": (unravel, state.params),
-        "init": (init, key),
-        "next_noise": (next_noise, key),
-        "act": (act, shapes, obs, noise, step),
-        **(
-            {"gradient": (gradient, state.params, traj), "apply": (apply, state, state.params)}
-            if a3c
-            else {"learn": (learn, state, traj)}
-        ),
-    }
-    compiled = compile_side_by_side(programs, config)
-    rest = {field: compiled.get(field) for field in HostParts._fields[3:]}
-    return HostParts(spec, unravel, optimizer, **rest)
+    return init, gradient, apply, learn
+
+
+def _data_pieces(
+    spec: envs.EnvSpec, networks: Any, unravel: Callable, loss_fn: Callable
+) -> dict[str, Callable]:
+    """The pieces of data parallelism (`ray_backend`): the behaviour policy's log-probabilities
+    of a trajectory, and the learner's V-trace-corrected gradient of it."""
+
+    def log_prob(flat_params: jax.Array, traj: Transition) -> jax.Array:
+        pi, _, _ = actor_critic.replay_policy(networks, unravel(flat_params), traj, None)
+        return pi.log_prob(traj.action)
+
+    def learner_gradient(
+        flat_params: jax.Array, traj: Transition, behaviour_log_prob: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        params = unravel(flat_params)
+        next_values = actor_critic.bootstrap_values(spec, networks, params, traj)
+        return behaviour_gradient(loss_fn, params, traj, next_values, behaviour_log_prob)
+
+    return {"log_prob": jax.jit(log_prob), "learner_gradient": jax.jit(learner_gradient)}
 
 
 def initial_state(config: Config, key: PRNGKey) -> TrainState:
@@ -353,4 +399,34 @@ def make_async_parts(config: Config) -> AsyncParts:
             for worker in workers:
                 worker.host_envs.close()
 
-    return AsyncParts(init, worker_step, parts.apply, parts.unravel, parts.optimizer, close)
+    return AsyncParts(
+        init,
+        worker_step,
+        parts.apply,
+        parts.unravel,
+        parts.optimizer,
+        close,
+        *_ray_worker_pieces(config, parts),
+        parts.learner_gradient,
+    )
+
+
+def _ray_worker_pieces(config: Config, parts: HostParts) -> tuple[Callable, Callable]:
+    """`init_worker` and `collect` of `AsyncParts`: what a Ray worker of a host run calls."""
+
+    def init_worker(key: PRNGKey, worker: int) -> HostWorker:
+        _, env_keys, loop_keys = parts.init(key)
+        host_envs = host_rollout.HostEnvs(parts.spec, config.num_envs, "sync")
+        carry = host_rollout.reset(host_envs, env_keys[worker])
+        return HostWorker(host_envs, carry, parts.next_noise(loop_keys[worker]))
+
+    def collect(
+        flat_params: jax.Array, worker: HostWorker
+    ) -> tuple[HostWorker, Transition, jax.Array]:
+        worker.carry, traj = host_rollout.rollout(
+            worker.host_envs, parts.act, parts.layers(flat_params), worker.carry, worker.noise
+        )
+        worker.key, worker.noise = parts.next_noise(worker.key)
+        return worker, traj, parts.log_prob(flat_params, traj)
+
+    return init_worker, collect

@@ -80,6 +80,13 @@ class AsyncResult(NamedTuple):
     cpu_seconds: float  # CPU time of the whole process (all its threads) in those seconds
     compile_seconds: float  # tracing and compiling (0 where `config` was compiled before)
     interrupted: bool  # True when Ctrl-C stopped the run before its budget was spent
+    # Ray workers (`workers.ray_backend`): where each ran ({"worker", "node_id", "hostname",
+    # "pid"} per worker) and how often Ray restarted each one's process; () for threads.
+    worker_nodes: tuple[dict[str, Any], ...] = ()
+    worker_restarts: tuple[int, ...] = ()
+    # Seconds the Ray learner spent differentiating (data parallelism) and applying: its busy
+    # fraction is `learner_seconds / wall_seconds` (the deck's "central process bottleneck").
+    learner_seconds: float = float("nan")
 
     @property
     def num_updates(self) -> int:
@@ -165,6 +172,12 @@ class ParameterStore:
             self._claimed += 1
             return self._state.params, self.version
 
+    def release(self) -> None:
+        """Gives back one update claimed by `checkout` whose gradient will never come (its
+        worker's process died): another worker computes it instead."""
+        with self._lock:
+            self._claimed -= 1
+
     def apply(
         self, worker: int, grads: jax.Array, version: int, worker_metrics: jax.Array
     ) -> UpdateRecord | None:
@@ -215,6 +228,17 @@ class AsyncParts(NamedTuple):
     # Releases what `init` acquired for the workers' carries (host environments); run after the
     # workers stop. gymnax carries are arrays: nothing to release.
     close: Callable[[list[Any]], None] = lambda carries: None
+    # One worker's carry alone, `(key, worker) -> carry` (the `init(key)[1][worker]` that a
+    # worker in its own process makes without the others': `ray_backend`).
+    init_worker: Callable[[PRNGKey, int], Any] | None = None
+    # Data parallelism (`ray_backend`): a worker's rollout without its gradient, `(params [P],
+    # carry) -> (carry, traj [T, B], log μ(a_t|s_t) [T, B])`, and the learner's gradient of it
+    # on its own parameters, `(params [P], traj, log μ) -> (grads [P], metrics [F])`
+    # (`behaviour_gradient`).
+    collect: Callable[[jax.Array, Any], tuple[Any, Transition, jax.Array]] | None = None
+    learner_gradient: (
+        Callable[[jax.Array, Transition, jax.Array], tuple[jax.Array, jax.Array]] | None
+    ) = None
 
 
 def worker_keys(keys: InitKeys, worker: int) -> tuple[PRNGKey, PRNGKey]:
@@ -245,6 +269,23 @@ def worker_gradient(
     )
     metrics = update_metrics(jnp.zeros((), jnp.int32), out, nan, nan)
     return flatten(grads), jnp.stack([jnp.asarray(m, jnp.float32) for m in metrics])
+
+
+def behaviour_gradient(
+    loss_fn: Callable[..., tuple[jax.Array, LossMetrics]],
+    params: Params,
+    traj: Transition,
+    next_values: jax.Array,
+    behaviour_log_prob: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """`worker_gradient` of a rollout `[T, B]` that another policy played (a worker's older
+    copy, `behaviour_log_prob` `[T, B]` its `log μ(a_t|s_t)`): the loss's advantages and
+    targets are then V-trace's (`actor_critic.nstep_loss`); `next_values` from `params`."""
+
+    def off_policy_loss(params, traj, next_values, valid, start_state):
+        return loss_fn(params, traj, next_values, valid, start_state, behaviour_log_prob)
+
+    return worker_gradient(off_policy_loss, params, traj, next_values)
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,9 +1,10 @@
 """The worker trainers by `Config.trainer`: one table, read by the run folders
 (`a3c_jax.runs.worker_runs`) and the front door (`a3c_jax.api.train`).
 
-"threads": `a3c.train_async`, actor-learner threads over gymnax or host environments; "host":
-`host.train_host`, one synchronous learner over a Gymnasium vector environment. Both update a
-`store.ParameterStore`, so their runs share one checkpoint format.
+"threads": `a3c.train_async`, actor-learner threads over gymnax or host environments; "ray":
+`ray_backend.train_ray`, the same workers as Ray actors (processes, on one machine or many);
+"host": `host.train_host`, one synchronous learner over a Gymnasium vector environment. All
+update a `store.ParameterStore`, so their runs share one checkpoint format.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ from a3c_jax.core.types import PRNGKey, TrainState
 from a3c_jax.workers import a3c, host
 from a3c_jax.workers.store import AsyncResult, ParameterStore, UpdateRecord
 
+
+def _train_ray(config: Config, key: PRNGKey, **options) -> AsyncResult:
+    from a3c_jax.workers import ray_backend  # Ray is imported only by runs that use it
+
+    return ray_backend.train_ray(config, key, **options)
+
+
 TRAINERS: dict[str, Callable[..., AsyncResult]] = {
     "threads": a3c.train_async,
+    "ray": _train_ray,
     "host": host.train_host,
 }
 
@@ -30,6 +39,10 @@ def check(config: Config) -> None:
             f"algo={config.algo!r} on env_name={config.env_name!r} is trained by the jitted "
             "program, not by workers: train it with a3c_jax.train(config)"
         )
+    if config.trainer == "ray":
+        from a3c_jax.workers import ray_backend
+
+        ray_backend.require_ray()
 
 
 def train(
@@ -59,7 +72,4 @@ def initial_state(config: Config, key: PRNGKey) -> TrainState:
     check(config)
     if config.trainer == "host":
         return host.initial_state(config, key)
-    parts = a3c.make_async_parts(config)
-    state, carries = parts.init(key)
-    parts.close(carries)
-    return state
+    return a3c.initial_state(config, key)

@@ -154,8 +154,9 @@ class Config:
     num_workers: int | None = None  # actor-learner threads, each with its own num_envs environments
     # Ray workers (a3c_jax.workers.ray_backend): "threads" (the default) or "ray" (one actor
     # process per worker, on this machine or a Ray cluster's); what they send, "gradients" or
-    # "data" (trajectories, V-trace at the learner); the cluster to join (None: start a local
-    # Ray instance; "auto": the one `ray start` runs here; "HOST:PORT": its head node); and how
+    # "data" (trajectories, V-trace at the learner); the cluster to join ("local": start a Ray
+    # instance on this machine; "auto": the one `ray start` runs here; "HOST:PORT": its head
+    # node); and how
     # often Ray restarts a worker whose process died before the run gives up.
     workers: str | None = None
     parallelism: str | None = None
@@ -476,8 +477,7 @@ class Config:
                     "(with algo='a3c') or drop the setting"
                 )
             return
-        if self.ray_address is not None:
-            _check_ray_address(self.ray_address)
+        _check_ray_address(self.ray_address)
         if self.parallelism == "data" and self.recurrent is not None:
             raise ConfigError(
                 f"parallelism='data' with recurrent={self.recurrent!r}: the learner re-runs the "
@@ -791,17 +791,17 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_ray_address(address: Any) -> None:
-    """`ConfigError` unless `address` is "auto", "HOST:PORT" or "ray://HOST:PORT" (whether
-    anything answers there is checked when the run starts: `workers.ray_backend.connect`)."""
-    if isinstance(address, str) and address == "auto":
+    """`ConfigError` unless `address` is "local", "auto", "HOST:PORT" or "ray://HOST:PORT"
+    (whether anything answers there is checked when the run starts: `workers.ray_backend`)."""
+    if address in ("local", "auto"):
         return
     text = address.removeprefix("ray://") if isinstance(address, str) else ""
     host, _, port = text.rpartition(":")
     if not (host and port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(
             f"ray_address={address!r} must be 'auto' (the cluster `ray start` runs on this "
-            "machine), 'HOST:PORT' of a head node (e.g. '10.0.0.1:6379'), or None to start a "
-            "local Ray instance"
+            "machine), 'HOST:PORT' of a head node (e.g. '10.0.0.1:6379'), or 'local' (the "
+            "default) to start a Ray instance on this machine"
         )
 
 

@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": 1,
     "workers": "threads",
     "parallelism": "gradients",
-    "ray_address": None,
+    "ray_address": "local",  # start a Ray instance on this machine
     "max_worker_restarts": 3,
     "vector_env": "sync",
     # Brax environments only (a3c_jax.envs.brax_envs). "spring" compiles and steps fastest on CPU

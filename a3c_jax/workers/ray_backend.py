@@ -117,7 +117,7 @@ class RolloutWorker:
 @contextlib.contextmanager
 def connected(config: Config) -> Iterator[Any]:
     """Ray, connected for the run: the instance this process already joined (left running
-    after), else a new local one (`ray_address=None`) or the cluster at `config.ray_address`
+    after), else a new local one (`ray_address="local"`) or the cluster at `config.ray_address`
     (both shut down after). An address that does not answer raises `ConfigError` within
     `CONNECT_TIMEOUT_S` seconds; so does a cluster with fewer CPUs than `num_workers`."""
     require_ray()
@@ -125,7 +125,7 @@ def connected(config: Config) -> Iterator[Any]:
 
     started = not ray.is_initialized()
     if started:
-        address = config.ray_address
+        address = None if config.ray_address == "local" else config.ray_address
         if address not in (None, "auto"):
             _check_answers(address)
         try:

@@ -6,6 +6,12 @@ import signal
 import jax
 import pytest
 
+from a3c_jax.training import xla
+
+# JAX's CPU computations run inline in the tests, as in the `a3c-jax` command (which calls this
+# first thing; importing a3c_jax does not), before any computation starts JAX's CPU client.
+xla.prefer_inline_dispatch()
+
 # tests/multidevice needs 4 forced CPU devices, so it runs in a process of its own, started by
 # tests/test_parallel.py (which sets A3C_JAX_MULTIDEVICE=1 there).
 if os.environ.get("A3C_JAX_MULTIDEVICE") != "1":

@@ -31,11 +31,17 @@ def key() -> jax.Array:
 # pytest-xdist hands out whole files (`--dist loadfile`) in collection order: the files that take
 # longest start first, so that none of them is left to run alone at the end.
 SLOWEST_FILES = ("test_parallel.py", "test_learning.py", "test_brax.py", "test_recurrent.py")
+# Ray's clusters start many processes: their files go last, so that they never load the CPU while
+# test_parallel.py's 4-device suite runs (XLA's CPU collectives abort the process when a device's
+# thread misses its rendezvous for too long, as seen twice with both running at once).
+LAST_FILES = ("test_ray.py", "test_ray_cluster.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
+        if name in LAST_FILES:
+            return len(SLOWEST_FILES) + 1
         return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
     items.sort(key=rank)  # stable: the order within each file is kept
